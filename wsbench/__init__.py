@@ -1,0 +1,2 @@
+"""wsbench: a benchmark suite for weight-space learning."""
+__version__ = "0.1.0"

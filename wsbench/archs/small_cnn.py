@@ -1,0 +1,49 @@
+"""The small CNN of published CNN zoos (Unterthiner et al. 2020, "Predicting Neural Network
+Accuracy from Weights"): n_conv conv layers (3x3, stride 2, `channels` filters), global average
+pooling, one linear layer. Defaults (3 x 16 channels, 1 input channel) give 4,970 parameters.
+Depth and width are arguments so that architecture families for transfer share one recipe.
+"""
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+
+def _act(name: str):
+    import torch
+
+    table = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid}
+    if name not in table:
+        raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}")
+    return table[name]
+
+
+class SmallCNN(nn.Module):
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        channels: int = 16,
+        n_conv: int = 3,
+        activation: str = "relu",
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if n_conv < 1 or channels < 1:
+            raise ValueError("n_conv and channels must be >= 1")
+        self.activation_name, self.act, self.dropout = activation, _act(activation), dropout
+        widths = [in_channels] + [channels] * n_conv
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
+        self.fc = nn.Linear(channels, num_classes)
+
+    def forward(self, x: Tensor) -> Tensor:
+        for conv in self.convs:
+            x = self.act(conv(x))
+            if self.dropout > 0:
+                x = F.dropout(x, self.dropout, self.training)
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def small_cnn(**kwargs) -> SmallCNN:
+    return SmallCNN(**kwargs)

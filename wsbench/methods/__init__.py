@@ -1,0 +1,1 @@
+"""Weight-space methods: Reconstructors (NeRN, pruning, low-rank, quantisation) and Encoders."""

@@ -1,0 +1,97 @@
+"""The two capabilities a method can declare: Reconstructor and Encoder.
+
+A Reconstructor fits ONE network and returns its reconstructed weights and the size of the
+representation. An Encoder is a torch Module mapping a WeightSpace batch to features.
+Tasks check the capability (declared, never guessed) and report "not applicable" otherwise.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass
+class RunContext:
+    """Where and how a method runs; handed to every method by the task."""
+
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    seed: int = 0
+    workdir: Path | None = None  # for checkpoints (resume); None = no checkpointing
+    progress: bool = True  # progress bars (off in CI / when not a terminal)
+    log: Callable[[str], None] = field(default=lambda msg: print(msg, file=sys.stderr))
+
+    def generator(self, offset: int = 0) -> torch.Generator:
+        g = torch.Generator(device="cpu")
+        g.manual_seed(self.seed * 1_000_003 + offset)
+        return g
+
+
+@dataclass
+class ReconstructionTarget:
+    """One network to reconstruct: its architecture, its weights and what it was trained on."""
+
+    member_id: str
+    arch: str  # registry name in wsbench.archs, e.g. "resnet_cifar"
+    arch_kwargs: dict[str, Any]
+    state_dict: dict[str, Tensor]  # full state dict (params + buffers), CPU float32
+    dataset: str  # wsbench.data dataset name the network was trained on, e.g. "cifar10"
+
+    def build_model(self, device: torch.device | str = "cpu") -> nn.Module:
+        """A fresh module of the target's architecture holding the target's weights, eval mode."""
+        from ..archs import build_arch
+
+        model = build_arch(self.arch, **self.arch_kwargs)
+        model.load_state_dict(self.state_dict, strict=False)
+        return model.to(device).eval()
+
+
+@dataclass
+class Reconstruction:
+    """What a Reconstructor returns.
+
+    `state_dict` has the same keys and shapes as the target's. `n_params`/`n_bytes` count the
+    whole representation needed to rebuild the network (e.g. NeRN's predictor + kept BN/FC
+    tensors + permutation indices). `variants` holds further reconstructions of the same fit
+    (e.g. NeRN's predictor pruned to several sparsities), keyed by a label; the task scores each.
+    """
+
+    state_dict: dict[str, Tensor]
+    n_params: int
+    n_bytes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, "Reconstruction"] = field(default_factory=dict)
+
+
+class Method:
+    """Common base: a name, a capability, and a validated config dict."""
+
+    name: ClassVar[str] = ""
+    capability: ClassVar[str] = ""  # "reconstructor" | "encoder"
+    description: ClassVar[str] = ""
+
+
+class Reconstructor(Method):
+    capability: ClassVar[str] = "reconstructor"
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    def reconstruct(self, target: ReconstructionTarget, ctx: RunContext) -> Reconstruction:
+        raise NotImplementedError
+
+
+class Encoder(nn.Module, Method):
+    """Maps a WeightSpace batch to a feature tensor [B, out_dim]."""
+
+    capability: ClassVar[str] = "encoder"
+    architecture_agnostic: ClassVar[bool] = False
+
+    @classmethod
+    def supports(cls, spec: Any) -> tuple[bool, str]:
+        """(True, "") if this encoder can read networks of `spec`, else (False, reason)."""
+        raise NotImplementedError

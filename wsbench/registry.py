@@ -1,0 +1,77 @@
+"""Name -> factory registries for methods, zoos, tasks and architectures.
+
+One name, one meaning: the registry name is the name in the CLI, in configs, in result records
+and on the leaderboard. Unknown names raise UnknownNameError with the closest registered names.
+"""
+from __future__ import annotations
+
+import difflib
+from typing import Callable, Generic, Iterator, TypeVar
+
+from .errors import UnknownNameError
+
+T = TypeVar("T")
+
+
+def closest(name: str, choices: list[str], n: int = 3) -> list[str]:
+    """Registered names closest to `name` (for did-you-mean messages)."""
+    return difflib.get_close_matches(name, choices, n=n, cutoff=0.4)
+
+
+class Registry(Generic[T]):
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        """Decorator: `@METHODS.register("nern")` on a class or factory."""
+
+        def deco(obj: T) -> T:
+            if name in self._entries and self._entries[name] is not obj:
+                raise ValueError(f"{self.kind} {name!r} registered twice")
+            self._entries[name] = obj
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T) -> None:
+        self.register(name)(obj)
+
+    def get(self, name: str) -> T:
+        _load_builtins()
+        if name not in self._entries:
+            names = sorted(self._entries)
+            hint = closest(name, names)
+            msg = f"unknown {self.kind} {name!r}"
+            msg += f"; did you mean {', '.join(repr(h) for h in hint)}?" if hint else ""
+            msg += f" (known: {', '.join(names)})"
+            raise UnknownNameError(msg)
+        return self._entries[name]
+
+    def names(self) -> list[str]:
+        _load_builtins()
+        return sorted(self._entries)
+
+    def __contains__(self, name: str) -> bool:
+        _load_builtins()
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())
+
+
+METHODS: Registry = Registry("method")
+TASKS: Registry = Registry("task")
+ZOOS: Registry = Registry("zoo")
+ARCHS: Registry = Registry("architecture")
+
+_loaded = False
+
+
+def _load_builtins() -> None:
+    """Import the modules whose decorators fill the registries (once, lazily)."""
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    from . import builtins  # noqa: F401  (imports every registering module)

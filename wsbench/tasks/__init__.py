@@ -1,0 +1,1 @@
+"""Tasks score methods on zoos: reconstruction, property prediction, INR classification, transfer."""

@@ -1,0 +1,48 @@
+"""What every task is: a versioned scorer that picks splits from a zoo, runs a method and returns
+metrics with `higher_is_better`. A method that cannot do a task is reported "not applicable"
+(a record with status not_applicable and the reason), never a crash."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from ..methods.base import Method, RunContext
+from ..zoo import Zoo
+
+
+@dataclass
+class TaskResult:
+    """One scored outcome; the runner turns each into a ResultRecord."""
+
+    metrics: dict[str, float]
+    higher_is_better: dict[str, bool]
+    split: str
+    n_train: int
+    n_eval: int
+    n_params: int | None = None
+    method_config: dict[str, Any] = field(default_factory=dict)  # effective config (e.g. incl. a variant)
+    extra: dict[str, Any] = field(default_factory=dict)  # member id, per-layer errors, curves...
+
+
+class Task:
+    name: ClassVar[str] = ""
+    version: ClassVar[int] = 1  # bump whenever the scoring changes
+    description: ClassVar[str] = ""
+    capability: ClassVar[str] = ""  # the method capability it needs: "reconstructor" | "encoder"
+    zoo_kinds: ClassVar[tuple[str, ...]] = ()  # card kinds it can score ("cnn", "resnet", "inr")
+
+    def __init__(self, **config: Any) -> None:
+        self.config = config
+
+    def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
+        """(True, "") or (False, why): checked before anything runs."""
+        if method_cls.capability != self.capability:
+            return False, (f"method {method_cls.name!r} is a {method_cls.capability}; task {self.name!r} "
+                           f"needs a {self.capability}")
+        if self.zoo_kinds and zoo.card.kind not in self.zoo_kinds:
+            return False, f"task {self.name!r} scores {'/'.join(self.zoo_kinds)} zoos; {zoo.name} is a {zoo.card.kind} zoo"
+        return True, ""
+
+    def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,
+            ctx: RunContext) -> list[TaskResult]:
+        raise NotImplementedError

@@ -1,0 +1,238 @@
+"""Model zoos on disk: a folder that is also a Hugging Face dataset repo.
+
+    <zoo>/zoo.yaml               the card (ZooCard), with the variant it was built as
+    <zoo>/members.parquet        one row per network: id, split, group, row, hyper-parameters, metrics
+    <zoo>/weights/<group>.safetensors   one stacked tensor [n_group_members, *shape] per state-dict key
+    <zoo>/manifest.json          sha256 and size of every file, checked on load
+
+A "group" is one architecture (arch + kwargs) of the zoo; `row` is the member's index in its
+group's stacked tensors. Zoos are written atomically (staging folder + rename) and never pickled.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import pandas as pd
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor
+
+from .errors import DataError, IntegrityError
+from .manifest import safe_relpath, verify_manifest, write_manifest
+from .weights import NetworkSpec, WeightSpace, spec_for_arch
+from .zoo_card import ZooCard, card_path, load_card
+
+REQUIRED_COLUMNS = ("id", "split", "group", "row")
+CARD_FILE, MEMBERS_FILE, WEIGHTS_DIR = "zoo.yaml", "members.parquet", "weights"
+
+
+def zoo_store() -> Path:
+    """Where built zoos live: $WSBENCH_ZOO_DIR, default ~/.cache/wsbench/zoos."""
+    return Path(os.environ.get("WSBENCH_ZOO_DIR", Path.home() / ".cache" / "wsbench" / "zoos"))
+
+
+def built_zoo_path(name: str, variant: str) -> Path:
+    return zoo_store() / name / variant
+
+
+@dataclass
+class Zoo:
+    root: Path
+    card: ZooCard
+    members: pd.DataFrame
+    _cache: dict[str, dict[str, Tensor]] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def version(self) -> str:
+        return self.card.version
+
+    @property
+    def groups(self) -> list[str]:
+        return sorted(self.members["group"].unique())
+
+    def spec(self, group: str | None = None) -> NetworkSpec:
+        group = group or self._only_group()
+        arch = self.card.archs[group]
+        return spec_for_arch(arch["arch"], **arch.get("kwargs", {}))
+
+    def _only_group(self) -> str:
+        if len(self.card.archs) != 1:
+            raise DataError(f"zoo {self.name} has several architecture groups {sorted(self.card.archs)}: name one")
+        return next(iter(self.card.archs))
+
+    def split(self, name: str, group: str | None = None) -> pd.DataFrame:
+        df = self.members[self.members["split"] == name]
+        if group is not None:
+            df = df[df["group"] == group]
+        if df.empty:
+            have = sorted(self.members["split"].unique())
+            raise DataError(f"zoo {self.name}: split {name!r}{f' of group {group}' if group else ''} is empty "
+                            f"(splits: {have})")
+        return df
+
+    def member(self, member_id: str) -> pd.Series:
+        rows = self.members[self.members["id"] == member_id]
+        if rows.empty:
+            from .registry import closest
+
+            hint = closest(member_id, list(self.members["id"].astype(str)))
+            raise DataError(f"zoo {self.name} has no member {member_id!r}" + (f"; did you mean {hint[0]!r}?" if hint else ""))
+        return rows.iloc[0]
+
+    def _group_tensors(self, group: str) -> dict[str, Tensor]:
+        if group not in self._cache:
+            self._cache[group] = read_weight_file(self.root / WEIGHTS_DIR / f"{group}.safetensors", self.spec(group))
+        return self._cache[group]
+
+    def weights(self, members: pd.DataFrame | Sequence[str] | None = None, *, split: str | None = None,
+                group: str | None = None, check_finite: bool = True) -> WeightSpace:
+        """WeightSpace of the given members (a frame or ids), or of a split, all of one group."""
+        if members is None:
+            members = self.split(split, group) if split else self.members
+        elif not isinstance(members, pd.DataFrame):
+            members = pd.concat([self.member(m).to_frame().T for m in members])
+        groups = members["group"].unique()
+        if len(groups) != 1:
+            raise DataError(f"zoo {self.name}: members span groups {sorted(groups)}; pick one with group=")
+        tensors = self._group_tensors(groups[0])
+        rows = torch.as_tensor(members["row"].astype("int64").to_numpy())
+        ws = WeightSpace(self.spec(groups[0]), {k: t.index_select(0, rows) for k, t in tensors.items()})
+        if check_finite:
+            ws.check_finite(where=f"zoo {self.name}: ")
+        return ws
+
+    def state_dict(self, member_id: str) -> dict[str, Tensor]:
+        self.member(member_id)  # clear error for an unknown id
+        return self.weights(self.members[self.members["id"] == member_id]).state_dict(0)
+
+
+def read_weight_file(path: Path, spec: NetworkSpec) -> dict[str, Tensor]:
+    """Read one group's stacked tensors, checking keys, shapes and dtypes against the spec."""
+    if not path.exists():
+        raise DataError(f"weight file {path} is missing")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            keys = set(f.keys())
+            missing = [k for k in spec.keys if k not in keys]
+            if missing:
+                raise IntegrityError(f"{path}: missing tensors {missing[:5]}")
+            out = {k: f.get_tensor(k) for k in spec.keys}
+    except IntegrityError:
+        raise
+    except Exception as e:  # truncated or not a safetensors file
+        raise IntegrityError(f"{path} is not a readable safetensors file ({type(e).__name__}: {e})") from None
+    n = {t.shape[0] if t.dim() else -1 for t in out.values()}
+    if len(n) != 1:
+        raise IntegrityError(f"{path}: tensors disagree on the number of members")
+    for p in spec.params:
+        t = out[p.key]
+        if t.dtype != torch.float32:
+            raise IntegrityError(f"{path}: tensor {p.key!r} has dtype {t.dtype}, expected float32")
+        if tuple(t.shape[1:]) != p.shape:
+            raise IntegrityError(f"{path}: tensor {p.key!r} has shape {tuple(t.shape[1:])} per member, expected {p.shape}")
+    return out
+
+
+def _validate_members(df: pd.DataFrame, card: ZooCard, where: Path) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise DataError(f"{where}: members table lacks columns {missing} (required: {list(REQUIRED_COLUMNS)})")
+    if df.empty:
+        raise DataError(f"{where}: the zoo has no members")
+    dup = df["id"][df["id"].duplicated()].tolist()
+    if dup:
+        raise DataError(f"{where}: duplicate member ids {dup[:5]}")
+    unknown = sorted(set(df["group"]) - set(card.archs))
+    if unknown:
+        raise DataError(f"{where}: members of groups {unknown} that the card does not define")
+    for split_name, ids in (card.split_ids or {}).items():
+        bad = sorted(set(ids) - set(df["id"]))
+        if bad:
+            raise DataError(f"{where}: card split {split_name!r} refers to unknown members {bad[:5]}")
+
+
+def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, verify: bool = True) -> Zoo:
+    """Load a zoo from a folder, or a registered zoo name from the store (building cheap ones)."""
+    p = Path(name_or_path)
+    if p.is_dir():
+        root = p
+    else:
+        from .registry import ZOOS
+
+        card = ZOOS.get(str(name_or_path))  # UnknownNameError with close names
+        variant = variant or card.default_variant
+        root = built_zoo_path(card.name, variant)
+        if not (root / CARD_FILE).exists():
+            if not card.variant_config(variant).get("auto_build", False):
+                raise DataError(f"zoo {card.name} ({variant}) is not built yet: run "
+                                f"`python run_bench.py build-zoo {card.name} --variant {variant}`")
+            from .zoo_builders import build_zoo
+
+            build_zoo(card.name, variant=variant)
+    if not (root / CARD_FILE).exists():
+        raise DataError(f"{root} is not a zoo folder: it has no {CARD_FILE}")
+    card = load_card(root / CARD_FILE)
+    if verify:
+        verify_manifest(root)
+    members_file = root / MEMBERS_FILE
+    if not members_file.exists():
+        raise DataError(f"{root}: {MEMBERS_FILE} is missing")
+    try:
+        members = pd.read_parquet(members_file)
+    except Exception as e:
+        raise IntegrityError(f"{members_file} is not a readable parquet file ({e})") from None
+    _validate_members(members, card, members_file)
+    for g in members["group"].unique():
+        safe_relpath(root, f"{WEIGHTS_DIR}/{g}.safetensors")
+    zoo = Zoo(root, card, members.reset_index(drop=True))
+    for g in zoo.groups:  # shapes, dtypes and row ranges are checked now, not at first use
+        n = next(iter(zoo._group_tensors(g).values())).shape[0]
+        rows = members.loc[members["group"] == g, "row"]
+        if rows.min() < 0 or rows.max() >= n:
+            raise IntegrityError(f"{root}: members of group {g} point at rows outside 0..{n - 1}")
+    return zoo
+
+
+def write_zoo(root: str | os.PathLike, card: ZooCard, members: pd.DataFrame,
+              weights: Mapping[str, Mapping[str, Tensor]], *, overwrite: bool = False) -> Zoo:
+    """Write a complete zoo atomically: nothing appears at `root` unless everything was written."""
+    root = Path(root)
+    if root.exists() and not overwrite:
+        raise DataError(f"{root} exists already (pass overwrite=True to replace it)")
+    _validate_members(members, card, root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
+    try:
+        (stage / WEIGHTS_DIR).mkdir()
+        for group, tensors in weights.items():
+            spec = spec_for_arch(card.archs[group]["arch"], **card.archs[group].get("kwargs", {}))
+            data = {k: tensors[k].detach().to("cpu", torch.float32).contiguous() for k in spec.keys}
+            save_file(data, str(stage / WEIGHTS_DIR / f"{group}.safetensors"))
+        members.reset_index(drop=True).to_parquet(stage / MEMBERS_FILE, index=False)
+        card.save(stage / CARD_FILE)
+        write_manifest(stage)
+        if root.exists():
+            old = root.with_name(f".{root.name}.old-{os.getpid()}")
+            os.replace(root, old)
+            os.replace(stage, root)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(stage, root)
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        raise
+    return load_zoo(root)
+
+
+__all__ = ["Zoo", "ZooCard", "load_zoo", "write_zoo", "zoo_store", "built_zoo_path", "card_path", "read_weight_file"]
+

@@ -1,0 +1,117 @@
+"""Zoo cards (zoos/*.yaml): what a zoo is, how it is built, and its variants.
+
+A card names the zoo and its version, the architecture group(s), the dataset, the training
+recipe and hyper-parameter grid, seeds, splits, licence and provenance, and a `variants`
+mapping (every card has `tiny`, which builds on CPU in seconds for tests) whose entries
+override top-level keys. A built zoo folder keeps the resolved card with `variant` set.
+"""
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import ConfigError, DataError
+
+CARD_FORMAT_VERSION = 1
+CARDS_DIR = Path(__file__).resolve().parent.parent / "zoos"
+
+
+@dataclass
+class ZooCard:
+    name: str
+    version: str
+    description: str
+    kind: str  # "cnn" | "resnet" | "inr"
+    dataset: str  # wsbench.data dataset name the members were trained on / fitted to
+    archs: dict[str, dict[str, Any]]  # group -> {"arch": registry name, "kwargs": {...}}
+    builder: str  # zoo builder registry name
+    recipe: dict[str, Any] = field(default_factory=dict)
+    grid: dict[str, Any] = field(default_factory=dict)
+    seeds: dict[str, Any] = field(default_factory=dict)
+    splits: dict[str, Any] = field(default_factory=dict)
+    split_ids: dict[str, list[str]] | None = None  # explicit member ids per split (optional)
+    license: str = ""
+    provenance: str = ""
+    nondeterminism: str = ""
+    citation: str = ""
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    default_variant: str = "full"
+    variant: str | None = None  # set in a built zoo's copy of the card
+    format_version: int = CARD_FORMAT_VERSION
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], where: str = "card") -> "ZooCard":
+        if not isinstance(d, dict):
+            raise DataError(f"{where}: a zoo card must be a YAML mapping")
+        fv = d.get("format_version", CARD_FORMAT_VERSION)
+        if fv != CARD_FORMAT_VERSION:
+            raise DataError(f"{where}: card format_version {fv!r} is not supported (this wsbench reads {CARD_FORMAT_VERSION})")
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DataError(f"{where}: unknown card keys {unknown}")
+        missing = [k for k in ("name", "version", "description", "kind", "dataset", "archs", "builder") if k not in d]
+        if missing:
+            raise DataError(f"{where}: card lacks required keys {missing}")
+        card = cls(**{k: copy.deepcopy(v) for k, v in d.items()})
+        card.version = str(card.version)
+        for g, a in card.archs.items():
+            if not isinstance(a, dict) or "arch" not in a:
+                raise DataError(f"{where}: archs.{g} must be a mapping with an 'arch' key")
+        if "tiny" not in card.variants:
+            raise DataError(f"{where}: every zoo card needs a 'tiny' variant")
+        return card
+
+    def variant_config(self, variant: str) -> dict[str, Any]:
+        if variant not in self.variants:
+            raise ConfigError(f"zoo {self.name} has no variant {variant!r} (variants: {sorted(self.variants)})")
+        return dict(self.variants[variant])
+
+    def resolve(self, variant: str) -> "ZooCard":
+        """The card with the variant's overrides: recipe/grid/seeds/splits merged one level deep, other keys replaced."""
+        over = self.variant_config(variant)
+        d = asdict(self)
+        for k, v in over.items():
+            if k in ("auto_build", "n_members", "note"):
+                d.setdefault("recipe", {})[k] = v
+            elif k in ("recipe", "grid", "seeds", "splits") and isinstance(v, dict):
+                d[k] = {**(d.get(k) or {}), **v}
+            elif k in d:
+                d[k] = v
+            else:
+                d.setdefault("recipe", {})[k] = v
+        d["variant"] = variant
+        return ZooCard.from_dict(d)
+
+    def save(self, path: str | os.PathLike) -> None:
+        path = Path(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(asdict(self), f, sort_keys=False)
+        os.replace(tmp, path)
+
+
+def load_card(path: str | os.PathLike) -> ZooCard:
+    path = Path(path)
+    try:
+        d = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"zoo card {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise DataError(f"zoo card {path} is not valid YAML: {e}") from None
+    return ZooCard.from_dict(d, where=str(path))
+
+
+def card_path(name: str) -> Path:
+    return CARDS_DIR / f"{name}.yaml"
+
+
+def registered_cards() -> dict[str, ZooCard]:
+    """Every card in zoos/*.yaml, by name."""
+    return {p.stem: load_card(p) for p in sorted(CARDS_DIR.glob("*.yaml"))}

@@ -1,0 +1,356 @@
+"""Result records and their append-only JSONL store (``leaderboards/results/{task}.jsonl``).
+
+Every benchmark run yields one :class:`ResultRecord`. Records are identified by a content
+hash (``record_id``), so appending the same record twice, or merging a store pulled from the
+Hub, never duplicates a line. Leaderboards are derived from these files, never edited.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import errno
+import fcntl
+import hashlib
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from .errors import ConfigError, WsbenchError
+
+STATUSES = ("ok", "not_applicable")
+_TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class ResultRecord:
+    """One run of one method on one task and zoo split. Build it with :meth:`create`."""
+
+    task: str
+    task_version: int
+    zoo: str
+    zoo_version: str
+    split: str
+    method: str
+    method_config: dict[str, Any]
+    preset: str | None
+    seed: int
+    metrics: dict[str, float]
+    higher_is_better: dict[str, bool]
+    status: str
+    reason: str | None
+    n_train: int | None
+    n_eval: int | None
+    n_params: int | None
+    wall_s: float
+    device: str
+    versions: dict[str, str]
+    git_commit: str | None
+    date: str
+    command: str
+    extra: dict[str, Any] = field(default_factory=dict)
+    record_id: str = ""
+
+    @classmethod
+    def create(cls, **fields: Any) -> "ResultRecord":
+        """Fill versions/git_commit/date when not given, validate, and compute record_id."""
+        fields.pop("record_id", None)
+        fields.setdefault("versions", current_versions())
+        fields.setdefault("git_commit", current_git_commit())
+        fields.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        fields.setdefault("extra", {})
+        fields.setdefault("reason", None)
+        fields.setdefault("preset", None)
+        names = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
+        unknown = sorted(set(fields) - names)
+        missing = sorted(names - set(fields))
+        if unknown or missing:
+            raise ConfigError(f"ResultRecord: unknown fields {unknown}, missing fields {missing}")
+        body = _normalise(fields)
+        return cls(**body, record_id=compute_record_id(body))
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        """One line of JSON with sorted keys; NaN/Inf anywhere raise ConfigError."""
+        return _dumps(self.as_dict())
+
+    @classmethod
+    def from_json(cls, line: str) -> "ResultRecord":
+        """Parse one line; a malformed line or a record whose id does not match raises ConfigError."""
+        try:
+            data = json.loads(line, parse_constant=_refuse_constant)
+        except (ValueError, ConfigError) as exc:
+            raise ConfigError(f"result record is not valid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ConfigError("result record is not a JSON object")
+        record_id = data.pop("record_id", None)
+        names = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
+        if set(data) != names:
+            raise ConfigError(
+                f"result record fields differ: missing {sorted(names - set(data))}, "
+                f"unknown {sorted(set(data) - names)}"
+            )
+        body = _normalise(data)
+        expected = compute_record_id(body)
+        if record_id != expected:
+            raise ConfigError(f"result record_id {record_id!r} does not match its content ({expected})")
+        return cls(**body, record_id=expected)
+
+
+def compute_record_id(body: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON (sorted keys) of all fields except record_id, 16 hex chars."""
+    body = {k: v for k, v in body.items() if k != "record_id"}
+    return hashlib.sha256(_dumps(body).encode("utf-8")).hexdigest()[:16]
+
+
+def _refuse_constant(name: str) -> float:
+    raise ConfigError(f"non-finite number {name} in a result record")
+
+
+def _dumps(obj: Any) -> str:
+    try:
+        return json.dumps(obj, sort_keys=True, allow_nan=False, separators=(",", ":"), ensure_ascii=False)
+    except ValueError as exc:  # allow_nan=False raises ValueError on NaN/Inf
+        raise ConfigError(f"result record contains NaN or Inf ({exc}); never store a silent NaN") from None
+    except TypeError as exc:
+        raise ConfigError(f"result record contains a value that is not JSON: {exc}") from None
+
+
+def _normalise(fields: dict[str, Any]) -> dict[str, Any]:
+    """Check types and convert numpy/torch scalars to plain Python so hashing is stable."""
+    out = dict(fields)
+    for key in ("task", "zoo", "zoo_version", "split", "method", "device", "command", "date"):
+        if not isinstance(out[key], str) or not out[key]:
+            raise ConfigError(f"ResultRecord.{key} must be a non-empty string, got {out[key]!r}")
+    if not _TASK_NAME.match(out["task"]):
+        raise ConfigError(f"ResultRecord.task {out['task']!r} is not a valid file name")
+    for key in ("task_version", "seed"):
+        out[key] = _as_int(key, out[key])
+    for key in ("n_train", "n_eval", "n_params"):
+        out[key] = None if out[key] is None else _as_int(key, out[key])
+    if out["status"] not in STATUSES:
+        raise ConfigError(f"ResultRecord.status must be one of {STATUSES}, got {out['status']!r}")
+    if out["status"] == "not_applicable" and not out["reason"]:
+        raise ConfigError("ResultRecord with status 'not_applicable' needs a reason")
+    out["wall_s"] = _as_float("wall_s", out["wall_s"])
+    out["metrics"] = {str(k): _as_float(f"metrics.{k}", v) for k, v in dict(out["metrics"]).items()}
+    out["higher_is_better"] = {str(k): bool(v) for k, v in dict(out["higher_is_better"]).items()}
+    missing = sorted(set(out["metrics"]) - set(out["higher_is_better"]))
+    if missing:
+        raise ConfigError(f"ResultRecord.higher_is_better lacks metrics {missing}")
+    for key in ("method_config", "versions", "extra"):
+        if not isinstance(out[key], dict):
+            raise ConfigError(f"ResultRecord.{key} must be a dict, got {type(out[key]).__name__}")
+        out[key] = json.loads(_dumps(_plain(out[key])))  # deep copy, checks finiteness
+    out["versions"] = {str(k): str(v) for k, v in out["versions"].items()}
+    return out
+
+
+def _plain(obj: Any) -> Any:
+    """Recursively turn numpy/torch scalars and tuples into JSON-native values."""
+    if isinstance(obj, dict):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if hasattr(obj, "item") and callable(obj.item) and getattr(obj, "ndim", 0) == 0:
+        return obj.item()
+    return obj
+
+
+def _as_int(key: str, value: Any) -> int:
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"ResultRecord.{key} must be an integer, got {value!r}")
+    return value
+
+
+def _as_float(key: str, value: Any) -> float:
+    value = _plain(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"ResultRecord.{key} must be a number, got {value!r}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ConfigError(f"ResultRecord.{key} is {value}; never store a silent NaN/Inf")
+    return value
+
+
+def current_versions() -> dict[str, str]:
+    from . import __version__
+
+    versions = {"wsbench": __version__, "python": platform.python_version()}
+    try:
+        import torch
+
+        versions["torch"] = torch.__version__
+    except ImportError:  # pragma: no cover - torch is a hard dependency
+        versions["torch"] = "absent"
+    return versions
+
+
+def current_git_commit() -> str | None:
+    """The HEAD commit of the source checkout (suffixed '+dirty' with local changes), or None."""
+    src = Path(__file__).resolve().parent
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=src, capture_output=True, text=True, timeout=10,
+        )
+        return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+# ---------------------------------------------------------------- store
+
+
+def results_file(results_dir: str | os.PathLike, task: str) -> Path:
+    if not _TASK_NAME.match(task):
+        raise ConfigError(f"task name {task!r} is not a valid file name")
+    return Path(results_dir) / f"{task}.jsonl"
+
+
+def _existing_ids(path: Path) -> set[str]:
+    ids: set[str] = set()
+    if not path.exists():
+        return ids
+    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue  # a corrupted line; read_records warns about it
+            if isinstance(data, dict) and isinstance(data.get("record_id"), str):
+                ids.add(data["record_id"])
+    return ids
+
+
+def append_records(results_dir: str | os.PathLike, records: Iterable[ResultRecord]) -> Path:
+    """Append records to ``{task}.jsonl``; records already there (same record_id) are skipped.
+
+    Returns the task file, or results_dir itself when the records span several tasks.
+    Per task file: an exclusive flock on ``{task}.jsonl.lock``, then all new lines in ONE
+    ``os.write`` on an O_APPEND fd and an fsync, so concurrent writers never interleave lines.
+    On failure a WsbenchError names the file, which is truncated back to its previous size.
+    """
+    paths, _ = append_records_counted(results_dir, records)
+    return paths[0] if len(paths) == 1 else Path(results_dir)
+
+
+def append_records_counted(
+    results_dir: str | os.PathLike, records: Iterable[ResultRecord]
+) -> tuple[list[Path], int]:
+    """Like :func:`append_records`; returns (task files touched, number of lines added)."""
+    results_dir = Path(results_dir)
+    by_task: dict[str, list[ResultRecord]] = {}
+    for record in records:
+        by_task.setdefault(record.task, []).append(record)
+    touched: list[Path] = []
+    added = 0
+    for task, task_records in sorted(by_task.items()):
+        path = results_file(results_dir, task)
+        try:
+            results_dir.mkdir(parents=True, exist_ok=True)
+            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise WsbenchError(f"cannot write results to {path}: {exc.strerror or exc}") from None
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX)
+            seen = _existing_ids(path)
+            lines = []
+            for record in task_records:
+                if record.record_id not in seen:
+                    seen.add(record.record_id)
+                    lines.append(record.to_json() + "\n")
+            if lines:
+                _append_once(path, "".join(lines).encode("utf-8"))
+                added += len(lines)
+            touched.append(path)
+        finally:
+            os.close(lock_fd)  # closing releases the flock
+    return touched, added
+
+
+def _append_once(path: Path, payload: bytes) -> None:
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise WsbenchError(f"cannot write results to {path}: {exc.strerror or exc}") from None
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            written = os.write(fd, payload)
+            if written != len(payload):
+                raise OSError(errno.ENOSPC, "short write (disk full?)")
+            os.fsync(fd)
+        except OSError as exc:
+            try:
+                os.ftruncate(fd, start)  # leave the file as it was
+            except OSError:
+                pass
+            raise WsbenchError(f"cannot write results to {path}: {exc.strerror or exc}") from None
+    finally:
+        os.close(fd)
+
+
+def read_records(results_dir: str | os.PathLike) -> list[ResultRecord]:
+    """All records of every ``*.jsonl`` in results_dir: files by name, lines in append order.
+
+    A corrupted line is skipped with a warning naming file and line; duplicates are dropped.
+    """
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        return []
+    records: dict[str, ResultRecord] = {}
+    for path in sorted(results_dir.glob("*.jsonl")):
+        with open(path, "r", encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = ResultRecord.from_json(line)
+                except ConfigError as exc:
+                    warnings.warn(f"{path}:{lineno}: skipped corrupted result record ({exc})", stacklevel=2)
+                    continue
+                records.setdefault(record.record_id, record)
+    return list(records.values())
+
+
+def records_frame(records: Iterable[ResultRecord]) -> "pandas.DataFrame":  # noqa: F821
+    """Flat table: one row per record; ``metric.<name>``, ``higher_is_better.<name>``,
+    ``version.<pkg>`` columns; method_config and extra as JSON strings."""
+    import pandas as pd
+
+    rows = []
+    for record in records:
+        row = record.as_dict()
+        metrics = row.pop("metrics")
+        hib = row.pop("higher_is_better")
+        versions = row.pop("versions")
+        row["method_config"] = _dumps(row["method_config"])
+        row["extra"] = _dumps(row["extra"])
+        row.update({f"metric.{k}": v for k, v in metrics.items()})
+        row.update({f"higher_is_better.{k}": v for k, v in hib.items()})
+        row.update({f"version.{k}": v for k, v in versions.items()})
+        rows.append(row)
+    base = [f.name for f in dataclasses.fields(ResultRecord) if f.name not in ("metrics", "higher_is_better", "versions")]
+    frame = pd.DataFrame(rows, columns=None if rows else base)
+    extra_cols = sorted(c for c in frame.columns if c not in base)
+    frame = frame[[c for c in base if c in frame.columns] + extra_cols]
+    for col in ("task_version", "seed"):
+        if col in frame:
+            frame[col] = frame[col].astype("int64")
+    for col in ("n_train", "n_eval", "n_params"):
+        if col in frame:
+            frame[col] = frame[col].astype("Int64")
+    return frame

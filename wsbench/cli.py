@@ -1,0 +1,181 @@
+"""Command line: `python run_bench.py --method nern --zoo cifar10_resnet` and sub-commands.
+
+Exit codes: 0 success, 2 user error (one clear line, no traceback), 130 interrupted,
+1 internal error (a bug: one line plus where the traceback was written).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+import tempfile
+import traceback
+from pathlib import Path
+
+from . import __version__
+from .errors import WsbenchError
+
+SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo")
+
+EPILOG = """examples:
+  run_bench.py list                                        what can be run
+  run_bench.py --method magnitude_prune --zoo cifar10_resnet
+  run_bench.py --method nern --zoo cifar10_resnet --member resnet20_pretrained --preset quick
+  run_bench.py --method dwsnet --zoo siren_mnist --seeds 0 1 2
+  run_bench.py leaderboard                                 regenerate leaderboards/ from the records
+  run_bench.py build-zoo small_cnn_mnist --variant tiny
+"""
+
+
+def _run_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--method", required=True, help="method registry name (see `list`)")
+    p.add_argument("--zoo", required=True, help="zoo name (see `list`) or path to a zoo folder")
+    p.add_argument("--task", help="task name (default: reconstruction for reconstructors, property_prediction "
+                                  "for CNN zoos, inr_classification for INR zoos)")
+    p.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
+    p.add_argument("--seeds", type=int, nargs="+", help="several seeds, one record set each")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N] (auto: cuda when present)")
+    p.add_argument("--preset", default="auto", help="config preset in baselines/METHOD/ (auto: paper on GPU, quick on CPU)")
+    p.add_argument("--config", help="a YAML file of method config keys (and an optional task: mapping)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key (task.KEY for task options); repeatable")
+    p.add_argument("--member", action="append", help="zoo member id(s) to use (reconstruction); repeatable")
+    p.add_argument("--zoo-variant", help="zoo variant (default: the card's default, e.g. full)")
+    p.add_argument("--results-dir", default="leaderboards/results", help="where records are appended")
+    p.add_argument("--runs-dir", default="runs", help="checkpoints of runs in progress (resume)")
+    p.add_argument("--no-save", action="store_true", help="print results, append no record")
+    p.add_argument("--force", action="store_true", help="run again even if this run's records exist")
+    p.add_argument("--push-to-hub", metavar="REPO", help="after the run, push all records to this Hub dataset repo")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_bench.py", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=EPILOG,
+        description="wsbench: benchmark weight-space learning methods on model zoos. "
+                    "Without a sub-command, runs --method on --zoo.")
+    parser.add_argument("--version", action="version", version=f"wsbench {__version__}")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or log lines")
+    parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _run_parser(sub.add_parser("run", help="run a method on a zoo (the default command)"))
+    sub.add_parser("list", help="methods, zoos, tasks, presets and which method can do which task")
+    lb = sub.add_parser("leaderboard", help="regenerate leaderboards/ (markdown, HTML, plots) from the records")
+    lb.add_argument("--results-dir", default="leaderboards/results")
+    lb.add_argument("--out", default="leaderboards")
+    push = sub.add_parser("push", help="push the result records to a Hub dataset repo")
+    push.add_argument("repo")
+    push.add_argument("--results-dir", default="leaderboards/results")
+    pull = sub.add_parser("pull", help="merge result records from a Hub dataset repo into the local store")
+    pull.add_argument("repo")
+    pull.add_argument("--results-dir", default="leaderboards/results")
+    pz = sub.add_parser("push-zoo", help="push a built zoo folder to a Hub dataset repo")
+    pz.add_argument("name", help="zoo name or folder")
+    pz.add_argument("repo")
+    pz.add_argument("--variant")
+    try:
+        from .commands.zoo_commands import register as register_zoo_commands
+
+        register_zoo_commands(sub)
+    except ImportError:  # zoo building commands not installed in this checkout
+        pass
+    return parser
+
+
+def _normalise_argv(argv: list[str]) -> list[str]:
+    """`run_bench.py --method X ...` means `run_bench.py run --method X ...`."""
+    globals_ = {"--quiet", "--json", "--debug"}
+    head = [a for a in argv if a in globals_]
+    rest = [a for a in argv if a not in globals_]
+    if rest and rest[0] not in SUBCOMMANDS and rest[0] not in ("-h", "--help", "--version"):
+        rest = ["run"] + rest
+    return head + rest
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args = parser.parse_args(_normalise_argv(argv))
+    if args.command is None:
+        parser.print_help()
+        return 0
+    command_line = "python run_bench.py " + " ".join(shlex.quote(a) for a in argv)
+    try:
+        return _dispatch(args, command_line)
+    except WsbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 130
+    except Exception as e:  # a bug, not a user error
+        if args.debug:
+            raise
+        fd, path = tempfile.mkstemp(prefix="wsbench-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w") as f:
+            traceback.print_exc(file=f)
+        print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
+        return 1
+
+
+def _dispatch(args: argparse.Namespace, command_line: str) -> int:
+    from .console import Console
+
+    con = Console(quiet=args.quiet, as_json=args.json)
+    if args.command == "run":
+        return _cmd_run(args, command_line, con)
+    if args.command == "list":
+        from .listing import print_listing
+
+        print_listing(con)
+        return 0
+    if args.command == "leaderboard":
+        from .leaderboard import generate_leaderboard
+
+        paths = generate_leaderboard(args.results_dir, args.out)
+        con.done({"written": [str(p) for p in paths]}, f"leaderboard written: {', '.join(str(p) for p in paths)}")
+        return 0
+    if args.command in ("push", "pull", "push-zoo"):
+        return _cmd_hub(args, con)
+    return args.handler(args)  # sub-commands registered by other modules
+
+
+def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
+    from .runner import RunRequest, run_benchmark
+
+    seeds = args.seeds or [args.seed if args.seed is not None else 0]
+    req = RunRequest(method=args.method, zoo=args.zoo, task=args.task, seeds=seeds, device=args.device,
+                     preset=args.preset, config_path=args.config, overrides=args.overrides, members=args.member,
+                     zoo_variant=args.zoo_variant, results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir),
+                     save=not args.no_save, force=args.force, progress=con.progress, command=command_line, log=con.log)
+    records = run_benchmark(req)
+    con.summary(records, None if args.no_save else Path(args.results_dir))
+    if args.push_to_hub:
+        from .hub import push_results
+
+        url = push_results(args.push_to_hub, Path(args.results_dir))
+        con.log(f"pushed records to {url}")
+    return 0
+
+
+def _cmd_hub(args: argparse.Namespace, con) -> int:
+    from . import hub
+
+    if args.command == "push":
+        url = hub.push_results(args.repo, Path(args.results_dir))
+        con.done({"pushed": args.repo, "url": url}, f"pushed {args.results_dir} to {args.repo}: {url}")
+    elif args.command == "pull":
+        n = hub.pull_results(args.repo, Path(args.results_dir))
+        con.done({"pulled": args.repo, "new_records": n}, f"merged {n} new records from {args.repo} into {args.results_dir}")
+    else:
+        from .zoo import load_zoo
+
+        zoo = load_zoo(args.name, variant=args.variant)
+        url = hub.push_zoo(zoo.root, args.repo)
+        con.done({"pushed": str(zoo.root), "url": url}, f"pushed zoo {zoo.name} ({zoo.root}) to {args.repo}: {url}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,52 @@
+"""`run_bench.py list`: methods, zoos, tasks and presets, and which method can do which task."""
+from __future__ import annotations
+
+from .registry import METHODS, TASKS, ZOOS
+
+
+def listing() -> dict:
+    from .runner import preset_names
+
+    methods = {}
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        tasks = [t for t in TASKS.names() if TASKS.get(t).capability == cls.capability]
+        methods[name] = {"capability": cls.capability, "description": cls.description,
+                         "tasks": tasks, "presets": preset_names(name),
+                         "architecture_agnostic": bool(getattr(cls, "architecture_agnostic", False))}
+    zoos = {}
+    for name in ZOOS.names():
+        card = ZOOS.get(name)
+        zoos[name] = {"kind": card.kind, "dataset": card.dataset, "version": card.version,
+                      "variants": sorted(card.variants), "description": " ".join(card.description.split())}
+    tasks = {name: {"version": TASKS.get(name).version, "needs": TASKS.get(name).capability,
+                    "zoo_kinds": list(TASKS.get(name).zoo_kinds), "description": TASKS.get(name).description}
+             for name in TASKS.names()}
+    return {"methods": methods, "zoos": zoos, "tasks": tasks}
+
+
+def _short(text: str, n: int = 90) -> str:
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def print_listing(con) -> None:
+    data = listing()
+    if con.as_json:
+        import json
+
+        print(json.dumps(data, sort_keys=True, indent=1))
+        return
+    print("METHODS (name, capability, tasks it can do, presets)")
+    for name, m in data["methods"].items():
+        agn = ", architecture-agnostic" if m["architecture_agnostic"] else ""
+        print(f"  {name:<18} {m['capability']}{agn}: {_short(m['description'], 70)}")
+        print(f"  {'':<18} tasks: {', '.join(m['tasks']) or '-'} | presets: {', '.join(m['presets']) or '-'}")
+    print("\nZOOS (name, kind, dataset, variants)")
+    for name, z in data["zoos"].items():
+        print(f"  {name:<26} {z['kind']:<6} {z['dataset']:<14} v{z['version']} [{', '.join(z['variants'])}]")
+        print(f"  {'':<26} {_short(z['description'])}")
+    print("\nTASKS (name, version, what it needs, zoo kinds)")
+    for name, t in data["tasks"].items():
+        print(f"  {name:<22} v{t['version']} needs a {t['needs']} on {'/'.join(t['zoo_kinds']) or 'any'} zoos: "
+              f"{_short(t['description'], 60)}")
+    print("\nPresets: baselines/<method>/<preset>.yaml; `--preset auto` = paper on GPU, quick on CPU.")

@@ -1,0 +1,208 @@
+"""Run a method on a zoo for a task and turn the outcomes into result records.
+
+Presets live in `baselines/<method>/<preset>.yaml`: a mapping of method config keys, plus
+optional `description`, `task` (task options), `extends` (another preset of the same method to
+start from) and `groups` (per architecture group overrides; a value may name another preset).
+`--preset auto` picks `paper` on a GPU and `quick` on CPU (else `default`, else no preset).
+
+A run is identified by its run key (task, versions, zoo, method, config, seed): a run whose
+records exist already is skipped (no duplicates), and its checkpoints live in `runs/<run key>/`
+so that an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+
+from .errors import ConfigError, DataError, NotApplicableError
+from .evaluation import describe_device
+from .methods.base import RunContext
+from .registry import METHODS, TASKS
+from .results import ResultRecord, append_records, read_records
+from .zoo import Zoo, load_zoo
+
+BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+RESERVED = {"description", "task", "extends", "groups"}
+
+
+@dataclass
+class RunRequest:
+    method: str
+    zoo: str
+    task: str | None = None
+    seeds: list[int] = field(default_factory=lambda: [0])
+    device: str = "auto"
+    preset: str = "auto"
+    config_path: str | None = None
+    overrides: list[str] = field(default_factory=list)  # "key=value" (YAML values)
+    members: list[str] | None = None
+    zoo_variant: str | None = None
+    results_dir: Path = Path("leaderboards/results")
+    runs_dir: Path = Path("runs")
+    save: bool = True
+    force: bool = False
+    progress: bool = True
+    command: str = ""
+    log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {name}: CUDA is not available on this machine (use --device cpu or auto)")
+    if name not in ("cpu",) and not name.startswith("cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda[:N], got {name!r}")
+    return torch.device(name)
+
+
+def preset_names(method: str) -> list[str]:
+    d = BASELINES_DIR / method
+    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must be a YAML mapping")
+    return data
+
+
+def load_preset(method: str, preset: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A preset file with `extends` and named `groups` entries resolved."""
+    path = BASELINES_DIR / method / f"{preset}.yaml"
+    if not path.exists():
+        from .registry import closest
+
+        names = preset_names(method)
+        hint = closest(preset, names)
+        raise ConfigError(f"method {method!r} has no preset {preset!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                          + f" (presets: {', '.join(names) or 'none'})")
+    if preset in _seen:
+        raise ConfigError(f"preset {preset!r} of {method!r} extends itself")
+    data = _read_yaml(path)
+    if "extends" in data:
+        base = load_preset(method, data.pop("extends"), _seen + (preset,))
+        data = {**base, **data, "task": {**base.get("task", {}), **data.get("task", {})}}
+    groups = data.get("groups") or {}
+    for g, v in list(groups.items()):
+        if isinstance(v, str):
+            sub = load_preset(method, v, _seen + (preset,))
+            groups[g] = {k: x for k, x in sub.items() if k not in RESERVED}
+    if groups:
+        data["groups"] = groups
+    return data
+
+
+def resolve_preset_name(method: str, preset: str, device: torch.device) -> str | None:
+    names = preset_names(method)
+    if preset != "auto":
+        return preset
+    for cand in (["paper"] if device.type == "cuda" else ["quick"]) + ["default"]:
+        if cand in names:
+            return cand
+    return None
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def method_and_task_config(req: RunRequest, device: torch.device) -> tuple[str | None, dict, dict]:
+    preset = resolve_preset_name(req.method, req.preset, device)
+    data = load_preset(req.method, preset) if preset else {}
+    if req.config_path:
+        extra = _read_yaml(Path(req.config_path))
+        data = {**data, **extra, "task": {**data.get("task", {}), **extra.get("task", {})}}
+    over = parse_overrides(req.overrides)
+    task_over = {k[len("task."):]: v for k, v in over.items() if k.startswith("task.")}
+    method_cfg = {k: v for k, v in data.items() if k not in RESERVED - {"groups"}}
+    method_cfg |= {k: v for k, v in over.items() if not k.startswith("task.")}
+    task_cfg = {**(data.get("task") or {}), **task_over}
+    if req.members:
+        task_cfg["members"] = req.members
+    return preset, method_cfg, task_cfg
+
+
+def default_task(method_cls: type, zoo: Zoo) -> str:
+    if method_cls.capability == "reconstructor":
+        return "reconstruction"
+    return {"inr": "inr_classification", "cnn": "property_prediction"}.get(zoo.card.kind, "property_prediction")
+
+
+def run_key(**parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def run_benchmark(req: RunRequest) -> list[ResultRecord]:
+    """Run and (unless req.save is False) append the records. Returns the new records."""
+    method_cls = METHODS.get(req.method)
+    device = resolve_device(req.device)
+    preset, method_cfg, task_cfg = method_and_task_config(req, device)
+    if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded
+        method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
+    zoo = load_zoo(req.zoo, variant=req.zoo_variant)
+    task_name = req.task or default_task(method_cls, zoo)
+    task = TASKS.get(task_name)(**task_cfg)
+    ok, why = task.applicable(method_cls, zoo)
+    if not ok:
+        raise NotApplicableError(f"{why} (try `run_bench.py list` for what each method can do)")
+    existing = {r.extra.get("run_key") for r in read_records(req.results_dir)} if req.results_dir.exists() else set()
+    records = []
+    for seed in req.seeds:
+        key = run_key(task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version,
+                      zoo_variant=zoo.card.variant, method=req.method, method_config=method_cfg, task_config=task_cfg,
+                      seed=seed)
+        if key in existing and not req.force:
+            req.log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
+            continue
+        workdir = req.runs_dir / key
+        workdir.mkdir(parents=True, exist_ok=True)
+        ctx = RunContext(device=device, seed=seed, workdir=workdir, progress=req.progress, log=req.log)
+        torch.manual_seed(seed)
+        t0 = time.perf_counter()
+        results = task.run(method_cls, method_cfg, zoo, ctx)
+        wall = time.perf_counter() - t0
+        for r in results:
+            records.append(ResultRecord.create(
+                task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version, split=r.split,
+                method=req.method, method_config=r.method_config or method_cfg, preset=preset, seed=seed,
+                metrics=r.metrics, higher_is_better=r.higher_is_better, status="ok", reason=None,
+                n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=describe_device(device),
+                command=req.command, extra={**r.extra, "run_key": key, "zoo_variant": zoo.card.variant,
+                                            "task_config": task_cfg}))
+        _check_finite(records)
+        if req.save and records:
+            append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key])
+    return records
+
+
+def _check_finite(records: list[ResultRecord]) -> None:
+    import math
+
+    for r in records:
+        bad = [k for k, v in r.metrics.items() if not math.isfinite(v)]
+        if bad:
+            raise DataError(f"{r.method} on {r.zoo}: metrics {bad} are NaN/Inf; nothing was written")
+
+

@@ -1,0 +1,121 @@
+"""Reconstruction: how well a Reconstructor's copy of a network keeps its test accuracy, at what size.
+
+For each zoo member (default: every member of the `test` split, or `members`), the method fits
+the network; the original and the reconstructed network are then evaluated on the same test
+set(s) by the same code, once. For CIFAR-10 zoos both the JPEG test set (`cifar10`) and the
+lossless subset (`cifar10_exact`) are scored, since the JPEG mirror costs ~10 points.
+Every reconstruction variant (e.g. several budgets, or NeRN's pruned predictors) is a result.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, ClassVar
+
+import torch
+
+from ..errors import ConfigError
+from ..evaluation import accuracy
+from ..methods.base import Method, Reconstruction, ReconstructionTarget, RunContext
+from ..registry import TASKS
+from ..zoo import Zoo
+from .base import Task, TaskResult
+
+EXTRA_TEST_SETS = {"cifar10": ["cifar10_exact"]}
+ALLOWED = {"members", "split", "test_sets", "eval_limit"}
+
+
+def merged_method_config(config: dict[str, Any], group: str) -> dict[str, Any]:
+    """A method config with its per-group overrides (`groups: {resnet56: {...}}`) applied."""
+    base = {k: v for k, v in config.items() if k != "groups"}
+    return {**base, **(config.get("groups") or {}).get(group, {})}
+
+
+@TASKS.register("reconstruction")
+class ReconstructionTask(Task):
+    name = "reconstruction"
+    version = 1
+    capability = "reconstructor"
+    zoo_kinds = ("resnet", "cnn")
+    description = "fit one network, score original vs reconstructed test accuracy, size and weight error"
+
+    def __init__(self, **config: Any) -> None:
+        unknown = sorted(set(config) - ALLOWED)
+        if unknown:
+            raise ConfigError(f"reconstruction task: unknown options {unknown} (allowed: {sorted(ALLOWED)})")
+        super().__init__(**config)
+
+    def members(self, zoo: Zoo) -> list[str]:
+        chosen = self.config.get("members")
+        if chosen:
+            ids = [chosen] if isinstance(chosen, str) else list(chosen)
+            for m in ids:
+                zoo.member(m)  # clear error for unknown ids
+            return ids
+        return list(zoo.split(self.config.get("split", "test"))["id"])
+
+    def test_sets(self, zoo: Zoo) -> list[str]:
+        sets = self.config.get("test_sets")
+        return list(sets) if sets else [zoo.card.dataset] + EXTRA_TEST_SETS.get(zoo.card.dataset, [])
+
+    def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,
+            ctx: RunContext) -> list[TaskResult]:
+        from ..data import load_split
+
+        grayscale = bool(zoo.card.recipe.get("grayscale", False))
+        limit = self.config.get("eval_limit")
+        tests = {name: load_split(name, "test", grayscale=grayscale, limit=limit) for name in self.test_sets(zoo)}
+        results = []
+        for member_id in self.members(zoo):
+            row = zoo.member(member_id)
+            arch = zoo.card.archs[row["group"]]
+            target = ReconstructionTarget(member_id, arch["arch"], dict(arch.get("kwargs", {})),
+                                          zoo.state_dict(member_id), zoo.card.dataset)
+            cfg = merged_method_config(method_config, row["group"])
+            method = method_cls(**cfg)
+            ctx.log(f"[{method_cls.name}] reconstructing {zoo.name}/{member_id} on {ctx.device}")
+            t0 = time.perf_counter()
+            rec = method.reconstruct(target, ctx)
+            fit_s = time.perf_counter() - t0
+            results += self.score(target, rec, tests, cfg, fit_s, ctx)
+        return results
+
+    def score(self, target: ReconstructionTarget, rec: Reconstruction, tests: dict, cfg: dict[str, Any],
+              fit_s: float, ctx: RunContext) -> list[TaskResult]:
+        model = target.build_model(ctx.device)
+        orig_params = sum(v.numel() for k, v in target.state_dict.items() if v.is_floating_point() and "running" not in k)
+        orig = {name: accuracy(model, s.x, s.y, device=ctx.device) for name, s in tests.items()}
+        variants = rec.variants or {"": rec}
+        out = []
+        for label, var in variants.items():
+            metrics: dict[str, float] = {}
+            hib: dict[str, bool] = {}
+            for name, split in tests.items():
+                sfx = "" if name == next(iter(tests)) else f"_{name}"
+                rec_acc = accuracy(model, split.x, split.y, state_dict=var.state_dict, device=ctx.device)
+                metrics |= {f"acc_orig{sfx}": 100 * orig[name], f"acc_recon{sfx}": 100 * rec_acc,
+                            f"acc_drop{sfx}": 100 * (orig[name] - rec_acc)}
+                hib |= {f"acc_orig{sfx}": True, f"acc_recon{sfx}": True, f"acc_drop{sfx}": False}
+            errs = weight_errors(target.state_dict, var.state_dict)
+            metrics |= {"rel_weight_error": errs["__total__"], "size_params": float(var.n_params),
+                        "size_bytes": float(var.n_bytes), "compression_ratio": orig_params / max(var.n_params, 1),
+                        "bytes_ratio": 4 * orig_params / max(var.n_bytes, 1)}
+            hib |= {"rel_weight_error": False, "size_params": False, "size_bytes": False,
+                    "compression_ratio": True, "bytes_ratio": True}
+            extra = {"member": target.member_id, "variant": label or None, "label": label or None,
+                     "fit_s": fit_s, "layer_rel_error": {k: v for k, v in errs.items() if k != "__total__"},
+                     "test_sets": {n: s.source for n, s in tests.items()}, "orig_params": orig_params,
+                     **{k: v for k, v in rec.extra.items() if k not in ("layer_rel_error",)},
+                     **{f"variant_{k}": v for k, v in var.extra.items() if k not in ("layer_rel_error",)}}
+            out.append(TaskResult(metrics, hib, split="test", n_train=0, n_eval=len(next(iter(tests.values()))),
+                                  n_params=var.n_params, method_config=cfg, extra=extra))
+        return out
+
+
+def weight_errors(orig: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, float]:
+    """Relative L2 error per conv/linear weight, and over all of them ('__total__')."""
+    keys = [k for k, v in orig.items() if k.endswith("weight") and v.dim() >= 2]
+    errs = {k: float((new[k] - orig[k]).norm() / orig[k].norm().clamp_min(1e-12)) for k in keys}
+    num = sum(float((new[k] - orig[k]).pow(2).sum()) for k in keys)
+    den = sum(float(orig[k].pow(2).sum()) for k in keys)
+    errs["__total__"] = (num / max(den, 1e-24)) ** 0.5
+    return errs

@@ -105,7 +105,7 @@ class Zoo:
         if len(groups) != 1:
             raise DataError(f"zoo {self.name}: members span groups {sorted(groups)}; pick one with group=")
         tensors = self._group_tensors(groups[0])
-        rows = torch.as_tensor(members["row"].astype("int64").to_numpy())
+        rows = torch.tensor(members["row"].astype("int64").tolist(), dtype=torch.long)
         ws = WeightSpace(self.spec(groups[0]), {k: t.index_select(0, rows) for k, t in tensors.items()})
         if check_finite:
             ws.check_finite(where=f"zoo {self.name}: ")

@@ -1,0 +1,325 @@
+"""Leaderboards derived from result records only: one table per (task, zoo), as markdown and HTML.
+
+`generate_leaderboard` reads `results_dir/*.jsonl` and writes README.md, index.html (one
+self-contained page, plots embedded as PNG data URIs) and plots/*.png. Rules:
+
+- a row is (method, config label, preset, member); the label is ``extra["label"]`` (or
+  ``extra["variant"]``) when a record has one, else the method-config keys that differ between
+  that method's runs in the table (e.g. ``hidden=64``);
+- cells are the mean +- sample std (ddof=1) over distinct seeds; a seed recorded twice (a forced
+  re-run) counts once, with its newest record (by date, then record_id);
+- best per metric column in bold by ``higher_is_better``, compared within each zoo member; ties are
+  all bold, and a column (of a member) where fewer than two rows differ has none;
+- records whose task_version or zoo_version is not the newest of their table go to a separate
+  "older versions" table (never bold: versions are not comparable).
+
+The output depends on the records alone (everything sorted, no clock), so regenerating gives
+byte-identical files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import statistics
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .errors import WsbenchError
+from .results import ResultRecord, read_records
+
+MAX_LABEL_CHARS = 48
+# Headline metrics first (a name matches p when it is p, starts with "p_" or ends with "_p").
+METRIC_PRIORITY = ("acc_recon", "acc_drop", "tau", "kendall_tau", "r2", "accuracy", "acc", "acc_orig",
+                   "rel_weight_error", "compression_ratio", "bytes_ratio", "size_params", "size_bytes")
+
+
+@dataclass(frozen=True)
+class Stat:
+    mean: float
+    std: float | None  # None when n == 1
+    n: int
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> "Stat":
+        values = [float(v) for v in values]
+        std = statistics.stdev(values) if len(values) > 1 else None
+        return cls(statistics.fmean(values), std, len(values))
+
+
+@dataclass(frozen=True)
+class Row:
+    method: str
+    config: str
+    preset: str | None
+    member: str | None
+    status: str  # "ok" or "not_applicable"
+    reason: str | None
+    seeds: tuple[int, ...]
+    metrics: dict[str, Stat]
+    n_params: Stat | None
+    n_bytes: Stat | None
+    wall_s: Stat
+    devices: tuple[str, ...]
+    task_version: int
+    zoo_version: str
+
+    @property
+    def name(self) -> str:
+        return self.method + (f" [{self.config}]" if self.config else "")
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a table's records came from: stated under every table."""
+
+    n_records: int
+    commands: tuple[str, ...]
+    presets: tuple[str, ...]
+    devices: tuple[str, ...]
+    commits: tuple[str, ...]
+    first_date: str
+    last_date: str
+
+    @classmethod
+    def of(cls, records: Sequence[ResultRecord]) -> "Provenance":
+        dates = sorted(r.date for r in records)
+        return cls(len(records), _sorted_set(r.command for r in records),
+                   _sorted_set(r.preset or "default" for r in records), _sorted_set(r.device for r in records),
+                   _sorted_set(r.git_commit or "unknown" for r in records), dates[0], dates[-1])
+
+
+@dataclass(frozen=True)
+class Table:
+    task: str
+    zoo: str
+    zoo_variant: str | None
+    task_version: int
+    zoo_version: str
+    metrics: tuple[str, ...]
+    higher_is_better: dict[str, bool]
+    rows: tuple[Row, ...]
+    provenance: Provenance
+    older_metrics: tuple[str, ...] = ()
+    older_rows: tuple[Row, ...] = ()
+    older_provenance: Provenance | None = None
+
+    @property
+    def title(self) -> str:
+        variant = f" [{self.zoo_variant}]" if self.zoo_variant not in (None, "full") else ""
+        return f"{self.task} · {self.zoo}{variant}"
+
+    @property
+    def slug(self) -> str:
+        return slugify(f"{self.task}-{self.zoo}-{self.zoo_variant or 'full'}")
+
+    def best(self) -> dict[str, set[int]]:
+        """Per metric, the indices of the rows with the best mean, compared within each zoo member
+        (empty when fewer than two different means)."""
+        out: dict[str, set[int]] = {m: set() for m in self.metrics}
+        for metric in self.metrics:
+            by_member: dict[str, dict[int, float]] = {}
+            for i, row in enumerate(self.rows):
+                if row.status == "ok" and metric in row.metrics:
+                    by_member.setdefault(row.member or "", {})[i] = row.metrics[metric].mean
+            pick = max if self.higher_is_better.get(metric, True) else min
+            for means in by_member.values():
+                if len(set(means.values())) >= 2:
+                    target = pick(means.values())
+                    out[metric] |= {i for i, m in means.items() if m == target}
+        return out
+
+
+def slugify(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "table"
+
+
+def natural_key(text: str | None) -> tuple:
+    """Sort key where embedded numbers compare as numbers ('@0.25' < '@0.5' < 'h=128')."""
+    parts = re.split(r"(\d+(?:\.\d+)?(?:e[-+]?\d+)?)", text or "")
+    return tuple((0, float(p), "") if i % 2 else (1, 0.0, p) for i, p in enumerate(parts))
+
+
+def version_key(version: str) -> tuple:
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", version) if p)
+
+
+def _sorted_set(items: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted(set(items), key=natural_key))
+
+
+def metric_order(names: Iterable[str]) -> tuple[str, ...]:
+    def rank(name: str) -> tuple:
+        for i, p in enumerate(METRIC_PRIORITY):
+            if name == p or name.startswith(p + "_") or name.endswith("_" + p):
+                return (i, name)
+        return (len(METRIC_PRIORITY), name)
+
+    return tuple(sorted(set(names), key=rank))
+
+
+# ---------------------------------------------------------------- config labels
+
+
+def _flatten(config: Any, prefix: str = "") -> dict[str, str]:
+    if isinstance(config, dict):
+        out: dict[str, str] = {}
+        for key, value in config.items():
+            out |= _flatten(value, f"{prefix}{key}.")
+        return out
+    return {prefix[:-1]: json.dumps(config, sort_keys=True, separators=(",", ":"))}
+
+
+def _record_label(record: ResultRecord) -> str | None:
+    for key in ("label", "variant"):
+        value = record.extra.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
+    """record_id -> short label: the record's own label, else the config keys that differ
+    between runs of the same method (``''`` when the method has one config only)."""
+    configs: dict[str, dict[str, dict[str, str]]] = {}
+    for r in records:
+        flat = _flatten(r.method_config)
+        configs.setdefault(r.method, {})[json.dumps(flat, sort_keys=True)] = flat
+    varying: dict[str, list[str]] = {}
+    for method, by_blob in configs.items():
+        keys = sorted({k for flat in by_blob.values() for k in flat})
+        varying[method] = [k for k in keys if len({flat.get(k) for flat in by_blob.values()}) > 1]
+    labels = {}
+    for r in records:
+        own = _record_label(r)
+        if own is not None:
+            labels[r.record_id] = own
+            continue
+        flat = _flatten(r.method_config)
+        label = ", ".join(f"{k}={flat.get(k, '-')}" for k in varying[r.method])
+        if len(label) > MAX_LABEL_CHARS:
+            digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]
+            label = f"config {digest}"
+        labels[r.record_id] = label
+    return labels
+
+
+# ---------------------------------------------------------------- aggregation
+
+
+def _member(record: ResultRecord) -> str | None:
+    member = record.extra.get("member")
+    return None if member is None else str(member)
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> list[Row]:
+    """Group records into rows (one per method/config/preset/member/status/version) over seeds."""
+    groups: dict[tuple, dict[int, ResultRecord]] = {}
+    for r in records:
+        key = (r.method, labels[r.record_id], r.preset, _member(r), r.status, r.task_version, r.zoo_version)
+        seeds = groups.setdefault(key, {})
+        if r.seed not in seeds or (r.date, r.record_id) > (seeds[r.seed].date, seeds[r.seed].record_id):
+            seeds[r.seed] = r
+    rows = []
+    for (method, label, preset, member, status, task_v, zoo_v), by_seed in groups.items():
+        recs = [by_seed[s] for s in sorted(by_seed)]
+        names = sorted({m for r in recs for m in r.metrics})
+        metrics = {m: Stat.of([r.metrics[m] for r in recs if m in r.metrics]) for m in names}
+        params = [r.n_params for r in recs if r.n_params is not None]
+        nbytes = [b for b in (_number(r.extra.get("bytes")) for r in recs) if b is not None]
+        reasons = _sorted_set(r.reason for r in recs if r.reason)
+        rows.append(Row(method, label, preset, member, status, "; ".join(reasons) or None, tuple(sorted(by_seed)),
+                        metrics, Stat.of(params) if params else None, Stat.of(nbytes) if nbytes else None,
+                        Stat.of([r.wall_s for r in recs]), _sorted_set(r.device for r in recs), task_v, zoo_v))
+    rows.sort(key=lambda w: (natural_key(w.member), w.method, natural_key(w.config), natural_key(w.preset)))
+    rows.sort(key=lambda w: version_key(w.zoo_version), reverse=True)  # stable: newest versions first
+    rows.sort(key=lambda w: (w.status != "ok", -w.task_version))
+    return rows
+
+
+def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
+    """One table per (task, zoo, zoo variant), sorted; older task/zoo versions kept apart."""
+    by_table: dict[tuple[str, str, str], list[ResultRecord]] = {}
+    for r in records:
+        variant = r.extra.get("zoo_variant")
+        by_table.setdefault((r.task, r.zoo, "" if variant is None else str(variant)), []).append(r)
+    tables = []
+    for (task, zoo, variant), recs in sorted(by_table.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "full",
+                                                                                 natural_key(kv[0][2]))):
+        labels = config_labels(recs)
+        task_v = max(r.task_version for r in recs)
+        zoo_v = max((r.zoo_version for r in recs), key=version_key)
+        current = [r for r in recs if r.task_version == task_v and r.zoo_version == zoo_v]
+        older = [r for r in recs if not (r.task_version == task_v and r.zoo_version == zoo_v)]
+        if not current:  # the newest task and zoo versions were never run together
+            task_v, zoo_v = max(((r.task_version, r.zoo_version) for r in recs),
+                                key=lambda tv: (tv[0], version_key(tv[1])))
+            current = [r for r in recs if (r.task_version, r.zoo_version) == (task_v, zoo_v)]
+            older = [r for r in recs if (r.task_version, r.zoo_version) != (task_v, zoo_v)]
+        hib: dict[str, bool] = {}
+        for r in sorted(recs, key=lambda r: (r.date, r.record_id)):  # newest record's direction wins
+            hib |= r.higher_is_better
+        tables.append(Table(
+            task=task, zoo=zoo, zoo_variant=variant or None, task_version=task_v, zoo_version=zoo_v,
+            metrics=metric_order(m for r in current for m in r.metrics), higher_is_better=hib,
+            rows=tuple(aggregate_rows(current, labels)), provenance=Provenance.of(current),
+            older_metrics=metric_order(m for r in older for m in r.metrics),
+            older_rows=tuple(aggregate_rows(older, labels)),
+            older_provenance=Provenance.of(older) if older else None))
+    return tables
+
+
+# ---------------------------------------------------------------- writing
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write to a temporary name in the same folder, then rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise WsbenchError(f"cannot write leaderboard file {path}: {exc.strerror or exc}") from None
+
+
+def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results",
+                         out_dir: str | os.PathLike = "leaderboards") -> list[Path]:
+    """Regenerate README.md, index.html and plots/*.png in out_dir from results_dir/*.jsonl.
+
+    PNGs in out_dir/plots that no current table produces are removed. Returns the written paths.
+    """
+    from .leaderboard_html import render_html
+    from .leaderboard_markdown import render_markdown
+    from .leaderboard_plots import make_plots
+
+    results_dir, out_dir = Path(results_dir), Path(out_dir)
+    records = read_records(results_dir)
+    tables = build_tables(records)
+    plots = make_plots(tables)
+    source = Path(os.path.relpath(results_dir, out_dir)).as_posix()
+    written = []
+    plot_dir = out_dir / "plots"
+    for plot in plots:
+        write_atomic(plot_dir / plot.filename, plot.png)
+        written.append(plot_dir / plot.filename)
+    if plot_dir.is_dir():
+        keep = {p.filename for p in plots}
+        for stale in sorted(plot_dir.glob("*.png")):
+            if stale.name not in keep:
+                stale.unlink()
+    for name, text in (("README.md", render_markdown(tables, plots, source, len(records))),
+                       ("index.html", render_html(tables, plots, source, len(records)))):
+        write_atomic(out_dir / name, text.encode("utf-8"))
+        written.append(out_dir / name)
+    return written

@@ -1,0 +1,173 @@
+"""Leaderboard cells (number formatting, one grid per table) and the markdown page.
+
+The grid is shared with the HTML page, so both show the same text in the same cells.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
+
+from .leaderboard import Provenance, Row, Stat, Table
+
+if TYPE_CHECKING:
+    from .leaderboard_plots import Plot
+
+TITLE = "wsbench leaderboards"
+LEGEND = (
+    "Cells are mean ± sample standard deviation over seeds (no ± with one seed); `Seeds` is the number "
+    "of distinct seeds (a re-run seed counts once, newest record). ↑ higher is better, ↓ lower is better; "
+    "**bold** marks the best mean of a column, within each zoo member (ties all bold; no bold when all "
+    "rows agree). `Params` is the size of "
+    "the representation or model the record reports; `Wall` is the wall-clock time of the run that "
+    "produced the row (one run may score several members or variants). Records from an older task or zoo "
+    "version are listed apart and never compared."
+)
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    bold: bool = False
+    numeric: bool = False
+    title: str = ""  # tooltip in HTML
+
+
+@dataclass(frozen=True)
+class Grid:
+    headers: tuple[Cell, ...]
+    rows: tuple[tuple[Cell, ...], ...]
+
+
+def format_number(value: float, decimals: int | None) -> str:
+    if decimals is None:
+        return "0" if value == 0 else f"{value:.3g}"
+    return f"{value:,.{decimals}f}"
+
+
+def _decimals(value: float) -> int | None:
+    a = abs(value)
+    return 0 if a >= 1000 else 1 if a >= 100 else 2 if a >= 1 else 3 if a >= 0.01 else None
+
+
+def format_stat(stat: Stat, integer: bool = False) -> str:
+    """'91.23 ± 0.41' with decimals fitted to the mean's magnitude; integers with thousands commas."""
+    decimals = 0 if integer else _decimals(stat.mean)
+    text = format_number(stat.mean, decimals)
+    if stat.std is not None and (stat.std > 0 or not integer):
+        text += " ± " + format_number(stat.std, decimals if decimals is not None else None)
+    return text
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.2f} h"
+
+
+def metric_header(table: Table, metric: str, older: bool = False) -> Cell:
+    up = table.higher_is_better.get(metric, True)
+    return Cell(f"{metric} {'↑' if up else '↓'}", numeric=True,
+                title=f"{metric}: {'higher' if up else 'lower'} is better")
+
+
+def table_grid(table: Table, older: bool = False) -> Grid:
+    """Header and body cells of a table (older=True: the older-versions table, with version columns)."""
+    rows: Sequence[Row] = table.older_rows if older else table.rows
+    metrics = table.older_metrics if older else table.metrics
+    best = {} if older else table.best()
+    has_member = any(r.member for r in rows)
+    has_bytes = any(r.n_bytes for r in rows)
+    has_notes = any(r.status != "ok" for r in rows)
+    headers = [Cell("Task v"), Cell("Zoo v")] if older else []
+    headers += [Cell("Member", title="zoo member the row scores")] if has_member else []
+    headers += [Cell("Method"), Cell("Config"), Cell("Preset", title="budget preset of the run")]
+    headers += [Cell("Seeds", numeric=True)] + [metric_header(table, m) for m in metrics]
+    headers += [Cell("Params", numeric=True)] + ([Cell("Bytes", numeric=True)] if has_bytes else [])
+    headers += [Cell("Wall", numeric=True), Cell("Device")] + ([Cell("Notes")] if has_notes else [])
+    body = []
+    for i, row in enumerate(rows):
+        cells = [Cell(str(row.task_version)), Cell(row.zoo_version)] if older else []
+        cells += [Cell(row.member or "")] if has_member else []
+        cells += [Cell(row.method), Cell(row.config), Cell(row.preset or "default")]
+        cells.append(Cell(str(len(row.seeds)), numeric=True, title="seeds: " + ", ".join(map(str, row.seeds))))
+        for m in metrics:
+            if row.status != "ok":
+                cells.append(Cell("n/a", numeric=True))
+            elif m not in row.metrics:
+                cells.append(Cell("–", numeric=True))
+            else:
+                stat = row.metrics[m]
+                text = format_stat(stat) + (f" (n={stat.n})" if stat.n != len(row.seeds) else "")
+                cells.append(Cell(text, bold=i in best.get(m, set()), numeric=True))
+        cells.append(Cell(format_stat(row.n_params, integer=True) if row.n_params else "–", numeric=True))
+        if has_bytes:
+            cells.append(Cell(format_stat(row.n_bytes, integer=True) if row.n_bytes else "–", numeric=True))
+        cells += [Cell(format_seconds(row.wall_s.mean), numeric=True), Cell(", ".join(row.devices))]
+        if has_notes:
+            cells.append(Cell(f"not applicable: {row.reason}" if row.status != "ok" else ""))
+        body.append(tuple(cells))
+    return Grid(tuple(headers), tuple(body))
+
+
+def summary_line(table: Table, prov: Provenance, older: bool = False) -> str:
+    versions = "" if older else f"task v{table.task_version} · zoo v{table.zoo_version} · "
+    return (f"{versions}{prov.n_records} record{'s' * (prov.n_records != 1)} · "
+            f"preset: {', '.join(prov.presets)} · device: {', '.join(prov.devices)}")
+
+
+# ---------------------------------------------------------------- markdown
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
+
+
+def markdown_table(grid: Grid) -> list[str]:
+    def line(cells: Sequence[str]) -> str:
+        return "| " + " | ".join(cells) + " |"
+
+    lines = [line([_md_escape(c.text) for c in grid.headers]),
+             line(["---:" if c.numeric else "---" for c in grid.headers])]
+    for row in grid.rows:
+        lines.append(line([f"**{_md_escape(c.text)}**" if c.bold and c.text else _md_escape(c.text) for c in row]))
+    return lines
+
+
+def markdown_provenance(prov: Provenance) -> list[str]:
+    n = len(prov.commands)
+    lines = [f"<details><summary>How these numbers were made ({n} command{'s' * (n != 1)})</summary>", "",
+             "```"] + list(prov.commands) + ["```", ""]
+    lines.append(f"Presets: {', '.join(prov.presets)}. Devices: {', '.join(prov.devices)}. "
+                 f"Commits: {', '.join(f'`{c}`' for c in prov.commits)}. "
+                 f"Record dates: {prov.first_date} to {prov.last_date}.")
+    return lines + ["", "</details>", ""]
+
+
+def render_markdown(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int) -> str:
+    """The whole leaderboards/README.md."""
+    out = [f"# {TITLE}", "",
+           f"Generated by `run_bench.py leaderboard` from `{source}/*.jsonl` ({n_records} records). "
+           "Do not edit by hand: this file, `index.html` (the same tables with plots, viewable offline) "
+           "and `plots/` are derived from the result records.", ""]
+    if not tables:
+        out += [f"No result records yet: `{source}/` has no `*.jsonl` records. Run a benchmark "
+                "(`run_bench.py run ...`), then `run_bench.py leaderboard`.", ""]
+        return "\n".join(out)
+    out += [LEGEND, "", "## Contents", ""]
+    out += [f"- [{t.title}](#{t.slug})" for t in tables] + [""]
+    by_table: dict[str, list[Plot]] = {}
+    for plot in plots:
+        by_table.setdefault(plot.table_slug, []).append(plot)
+    for t in tables:
+        out += [f'<a id="{t.slug}"></a>', "", f"## {_md_escape(t.title)}", "", summary_line(t, t.provenance), ""]
+        out += markdown_table(table_grid(t)) + [""]
+        for plot in by_table.get(t.slug, []):
+            out += [f"![{plot.title}](plots/{plot.filename})", "", f"*{plot.caption}*", ""]
+        out += markdown_provenance(t.provenance)
+        if t.older_rows and t.older_provenance:
+            out += [f"### Older versions ({_md_escape(t.title)})", "", summary_line(t, t.older_provenance, older=True),
+                    "", "Not comparable with the table above: its task or zoo version has changed since.", ""]
+            out += markdown_table(table_grid(t, older=True)) + [""] + markdown_provenance(t.older_provenance)
+    return "\n".join(out)

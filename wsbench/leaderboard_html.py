@@ -178,6 +178,14 @@ class _DomCounter(HTMLParser):
             self.check = a
 
 
+def page_counts(page_html: str) -> tuple[int, int, int]:
+    """(leaderboard tables, plot images, board sections) in the HTML text itself, for comparison
+    with what the browser reports."""
+    counter = _DomCounter()
+    counter.feed(page_html)
+    return counter.tables, counter.images, counter.sections
+
+
 def find_chromium() -> str | None:
     for name in BROWSER_NAMES:
         path = shutil.which(name)

@@ -1,0 +1,215 @@
+"""Leaderboard tables, markdown, HTML page and plots from hand-made result records."""
+from __future__ import annotations
+
+import base64
+import io
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from wsbench.leaderboard import Stat, build_tables, config_labels, generate_leaderboard, version_key
+from wsbench.leaderboard_html import page_counts
+from wsbench.leaderboard_markdown import format_stat, render_markdown, table_grid
+from wsbench.results import ResultRecord, append_records
+
+RECON_HIB = {"acc_orig": True, "acc_recon": True, "acc_drop": False, "size_bytes": False}
+
+
+def make(**overrides) -> ResultRecord:
+    fields = dict(
+        task="property_prediction", task_version=1, zoo="cnn_zoo", zoo_version="1", split="test", method="dwsnet",
+        method_config={"lr": 0.001}, preset="quick", seed=0, metrics={"tau": 0.5, "mse": 1.0},
+        higher_is_better={"tau": True, "mse": False}, status="ok", reason=None, n_train=10, n_eval=5, n_params=1000,
+        wall_s=2.0, device="cpu (2 cores)", versions={"wsbench": "0.1.0"}, git_commit="abc",
+        date="2025-01-01T00:00:00+00:00", command="run_bench.py run --method dwsnet", extra={},
+    )
+    fields.update(overrides)
+    return ResultRecord.create(**fields)
+
+
+def recon(method: str, member: str, acc: float, nbytes: float, seed: int = 0, **extra) -> ResultRecord:
+    return make(task="reconstruction", zoo="cifar10_resnet", method=method, seed=seed, method_config=extra.pop("cfg", {}),
+                metrics={"acc_orig": 91.0, "acc_recon": acc, "acc_drop": 91.0 - acc, "size_bytes": nbytes},
+                higher_is_better=RECON_HIB, extra={"member": member, **extra}, command=f"run_bench.py run --method {method}")
+
+
+def sample_records() -> list[ResultRecord]:
+    """A bit of everything: seeds, reconstruction curves, tau, INR accuracy, older and n/a records."""
+    recs = [make(method=m, seed=s, metrics={"tau": base + 0.01 * s, "mse": 1 - base}) for m, base in
+            (("dwsnet", 0.8), ("mlp", 0.4)) for s in range(3)]
+    recs += [recon("nern", "resnet20", 85 + h / 64, 400 * h, cfg={"hidden": h}) for h in (32, 64, 128)]
+    recs += [recon("magnitude_prune", "resnet20", 60 + 50 * b, 1e6 * b, label=f"magnitude_prune@{b:g}") for b in (0.1, 0.5)]
+    recs += [recon("quantize", "resnet56", 80 + b, 2e5 * b, label=f"quantize@{b}") for b in (4, 8)]
+    recs.append(make(task="reconstruction", zoo="cifar10_resnet", method="dwsnet", status="not_applicable",
+                     reason="dwsnet is an encoder", metrics={}, higher_is_better={}))
+    recs += [make(task="inr_classification", zoo="mnist_inr", method=m, seed=s, metrics={"accuracy": a + s / 100},
+                  higher_is_better={"accuracy": True}) for m, a in (("dwsnet", 0.85), ("sne", 0.7)) for s in range(2)]
+    recs.append(make(task_version=0, metrics={"tau": 0.99, "mse": 0.0}))
+    return recs
+
+
+def only_table(records):
+    tables = build_tables(records)
+    assert len(tables) == 1
+    return tables[0]
+
+
+def test_mean_std_over_seeds_and_seed_count():
+    table = only_table([make(seed=s, metrics={"tau": v, "mse": 1.0}) for s, v in enumerate((0.80, 0.82, 0.84))])
+    row = table.rows[0]
+    assert row.seeds == (0, 1, 2)
+    assert row.metrics["tau"].mean == pytest.approx(0.82)
+    assert row.metrics["tau"].std == pytest.approx(0.02)  # sample std (ddof=1)
+    cells = [c.text for c in table_grid(table).rows[0]]
+    assert "0.820 ± 0.020" in cells and "3" in cells
+    single = only_table([make(metrics={"tau": 0.5, "mse": 1.0})]).rows[0]
+    assert single.metrics["tau"].std is None and format_stat(single.metrics["tau"]) == "0.500"
+
+
+def test_rerun_seed_counts_once_with_newest_record():
+    old = make(seed=0, metrics={"tau": 0.1, "mse": 1.0}, date="2025-01-01T00:00:00+00:00")
+    new = make(seed=0, metrics={"tau": 0.3, "mse": 1.0}, date="2025-02-01T00:00:00+00:00")
+    for order in ([old, new], [new, old]):
+        row = only_table(order).rows[0]
+        assert row.seeds == (0,) and row.metrics["tau"].mean == pytest.approx(0.3)
+
+
+def test_best_marked_by_direction_ties_and_all_equal():
+    hib = {"tau": True, "mse": False, "same": True}
+    recs = [make(method=m, metrics={"tau": tau, "mse": mse, "same": 1.0}, higher_is_better=hib)
+            for m, tau, mse in (("a", 0.9, 2.0), ("b", 0.5, 1.0), ("c", 0.9, 3.0))]
+    table = only_table(recs)
+    names = [r.method for r in table.rows]
+    best = {m: {names[i] for i in idx} for m, idx in table.best().items()}
+    assert best == {"tau": {"a", "c"}, "mse": {"b"}, "same": set()}
+    md = render_markdown([table], [], "results", 3)
+    assert "**0.900**" in md and "**1.00**" in md and "**3.00**" not in md and "**1.000**" not in md
+
+
+def test_best_compared_within_each_member():
+    recs = [recon("nern", "r20", 80.0, 100.0), recon("prune", "r20", 70.0, 100.0),
+            recon("nern", "r56", 60.0, 100.0), recon("prune", "r56", 65.0, 100.0)]
+    table = only_table(recs)
+    best = {(table.rows[i].member, table.rows[i].method) for i in table.best()["acc_recon"]}
+    assert best == {("r20", "nern"), ("r56", "prune")}
+    assert table.best()["acc_orig"] == set()  # the same original network everywhere
+
+
+def test_older_versions_are_listed_apart():
+    recs = [make(task_version=2, metrics={"tau": 0.5, "mse": 1.0}), make(task_version=1, metrics={"tau": 0.9, "mse": 0.1}),
+            make(task_version=2, zoo_version="1.9", metrics={"tau": 0.7, "mse": 1.0})]
+    recs.append(make(task_version=2, zoo_version="1.10", metrics={"tau": 0.6, "mse": 1.0}))
+    table = only_table(recs)
+    assert (table.task_version, table.zoo_version) == (2, "1.10")  # 1.10 is newer than 1.9
+    assert [r.metrics["tau"].mean for r in table.rows] == [pytest.approx(0.6)]
+    assert sorted(r.metrics["tau"].mean for r in table.older_rows) == pytest.approx([0.5, 0.7, 0.9])
+    assert table.best()["tau"] == set()  # one current row: nothing to compare
+    md = render_markdown([table], [], "results", len(recs))
+    current, older = md.split("### Older versions")
+    assert "0.600" in current and "0.900" not in current and "0.900" in older and "**" not in older.split("<details>")[0]
+    assert version_key("2") > version_key("1.10") > version_key("1.9")
+
+
+def test_not_applicable_listed_with_reason():
+    table = only_table([make(method="dwsnet"), make(method="nern", status="not_applicable", reason="NeRN reconstructs only",
+                                                    metrics={}, higher_is_better={})])
+    assert [r.status for r in table.rows] == ["ok", "not_applicable"]
+    na = [c.text for c in table_grid(table).rows[1]]
+    assert na.count("n/a") == 2 and "not applicable: NeRN reconstructs only" in na
+    assert table.best()["tau"] == set()  # n/a rows never compete
+
+
+def test_config_labels_from_label_diff_or_hash():
+    recs = [make(method="nern", method_config={"hidden": h, "lr": 0.1}) for h in (32, 64)]
+    recs.append(make(method="prune", method_config={"budgets": [0.1, 0.5]}, extra={"label": "prune@0.1"}))
+    recs.append(make(method="dwsnet", method_config={"x": 1}))
+    recs += [make(method="big", method_config={"a_long_option_name": i, "another_long_option_name": i, "third": i}) for i in (1, 2)]
+    labels = [config_labels(recs)[r.record_id] for r in recs]
+    assert labels[:4] == ["hidden=32", "hidden=64", "prune@0.1", ""]
+    assert re.fullmatch(r"config [0-9a-f]{8}", labels[4]) and labels[4] != labels[5]
+
+
+def test_markdown_escapes_table_breaking_text():
+    table = only_table([make(method="a", extra={"label": "x|y"}, command="cmd --a | tee log")])
+    lines = [ln for ln in render_markdown([table], [], "results", 1).splitlines() if ln.startswith("| ")]
+    assert len({len(re.findall(r"(?<!\\)\|", ln)) for ln in lines}) == 1  # every line has the same columns
+    assert "x\\|y" in lines[-1]
+
+
+def write_results(path: Path, records: list[ResultRecord]) -> Path:
+    append_records(path, records)
+    return path
+
+
+EXPECTED_FILES = ["README.md", "index.html", "plots/accuracy_inr-classification-mnist-inr-full.png",
+                  "plots/reconstruction_size_reconstruction-cifar10-resnet-full.png",
+                  "plots/tau_property-prediction-cnn-zoo-full.png"]
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory) -> tuple[Path, dict[str, bytes]]:
+    """sample_records() generated once into a folder: (folder, relative path -> bytes)."""
+    out = tmp_path_factory.mktemp("leaderboard")
+    files = generate_leaderboard(write_results(out / "results", sample_records()), out)
+    return out, {p.relative_to(out).as_posix(): p.read_bytes() for p in files}
+
+
+def test_regeneration_is_byte_identical(generated):
+    out, first = generated
+    assert sorted(first) == EXPECTED_FILES
+    again = generate_leaderboard(out / "results", out)
+    assert {p.relative_to(out).as_posix(): p.read_bytes() for p in again} == first
+    assert not [p for p in out.rglob("*") if ".tmp-" in p.name]
+
+
+def test_output_does_not_depend_on_record_order():
+    recs = sample_records()
+    forward, backward = build_tables(recs), build_tables(list(reversed(recs)))
+    assert forward == backward
+    assert render_markdown(forward, [], "results", 1) == render_markdown(backward, [], "results", 1)
+
+
+def test_page_is_self_contained_and_plots_decode(generated):
+    out, files = generated
+    page = files["index.html"].decode("utf-8")
+    assert not re.search(r"(src|href)=\"(https?:)?//", page) and "@import" not in page
+    assert page_counts(page) == (4, 3, 3)  # 3 boards + 1 older table, 3 plots
+    uris = re.findall(r'src="data:image/png;base64,([^"]+)"', page)
+    assert len(uris) == 3
+    for uri in uris:
+        image = Image.open(io.BytesIO(base64.b64decode(uri)))
+        image.load()
+        assert image.width > 300 and image.height > 200
+        assert base64.b64decode(uri) in files.values()  # the same bytes as plots/*.png
+        assert "Software" not in image.info
+    md = files["README.md"].decode("utf-8")
+    for name in EXPECTED_FILES[2:]:
+        assert f"]({name})" in md
+    assert "run_bench.py run --method nern" in md and "<details>" in md and "not applicable: dwsnet is an encoder" in md
+
+
+def test_stale_plots_are_removed(tmp_path):
+    (tmp_path / "plots").mkdir()
+    (tmp_path / "plots" / "tau_gone.png").write_bytes(b"old")
+    generate_leaderboard(write_results(tmp_path / "results", [make()]), tmp_path)
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["tau_property-prediction-cnn-zoo-full.png"]
+
+
+@pytest.mark.parametrize("create_dir", [True, False])
+def test_empty_results_give_a_page_that_says_so(tmp_path, create_dir):
+    if create_dir:
+        (tmp_path / "results").mkdir()
+    written = generate_leaderboard(tmp_path / "results", tmp_path)
+    assert sorted(p.name for p in written) == ["README.md", "index.html"]
+    assert "No result records yet" in (tmp_path / "README.md").read_text(encoding="utf-8")
+    page = (tmp_path / "index.html").read_text(encoding="utf-8")
+    assert 'id="empty"' in page and page_counts(page) == (0, 0, 0)
+
+
+def test_format_stat():
+    assert format_stat(Stat(91.234, 0.4123, 3)) == "91.23 ± 0.41"
+    assert format_stat(Stat(270000.0, 0.0, 2), integer=True) == "270,000"
+    assert format_stat(Stat(0.00123, 0.0001, 2)) == "0.00123 ± 0.0001"
+    assert format_stat(Stat(-0.5, None, 1)) == "-0.500"

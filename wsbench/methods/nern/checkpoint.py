@@ -1,0 +1,105 @@
+"""Checkpoint and resume: one safetensors file written atomically (temp name + os.replace).
+
+Tensors: predictor ("predictor.*"), best predictor so far ("best.*"), a learned embedding table
+if any, optimizer moments ("opt.*") and Lookahead slow weights ("slow.*"). Scalars (iteration,
+best accuracy and its iteration, optimizer step counters, the run's identity) go into the file's
+metadata under "nern_state" as JSON, and a copy into nern_ckpt.json for people. The random draws
+of step t are a function of (seed, t) (sampling.py), so no generator state is needed, and the
+learning rate is a function of t (optim.cosine_lr), so no scheduler state either.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from ...errors import ConfigError, IntegrityError
+
+CKPT_NAME = "nern_ckpt.safetensors"
+JSON_NAME = "nern_ckpt.json"
+FORMAT = 1
+
+
+def run_identity(config: dict[str, Any], non_result_keys: set[str], member_id: str,
+                 weights_digest: str, seed: int) -> dict[str, Any]:
+    """What must match for a checkpoint to be continued."""
+    return {"config": {k: v for k, v in sorted(config.items()) if k not in non_result_keys},
+            "member_id": member_id, "weights_digest": weights_digest, "seed": seed}
+
+
+def state_dict_digest(state_dict: dict[str, Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(state_dict):
+        v = state_dict[k].detach().cpu().contiguous()
+        h.update(k.encode())
+        h.update(str(tuple(v.shape)).encode())
+        h.update(v.view(-1).view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:32]
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(workdir: Path, tensors: dict[str, Tensor], scalars: dict[str, Any]) -> Path:
+    workdir.mkdir(parents=True, exist_ok=True)
+    path = workdir / CKPT_NAME
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    payload = {"format": FORMAT, **scalars}
+    text = json.dumps(payload, sort_keys=True, default=float)
+    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
+              metadata={"nern_state": text})
+    os.replace(tmp, path)
+    _atomic_write_bytes(workdir / JSON_NAME, json.dumps(payload, indent=1, sort_keys=True, default=float).encode())
+    return path
+
+
+def load_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]] | None:
+    """(tensors, scalars) of the checkpoint in `workdir`, None if there is none.
+
+    ConfigError if it belongs to another run (config, member, weights or seed differ)."""
+    path = workdir / CKPT_NAME
+    if not path.is_file():
+        return None
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            meta = fh.metadata() or {}
+        tensors = load_file(str(path))
+        scalars = json.loads(meta["nern_state"])
+    except (SafetensorError, KeyError, ValueError, OSError) as e:
+        raise IntegrityError(f"nern: checkpoint {path} is unreadable ({e}); delete it to start afresh") from None
+    if scalars.get("format") != FORMAT:
+        raise IntegrityError(f"nern: checkpoint {path} has format {scalars.get('format')}, expected {FORMAT}")
+    stored = scalars.get("identity", {})
+    if stored != json.loads(json.dumps(identity, sort_keys=True, default=float)):
+        diffs = _differences(stored, identity)
+        raise ConfigError(f"nern: checkpoint {path} belongs to a different run ({'; '.join(diffs)}); "
+                          f"use another workdir or delete the checkpoint")
+    return tensors, scalars
+
+
+def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    out = []
+    cur = json.loads(json.dumps(current, sort_keys=True, default=float))
+    for key in ("member_id", "weights_digest", "seed"):
+        if stored.get(key) != cur.get(key):
+            out.append(f"{key}: checkpoint {stored.get(key)!r} vs now {cur.get(key)!r}")
+    sc, cc = stored.get("config", {}), cur.get("config", {})
+    for k in sorted(set(sc) | set(cc)):
+        if sc.get(k) != cc.get(k):
+            out.append(f"config key {k!r}: checkpoint {sc.get(k)!r} vs now {cc.get(k)!r}")
+    return out or ["identity differs"]

@@ -1,0 +1,151 @@
+"""NeRN's config: every key, its default (the official ResNet20 h180 crossfilter config where the
+paper is silent; the paper where the two differ) and its validation (ConfigError naming the key)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ...errors import ConfigError
+from .embeddings import EMBEDDINGS, NORMALIZATIONS
+from .losses import KD_LOSSES, REC_LOSSES
+from .optim import OPTIMIZERS
+from .orderings import ONE_BY_ONE_RULES, ORDERINGS
+from .sampling import KERNEL_SAMPLINGS, NOISES
+
+DEFAULTS: dict[str, Any] = {
+    # predictor and its input
+    "hidden": 180,
+    "n_layers": 5,
+    "embedding": "positional",  # positional | learned | random (ablations)
+    "levels": 40,  # K: 6K = 240 input values
+    "base": 0.76,  # smooth embeddings; 1.25 = non-smooth ablation
+    "normalization": "local",  # (l/L, f/F_l, c/C_l); "global" as the official option
+    "ordering": "crossfilter",  # none | crossfilter | infilter
+    "one_by_one": "l2",  # 1x1 kernels: paper l2 distance; "cosine" = official
+    # losses
+    "rec_loss": "mse",  # paper; "rmse" = official L2Loss
+    "kd_loss": "stable_kl",  # official StableKLDivLoss form of KL(teacher||student); "kl" exact
+    "kd_weight": 1e-4,  # beta (ResNet20 official)
+    "fmd_weight": 1e-4,  # alpha
+    "fmd_aliasing": False,  # official in-place quirk: BN2 map replaced by the residual sum
+    "loss_warmup": 0,  # iterations with alpha = beta = 0 (ResNet56 official: 10000)
+    # batches
+    "iterations": 68600,  # 350 epochs x 196 batches of 256
+    "image_batch": 256,
+    "weights_batch": 4096,
+    "kernel_sampling": "mixed",  # official 80% uniform / 20% norm-weighted; "uniform"
+    "weighted_fraction": 0.2,
+    "augment": True,  # CIFAR pad-4 random crop + horizontal flip
+    "data": "task",  # task images, or "noise" (data-free, paper sec. 4.4)
+    "noise": "gaussian",  # paper N(0,1); "uniform" = official HEAD U[-2, 2)
+    "train_limit": None,  # use only the first n training images (CPU presets)
+    # optimiser and schedule
+    "optimizer": "ranger",  # ranger (RAdam + Lookahead) | adam (AdamW)
+    "lr": 5e-3,
+    "lr_min": 1e-6,
+    "betas": [0.5, 0.999],
+    "eps": 1e-5,
+    "weight_decay": 1e-3,
+    "lookahead_k": 6,
+    "lookahead_alpha": 0.5,
+    # model selection (validation split carved from the training set; never the test set)
+    "selection": "val",  # val | last
+    "eval_every": 2000,
+    "val_limit": None,
+    "eval_batch": 1000,
+    # meta-compression: one reconstruction variant per predictor sparsity
+    "prune_sparsities": [0.0, 0.25, 0.5, 0.75],
+    # checkpointing (needs ctx.workdir) and logging
+    "checkpoint_every": 2000,
+    "log_every": 1000,
+    # speed switches ("auto": on for cuda, off on cpu)
+    "fold_bn": True,
+    "channels_last": True,  # NHWC activations: 2-3x faster convolutions on CPU
+    "tf32": "auto",
+    "bf16": False,
+    "compile": False,
+    "ordering_memory_mb": None,
+    "description": "",
+}
+
+# keys that change nothing in the result: a resumed run may differ in them
+NON_RESULT_KEYS = {"eval_batch", "checkpoint_every", "log_every", "description", "ordering_memory_mb"}
+
+CHOICES = {
+    "embedding": EMBEDDINGS, "normalization": NORMALIZATIONS, "ordering": ORDERINGS, "one_by_one": ONE_BY_ONE_RULES,
+    "rec_loss": REC_LOSSES, "kd_loss": KD_LOSSES, "kernel_sampling": KERNEL_SAMPLINGS, "data": ("task", "noise"),
+    "noise": NOISES, "optimizer": OPTIMIZERS, "selection": ("val", "last"),
+}
+POS_INTS = ("hidden", "levels", "iterations", "image_batch", "weights_batch", "eval_every", "eval_batch",
+            "checkpoint_every", "log_every", "lookahead_k")
+NONNEG_FLOATS = ("kd_weight", "fmd_weight", "lr_min", "eps", "weight_decay")
+BOOLS = ("fmd_aliasing", "augment", "fold_bn", "bf16", "compile")
+AUTO_BOOLS = ("channels_last", "tf32")
+
+
+def _err(key: str, msg: str, value: Any) -> ConfigError:
+    return ConfigError(f"nern: config key {key!r} {msg}, got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def validate_config(config: dict[str, Any]) -> dict[str, Any]:
+    """Defaults merged with `config`, every value checked; raises ConfigError naming the key."""
+    unknown = sorted(set(config) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError(f"nern: unknown config keys {unknown} (known: {', '.join(sorted(DEFAULTS))})")
+    cfg = {**DEFAULTS, **config}
+    for key, choices in CHOICES.items():
+        if cfg[key] not in choices:
+            raise _err(key, f"must be one of {list(choices)}", cfg[key])
+    for key in POS_INTS:
+        if not _is_int(cfg[key]) or cfg[key] <= 0:
+            raise _err(key, "must be a positive integer", cfg[key])
+    if not _is_int(cfg["n_layers"]) or cfg["n_layers"] < 2:
+        raise _err("n_layers", "must be an integer >= 2", cfg["n_layers"])
+    if not _is_int(cfg["loss_warmup"]) or cfg["loss_warmup"] < 0:
+        raise _err("loss_warmup", "must be a non-negative integer", cfg["loss_warmup"])
+    for key in NONNEG_FLOATS:
+        if not _is_num(cfg[key]) or cfg[key] < 0:
+            raise _err(key, "must be a non-negative number", cfg[key])
+    for key in ("lr", "base"):
+        if not _is_num(cfg[key]) or cfg[key] <= 0:
+            raise _err(key, "must be a positive number", cfg[key])
+    for key in ("weighted_fraction", "lookahead_alpha"):
+        if not _is_num(cfg[key]) or not 0 <= cfg[key] <= 1:
+            raise _err(key, "must be a number in [0, 1]", cfg[key])
+    if cfg["lr_min"] > cfg["lr"]:
+        raise _err("lr_min", f"must not exceed lr ({cfg['lr']})", cfg["lr_min"])
+    b = cfg["betas"]
+    if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
+        raise _err("betas", "must be two numbers in [0, 1)", b)
+    cfg["betas"] = [float(x) for x in b]
+    for key in ("train_limit", "val_limit", "ordering_memory_mb"):
+        if cfg[key] is not None and (not _is_int(cfg[key]) or cfg[key] <= 0):
+            raise _err(key, "must be a positive integer or null", cfg[key])
+    for key in BOOLS:
+        if not isinstance(cfg[key], bool):
+            raise _err(key, "must be true or false", cfg[key])
+    for key in AUTO_BOOLS:
+        if not (isinstance(cfg[key], bool) or cfg[key] == "auto"):
+            raise _err(key, "must be true, false or 'auto'", cfg[key])
+    sp = cfg["prune_sparsities"]
+    if not isinstance(sp, (list, tuple)) or not sp or not all(_is_num(s) and 0 <= s < 1 for s in sp):
+        raise _err("prune_sparsities", "must be a non-empty list of numbers in [0, 1)", sp)
+    if len(set(float(s) for s in sp)) != len(sp):
+        raise _err("prune_sparsities", "must not repeat a value", sp)
+    cfg["prune_sparsities"] = [float(s) for s in sp]
+    if not isinstance(cfg["description"], str):
+        raise _err("description", "must be a string", cfg["description"])
+    if cfg["data"] == "noise" and cfg["kd_weight"] == 0 and cfg["fmd_weight"] == 0:
+        raise ConfigError("nern: data 'noise' only matters with kd_weight or fmd_weight > 0")
+    return cfg
+
+
+def resolve_auto(value: Any, device_type: str) -> bool:
+    return (device_type == "cuda") if value == "auto" else bool(value)

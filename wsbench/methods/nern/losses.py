@@ -1,0 +1,114 @@
+"""NeRN's three losses (paper sec. 3.2): weight reconstruction, KD and feature-map distillation.
+
+- reconstruction: "mse" = mean squared error over all predicted weights (the paper's l2-type
+  loss, default); "rmse" = sqrt of it (official `L2Loss`), whose gradient is 1/(2*RMSE) larger.
+- KD: KL(teacher || student) at temperature 1, averaged over the batch. "stable_kl" is the
+  official `StableKLDivLoss`, sum_k p_k (log p_k - log(q_k + 1e-4)); "kl" the exact KL.
+- FMD: every feature map is flattened per sample and divided by (||.||_2 + 1e-3); the loss is
+  (1/B) sum_maps sum_b ||n_T - n_S||^2 (official `L2BatchedAttentionLoss`: maps are summed).
+  Computed by a fused autograd function from two per-sample dot products (s.s and s.t), so the
+  normalised maps and their difference are never materialised; its gradient is exact.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+FMD_EPS = 1e-3
+REC_LOSSES = ("mse", "rmse")
+KD_LOSSES = ("stable_kl", "kl")
+
+
+def reconstruction_loss(pred: Tensor, target: Tensor, kind: str = "mse") -> Tensor:
+    sq = (pred - target).square().mean()
+    return sq.sqrt() if kind == "rmse" else sq
+
+
+def kd_loss(student_logits: Tensor, teacher_logits: Tensor, kind: str = "stable_kl") -> Tensor:
+    s = student_logits.float()
+    t = teacher_logits.float()
+    if kind == "kl":
+        return F.kl_div(F.log_softmax(s, 1), F.log_softmax(t, 1), reduction="batchmean", log_target=True)
+    p = F.softmax(t, 1)
+    q = F.softmax(s, 1)
+    return (p * (torch.log(p) - torch.log(q + 1e-4))).sum(1).mean()
+
+
+def _flat_pair(s: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-sample flat views (B, D) of two same-shaped maps, in one common element order."""
+    b = s.shape[0]
+    if s.dim() == 4 and not s.is_contiguous() and s.is_contiguous(memory_format=torch.channels_last):
+        return s.permute(0, 2, 3, 1).reshape(b, -1), t.permute(0, 2, 3, 1).reshape(b, -1)
+    return s.reshape(b, -1), t.reshape(b, -1)
+
+
+def _rowdot(a: Tensor, b: Tensor) -> Tensor:
+    return torch.bmm(a.unsqueeze(1), b.unsqueeze(2)).view(-1)
+
+
+class _NormalizedMapDistance(torch.autograd.Function):
+    """sum over maps m and samples b of ||s_mb/(|s_mb|+e) - t_mb/(|t_mb|+e)||^2; grad w.r.t. s only.
+
+    Per map only three per-sample dot products are read (s.s, s.t, t.t); the per-sample scalars of
+    all maps are then combined at once (in float64)."""
+
+    @staticmethod
+    def forward(ctx, n_maps: int, *maps: Tensor) -> Tensor:  # type: ignore[override]
+        ss, ts = maps[:n_maps], maps[n_maps:]
+        s2, st, t2 = [], [], []
+        for s, t in zip(ss, ts):
+            sf, tf = _flat_pair(s, t)
+            s2.append(_rowdot(sf, sf))
+            st.append(_rowdot(sf, tf))
+            t2.append(_rowdot(tf, tf))
+        s2_, st_, t2_ = (torch.stack(v).double() for v in (s2, st, t2))  # (M, B)
+        r = s2_.sqrt()
+        u = r + FMD_EPS
+        a = 1.0 / (t2_.sqrt() + FMD_EPS)  # teacher scale
+        dot = st_ * a
+        per = t2_ * a * a - 2.0 * dot / u + s2_ / (u * u)
+        # d/ds = s * (2 dot / (u^2 r) + 2 eps / u^3) - t * 2a / u
+        cs = 2.0 * dot / (u * u * r.clamp_min(1e-30)) + 2.0 * FMD_EPS / (u * u * u)
+        ct = -2.0 * a / u
+        ctx.n_maps = n_maps
+        ctx.save_for_backward(cs.to(ss[0].dtype), ct.to(ss[0].dtype), *maps)
+        return per.clamp_min(0.0).sum().to(ss[0].dtype)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):  # type: ignore[override]
+        cs, ct, *maps = ctx.saved_tensors
+        n = ctx.n_maps
+        cs, ct = cs * grad, ct * grad
+        grads = []
+        for m, (s, t) in enumerate(zip(maps[:n], maps[n:])):
+            shape = (-1,) + (1,) * (s.dim() - 1)
+            grads.append(torch.addcmul(s * cs[m].view(shape), t, ct[m].view(shape)))
+        return (None, *grads, *([None] * n))
+
+
+def fmd_loss(student_maps: list[Tensor], teacher_maps: list[Tensor]) -> Tensor:
+    """(1/B) sum over maps and samples of the normalised map distances."""
+    n = len(student_maps)
+    total = _NormalizedMapDistance.apply(n, *student_maps, *[t.detach() for t in teacher_maps])
+    return total / student_maps[0].shape[0]
+
+
+def fmd_loss_reference(student_maps: list[Tensor], teacher_maps: list[Tensor]) -> Tensor:
+    """The plain formula (for tests)."""
+    total = 0.0
+    for s, t in zip(student_maps, teacher_maps):
+        sf, tf = s.flatten(1), t.flatten(1)
+        ns = sf / (sf.norm(dim=1, keepdim=True) + FMD_EPS)
+        nt = tf / (tf.norm(dim=1, keepdim=True) + FMD_EPS)
+        total = total + (nt - ns).square().sum()
+    return total / student_maps[0].shape[0]
+
+
+def alias_resnet_maps(maps: list[Tensor]) -> list[Tensor]:
+    """Official quirk: `out += shortcut` made the saved BN2 map equal the residual sum, so each
+    block contributes (bn1, sum, sum) instead of (bn1, bn2, sum). Maps: [stem, (bn1, bn2, sum)*]."""
+    out = list(maps)
+    for i in range(1, len(out) - 2, 3):
+        out[i + 1] = out[i + 2]
+    return out

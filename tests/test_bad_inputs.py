@@ -96,10 +96,29 @@ def assert_untouched(before: dict[str, str], tmp_path: Path, *roots: Path) -> No
     assert snapshot(tmp_path / "res", tmp_path / "runs") == {}
 
 
+DATA_DIR = Path(os.environ.get("WSBENCH_DATA_DIR", "/work/shared/data"))
+
+
+def offline_hub(monkeypatch) -> None:
+    """No network in tests: a dataset missing from the mirror fails at once instead of timing out."""
+    try:
+        import wsbench.data_sources as sources
+    except ImportError:
+        return
+
+    def refuse(hub_id, split, *a, **k):
+        raise ConnectionError(f"offline (tests): cannot download {hub_id}")
+
+    monkeypatch.setattr(sources, "read_hub_split", refuse)
+
+
 @pytest.fixture(autouse=True)
-def _isolated_store(tmp_path, monkeypatch):
+def _isolated_store(tmp_path, tmp_path_factory, monkeypatch):
+    """Zoo store in tmp, the real data mirror, a session-wide decoded-image cache, no network."""
     monkeypatch.setenv("WSBENCH_ZOO_DIR", str(tmp_path / "zoo_store"))
-    monkeypatch.setenv("WSBENCH_DATA_DIR", os.environ.get("WSBENCH_DATA_DIR", "/work/shared/data"))
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setenv("WSBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "image_cache"))
+    offline_hub(monkeypatch)
 
 
 @pytest.fixture

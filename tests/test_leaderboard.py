@@ -143,9 +143,9 @@ def write_results(path: Path, records: list[ResultRecord]) -> Path:
     return path
 
 
-EXPECTED_FILES = ["README.md", "index.html", "plots/accuracy_inr-classification-mnist-inr-full.png",
-                  "plots/reconstruction_size_reconstruction-cifar10-resnet-full.png",
-                  "plots/tau_property-prediction-cnn-zoo-full.png"]
+EXPECTED_FILES = ["README.md", "index.html", "plots/accuracy_inr-classification-mnist-inr.png",
+                  "plots/reconstruction_size_reconstruction-cifar10-resnet.png",
+                  "plots/tau_property-prediction-cnn-zoo.png"]
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_stale_plots_are_removed(tmp_path):
     (tmp_path / "plots").mkdir()
     (tmp_path / "plots" / "tau_gone.png").write_bytes(b"old")
     generate_leaderboard(write_results(tmp_path / "results", [make()]), tmp_path)
-    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["tau_property-prediction-cnn-zoo-full.png"]
+    assert [p.name for p in (tmp_path / "plots").iterdir()] == ["tau_property-prediction-cnn-zoo.png"]
 
 
 @pytest.mark.parametrize("create_dir", [True, False])
@@ -213,3 +213,16 @@ def test_format_stat():
     assert format_stat(Stat(270000.0, 0.0, 2), integer=True) == "270,000"
     assert format_stat(Stat(0.00123, 0.0001, 2)) == "0.00123 ± 0.0001"
     assert format_stat(Stat(-0.5, None, 1)) == "-0.500"
+
+
+def test_plot_choice_and_zoo_variants_apart():
+    from wsbench.leaderboard_plots import make_plots
+
+    recs = [make(method=m, metrics={"test_acc_tau": t, "test_acc_r2": t / 2}, higher_is_better={"test_acc_tau": True,
+            "test_acc_r2": True}, extra={"zoo_variant": v}) for m, t in (("a", 0.5), ("b", 0.7)) for v in ("full", "tiny")]
+    tables = build_tables(recs)
+    assert [(t.zoo_variant, t.title) for t in tables] == [("full", "property_prediction · cnn_zoo"),
+                                                          ("tiny", "property_prediction · cnn_zoo [tiny]")]
+    plots = make_plots(tables)  # tau bars only: test_acc_* are not classification accuracies
+    assert [p.filename for p in plots] == ["tau_property-prediction-cnn-zoo-full.png",
+                                           "tau_property-prediction-cnn-zoo-tiny.png"]

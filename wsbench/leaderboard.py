@@ -113,7 +113,7 @@ class Table:
 
     @property
     def slug(self) -> str:
-        return slugify(f"{self.task}-{self.zoo}-{self.zoo_variant or 'full'}")
+        return slugify(f"{self.task}-{self.zoo}" + (f"-{self.zoo_variant}" if self.zoo_variant else ""))
 
     def best(self) -> dict[str, set[int]]:
         """Per metric, the indices of the rows with the best mean, compared within each zoo member

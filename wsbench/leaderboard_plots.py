@@ -80,18 +80,23 @@ def reconstruction_plot(table: Table) -> Plot | None:
     if not rows:
         return None
     members = sorted({r.member or "" for r in rows})
+    several_presets = len({r.preset for r in rows}) > 1
+
+    def series(r: Row) -> str:  # one curve per method (and preset, when the table mixes budgets)
+        return r.method + (f" ({r.preset or 'default'})" if several_presets else "")
+
     panels: list[tuple[str, list[tuple[str, float, float, float]], float | None]] = []
     if len(members) <= MAX_PANELS:
         for member in members:
             mine = [r for r in rows if (r.member or "") == member]
-            points = [(r.method, _size(r, use_bytes), r.metrics["acc_recon"].mean, r.metrics["acc_recon"].std or 0.0)
+            points = [(series(r), _size(r, use_bytes), r.metrics["acc_recon"].mean, r.metrics["acc_recon"].std or 0.0)
                       for r in mine]
             origs = [r.metrics["acc_orig"].mean for r in mine if "acc_orig" in r.metrics]
             panels.append((member or table.zoo, points, statistics.fmean(origs) if origs else None))
     else:  # mean over members of each (method, config)
         groups: dict[tuple[str, str], list[Row]] = {}
         for r in rows:
-            groups.setdefault((r.method, r.config), []).append(r)
+            groups.setdefault((series(r), r.config), []).append(r)
         points = [(m, statistics.fmean(_size(r, use_bytes) for r in rs),
                    statistics.fmean(r.metrics["acc_recon"].mean for r in rs), 0.0)
                   for (m, _), rs in sorted(groups.items())]

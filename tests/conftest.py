@@ -1,0 +1,27 @@
+"""Shared test setup: the real data mirror when present, the `slow` and `gpu` markers."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+_SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+if _SHARED_DATA.is_dir():
+    os.environ.setdefault("WSBENCH_DATA_DIR", str(_SHARED_DATA))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "slow: long-running tests (run with -m slow)")
+    config.addinivalue_line("markers", "gpu: needs a CUDA device")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

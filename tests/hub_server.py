@@ -1,7 +1,7 @@
 """A small in-memory Hugging Face Hub for tests (stdlib http.server on 127.0.0.1).
 
 It speaks enough of the Hub protocol for the UNCHANGED clients, tested with
-huggingface_hub 2.4.0 and datasets 5.2.0 (hf-xet 1.8.0 installed but disabled):
+huggingface_hub 2.4.0 (over httpx2 2.16.2) and datasets 5.2.0, hf-xet 1.8.0 installed but disabled:
 repo create/info, preupload, ndjson commits (regular + LFS files), the Git-LFS batch API with a
 PUT upload target, tree / paths-info listings, validate-yaml, and resolve (GET/HEAD, Range) with
 X-Repo-Commit, ETag, X-Linked-Etag/X-Linked-Size. Errors carry X-Error-Code so the clients raise
@@ -230,9 +230,7 @@ class HubServer:
     def tree(self, files: dict[str, Blob], prefix: str, recursive: bool) -> list[dict]:
         prefix = prefix.strip("/")
         base = prefix + "/" if prefix else ""
-        if prefix and prefix not in {p.rsplit("/", 1)[0] for p in files if "/" in p} and not any(
-            p.startswith(base) for p in files
-        ):
+        if prefix and not any(p.startswith(base) for p in files):
             raise HubError(404, "EntryNotFound", f"{prefix} does not exist")
         entries: dict[str, dict] = {}
         for path in sorted(files):
@@ -272,16 +270,9 @@ def _make_handler(hub: HubServer):
             pass
 
         def do_GET(self):
-            self._dispatch("GET")
+            self._dispatch()
 
-        def do_HEAD(self):
-            self._dispatch("HEAD")
-
-        def do_POST(self):
-            self._dispatch("POST")
-
-        def do_PUT(self):
-            self._dispatch("PUT")
+        do_HEAD = do_POST = do_PUT = do_GET  # self.command tells them apart
 
         def _body(self) -> bytes:
             if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
@@ -309,7 +300,8 @@ def _make_handler(hub: HubServer):
         def _json(self, obj, status: int = 200, headers: dict | None = None):
             self._send(status, json.dumps(obj).encode(), headers)
 
-        def _dispatch(self, method: str) -> None:
+        def _dispatch(self) -> None:
+            method = self.command
             url = urlsplit(self.path)
             query = parse_qs(url.query)
             segs = [unquote(s) for s in url.path.strip("/").split("/")]

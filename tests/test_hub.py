@@ -59,7 +59,17 @@ def hf_env(server, tmp_path, monkeypatch):
     monkeypatch.setattr(dconfig, "HUB_DATASETS_URL", server.endpoint + "/datasets/{repo_id}/resolve/{revision}/{path}")
     monkeypatch.setattr(dconfig, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(dconfig, "USE_PARQUET_EXPORT", False)
+    monkeypatch.setattr(dconfig, "HF_UPDATE_DOWNLOAD_COUNTS", False)  # in case datasets was imported earlier
+    monkeypatch.setattr(hconst, "HF_HUB_DISABLE_XET", True)
     monkeypatch.setattr(dconfig, "HF_DATASETS_CACHE", tmp_path / "ds_cache")
+    real_getaddrinfo = socket.getaddrinfo
+
+    def local_only(host, *args, **kwargs):  # any attempt to leave 127.0.0.1 fails loudly and fast
+        if host not in ("127.0.0.1", "localhost"):
+            raise AssertionError(f"test tried to reach {host}")
+        return real_getaddrinfo(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", local_only)
     HfFileSystem.clear_instance_cache()
     yield datasets
     HfFileSystem.clear_instance_cache()

@@ -10,13 +10,16 @@ import dataclasses
 import datetime as _dt
 import errno
 import fcntl
+import functools
 import hashlib
+import importlib.metadata
 import json
 import math
 import os
 import platform
 import re
 import subprocess
+import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -61,9 +64,12 @@ class ResultRecord:
     def create(cls, **fields: Any) -> "ResultRecord":
         """Fill versions/git_commit/date when not given, validate, and compute record_id."""
         fields.pop("record_id", None)
-        fields.setdefault("versions", current_versions())
-        fields.setdefault("git_commit", current_git_commit())
-        fields.setdefault("date", _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+        if "versions" not in fields:
+            fields["versions"] = current_versions()
+        if "git_commit" not in fields:
+            fields["git_commit"] = current_git_commit()
+        if "date" not in fields:
+            fields["date"] = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
         fields.setdefault("extra", {})
         fields.setdefault("reason", None)
         fields.setdefault("preset", None)
@@ -98,7 +104,7 @@ class ResultRecord:
                 f"result record fields differ: missing {sorted(names - set(data))}, "
                 f"unknown {sorted(set(data) - names)}"
             )
-        body = _normalise(data)
+        body = _normalise(data, from_json=True)
         expected = compute_record_id(body)
         if record_id != expected:
             raise ConfigError(f"result record_id {record_id!r} does not match its content ({expected})")
@@ -124,8 +130,10 @@ def _dumps(obj: Any) -> str:
         raise ConfigError(f"result record contains a value that is not JSON: {exc}") from None
 
 
-def _normalise(fields: dict[str, Any]) -> dict[str, Any]:
-    """Check types and convert numpy/torch scalars to plain Python so hashing is stable."""
+def _normalise(fields: dict[str, Any], from_json: bool = False) -> dict[str, Any]:
+    """Check types and convert numpy/torch scalars to plain Python so hashing is stable.
+
+    from_json: the values come from json.loads (plain, finite), so the deep copy is skipped."""
     out = dict(fields)
     for key in ("task", "zoo", "zoo_version", "split", "method", "device", "command", "date"):
         if not isinstance(out[key], str) or not out[key]:
@@ -149,7 +157,8 @@ def _normalise(fields: dict[str, Any]) -> dict[str, Any]:
     for key in ("method_config", "versions", "extra"):
         if not isinstance(out[key], dict):
             raise ConfigError(f"ResultRecord.{key} must be a dict, got {type(out[key]).__name__}")
-        out[key] = json.loads(_dumps(_plain(out[key])))  # deep copy, checks finiteness
+        if not from_json:
+            out[key] = json.loads(_dumps(_plain(out[key])))  # deep copy, checks finiteness
     out["versions"] = {str(k): str(v) for k, v in out["versions"].items()}
     return out
 
@@ -182,21 +191,29 @@ def _as_float(key: str, value: Any) -> float:
     return value
 
 
-def current_versions() -> dict[str, str]:
+@functools.lru_cache(maxsize=1)
+def _versions() -> tuple[tuple[str, str], ...]:
     from . import __version__
 
     versions = {"wsbench": __version__, "python": platform.python_version()}
-    try:
-        import torch
-
-        versions["torch"] = torch.__version__
-    except ImportError:  # pragma: no cover - torch is a hard dependency
+    torch = sys.modules.get("torch")
+    try:  # without importing torch (seconds) when the caller has not
+        versions["torch"] = torch.__version__ if torch is not None else importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - torch is a hard dependency
         versions["torch"] = "absent"
-    return versions
+    return tuple(sorted(versions.items()))
 
 
+def current_versions() -> dict[str, str]:
+    """wsbench, python and torch versions of this process."""
+    return dict(_versions())
+
+
+@functools.lru_cache(maxsize=1)
 def current_git_commit() -> str | None:
-    """The HEAD commit of the source checkout (suffixed '+dirty' with local changes), or None."""
+    """The HEAD commit of the source checkout (suffixed '+dirty' with local changes), or None.
+
+    Computed once per process: the code that runs is the code that was imported."""
     src = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
@@ -220,12 +237,27 @@ def results_file(results_dir: str | os.PathLike, task: str) -> Path:
     return Path(results_dir) / f"{task}.jsonl"
 
 
+_ID_KEY = re.compile(rb'"record_id":"([0-9a-f]{16})"')
+
+
 def _existing_ids(path: Path) -> set[str]:
+    """record_ids of the complete lines of a store file.
+
+    Fast path: a regex on the raw line (an unescaped ``"record_id":"`` can only be a JSON key);
+    lines with several such keys (nested in a dict) or that do not look complete are parsed.
+    """
     ids: set[str] = set()
     if not path.exists():
         return ids
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+    with open(path, "rb") as fh:
         for line in fh:
+            line = line.rstrip()
+            if not line.endswith(b"}"):
+                continue  # torn or empty line
+            found = _ID_KEY.findall(line)
+            if len(found) == 1:
+                ids.add(found[0].decode())
+                continue
             try:
                 data = json.loads(line)
             except ValueError:

@@ -101,9 +101,10 @@ def _hub_errors(action: str, repo_id: str, endpoint: str, token: str | bool) -> 
     except hf_errors.OfflineModeIsEnabled:
         raise WsbenchError(f"{action}: {where} needs the network but HF_HUB_OFFLINE is set") from None
     except _NETWORK_ERRORS as exc:  # connection refused, DNS, timeouts, malformed replies
-        root = exc
-        while root.__cause__ is not None or root.__context__ is not None:
-            root = root.__cause__ or root.__context__
+        root, seen = exc, {id(exc)}  # the innermost cause says what went wrong (e.g. connection refused)
+        while (nxt := root.__cause__ or root.__context__) is not None and id(nxt) not in seen:
+            root = nxt
+            seen.add(id(nxt))
         detail = _scrub(f"{type(root).__name__}: {root}", token)
         raise WsbenchError(f"{action}: cannot reach or use {where}: {detail}") from None
 
@@ -337,8 +338,13 @@ def download_zoo(
         raise DataError(f"{dest} already exists; remove it or pass overwrite=True")
     endpoint = resolve_endpoint(endpoint)
     token = resolve_token(token, required=False)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+    created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # removed again on failure
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+    except OSError as exc:
+        raise WsbenchError(f"download_zoo: cannot create a folder beside {dest}: {exc.strerror or exc}") from None
+    ok = False
     try:
         with _hub_errors("download_zoo", repo_id, endpoint, token):
             huggingface_hub.snapshot_download(
@@ -352,14 +358,24 @@ def download_zoo(
             where = f"{repo_id}" + (f"@{revision}" if revision else "") + f" from {endpoint}"
             cls = IntegrityError if isinstance(exc, IntegrityError) else DataError
             raise cls(f"download of {where} failed verification: {str(exc).replace(str(tmp) + os.sep, '')}") from None
-        if dest.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
-            os.replace(dest, old / "zoo")
-            os.replace(tmp, dest)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, dest)
+        try:
+            if dest.exists():  # overwrite: move the old folder aside, put the new one in, then delete
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+                os.replace(dest, old / "zoo")
+                os.replace(tmp, dest)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.replace(tmp, dest)
+        except OSError as exc:
+            raise WsbenchError(f"download_zoo: cannot move the verified download into {dest}: {exc}") from None
+        ok = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if not ok:
+            for folder in created:  # innermost first; stops at the first folder that is not empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
     return dest

@@ -26,10 +26,10 @@ FASHION_MNIST_CLASSES = ("T - shirt / top", "Trouser", "Pullover", "Dress", "Coa
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as PIL "L" and tf.image.rgb_to_grayscale
 
 # Grayscale CIFAR-10 statistics: luma (LUMA_WEIGHTS on floats in [0,1], no rounding) of all
-# 50,000 training images of the cifar10-jpeg mirror, per-pixel mean and std over the whole set
-# (tests/test_data.py::test_grayscale_stats_match_data recomputes them). The 5,438 lossless
-# training images of cifar10-exact-subset give 0.4808 / 0.2392.
-CIFAR10_GRAY_MEAN, CIFAR10_GRAY_STD = 0.4809, 0.2391
+# 50,000 training images of the cifar10-jpeg mirror, mean and std over all pixels, in float64
+# (0.480774 / 0.238850; tests/test_data.py::test_grayscale_stats_match_data recomputes them).
+# The 5,438 lossless training images of cifar10-exact-subset give 0.4833 / 0.2401.
+CIFAR10_GRAY_MEAN, CIFAR10_GRAY_STD = 0.4808, 0.2388
 
 
 @dataclass(frozen=True)
@@ -137,12 +137,11 @@ def _read_source(info: DatasetInfo, source_split: str) -> data_sources.RawSplit:
     args = (info.image_column, info.channels, info.size, info.num_classes)
     if path is not None and path.is_file():
         return data_sources.read_parquet_split(path, *args)
-    where = (f"{path} does not exist (WSBENCH_DATA_DIR={root})" if path is not None
-             else "WSBENCH_DATA_DIR is not set")
-    layout = f"<WSBENCH_DATA_DIR>/{info.mirror_dir}/{source_split}.parquet"
+    where = f"{path} does not exist (WSBENCH_DATA_DIR={root})" if path is not None else "WSBENCH_DATA_DIR is not set"
+    fix = f"set WSBENCH_DATA_DIR to a mirror folder holding {info.mirror_dir}/{source_split}.parquet"
     if info.hub_id is None:
-        raise DataError(f"dataset {info.name!r} is only available from a local mirror: {where}; "
-                        f"point WSBENCH_DATA_DIR at a folder holding {layout}")
+        raise DataError(f"dataset {info.name!r} ({source_split}) is only available from a local mirror: {where}; "
+                        f"fix: {fix}")
     try:
         return data_sources.read_hub_split(info.hub_id, source_split, *args)
     except DataError:
@@ -150,9 +149,9 @@ def _read_source(info: DatasetInfo, source_split: str) -> data_sources.RawSplit:
     except Exception as e:  # noqa: BLE001 - network, offline mode, missing repo: all mean "not available"
         msg = " ".join(str(e).split())
         msg = msg if len(msg) <= 300 else msg[:300] + "..."
-        raise DataError(f"dataset {info.name!r} ({source_split}) not found: no local mirror ({where}) and the "
-                        f"Hugging Face Hub dataset {info.hub_id!r} could not be loaded ({type(e).__name__}: {msg}). "
-                        f"Set WSBENCH_DATA_DIR to a folder holding {layout}, or go online.") from e
+        raise DataError(f"dataset {info.name!r} ({source_split}) is not available: {where}, and the Hugging Face "
+                        f"Hub dataset {info.hub_id!r} could not be loaded ({type(e).__name__}: {msg}); "
+                        f"fix: {fix}, or go online") from e
 
 
 def _split_rows(info: DatasetInfo, split: str, n: int, val_size: int | None, seed: int) -> np.ndarray | None:

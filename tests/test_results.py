@@ -120,6 +120,18 @@ def test_concurrent_appends_do_not_interleave(tmp_path):
     assert seeds == list(range(200)) + list(range(1000, 1200))
 
 
+def test_concurrent_appends_of_the_same_records_do_not_duplicate(tmp_path):
+    ctx = mp.get_context("fork")  # the id check and the write happen under one lock
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), 0, 100)) for _ in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    lines = results_file(tmp_path, "reconstruction").read_text().splitlines()
+    assert sorted(ResultRecord.from_json(line).seed for line in lines) == list(range(100))
+
+
 def test_corrupted_line_skipped_with_warning(tmp_path):
     path = append_records(tmp_path, [make_record(seed=s) for s in range(3)])
     lines = path.read_text().splitlines()

@@ -157,6 +157,8 @@ def run_key(**parts: Any) -> str:
 def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     """Run and (unless req.save is False) append the records. Returns the new records."""
     method_cls = METHODS.get(req.method)
+    if req.task:
+        TASKS.get(req.task)  # a misspelt task name fails before any zoo is loaded or built
     device = resolve_device(req.device)
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
     if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded

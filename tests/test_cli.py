@@ -1,0 +1,87 @@
+"""The command line: listing, exit codes, and a full reconstruction run on the tiny cifar10_resnet zoo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from wsbench.cli import main
+from wsbench.results import read_records
+
+REPO = Path(__file__).resolve().parent.parent
+needs_data = pytest.mark.skipif(not Path(os.environ.get("WSBENCH_DATA_DIR", "/nonexistent")).is_dir(),
+                                reason="WSBENCH_DATA_DIR (../shared/data) is not available")
+
+
+@pytest.fixture(autouse=True)
+def _zoo_store(tmp_path_factory, monkeypatch):
+    store = tmp_path_factory.getbasetemp() / "zoo_store"  # shared by the tests of one session
+    monkeypatch.setenv("WSBENCH_ZOO_DIR", str(store))
+
+
+def test_list_shows_registries(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("magnitude_prune", "low_rank", "quantize", "cifar10_resnet", "reconstruction"):
+        assert name in out
+
+
+def test_list_json(capsys):
+    assert main(["--json", "list"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["methods"]["magnitude_prune"]["tasks"] == ["reconstruction"]
+
+
+def test_help_exits_zero():
+    r = subprocess.run([sys.executable, "run_bench.py", "--help"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0 and "run_bench.py" in r.stdout and "list" in r.stdout
+
+
+@pytest.mark.parametrize("argv,needle", [
+    (["--method", "magnitude_prun", "--zoo", "cifar10_resnet"], "did you mean 'magnitude_prune'"),
+    (["--method", "magnitude_prune", "--zoo", "cifar10_resnt"], "did you mean 'cifar10_resnet'"),
+    (["--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--task", "reconstrction"], "did you mean 'reconstruction'"),
+    (["--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--set", "budgets=[2.0]"], "budget"),
+    (["--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--preset", "papr"], "no preset 'papr'"),
+    (["--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--device", "tpu"], "--device"),
+])
+def test_user_errors_exit_2_with_one_line(argv, needle, capsys, tmp_path):
+    rc = main(argv + ["--results-dir", str(tmp_path / "res"), "--runs-dir", str(tmp_path / "runs")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "res").exists()
+
+
+def test_usage_error_exit_code():
+    r = subprocess.run([sys.executable, "run_bench.py", "--zoo", "cifar10_resnet"], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 2 and "--method" in r.stderr
+
+
+@needs_data
+def test_reconstruction_run_end_to_end(tmp_path, capsys):
+    res, runs = tmp_path / "res", tmp_path / "runs"
+    argv = ["--quiet", "--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny",
+            "--set", "budgets=[0.3,0.8]", "--results-dir", str(res), "--runs-dir", str(runs)]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "magnitude_prune@0.3" in out and "appended to" in out
+    records = read_records(res)
+    assert len(records) == 2
+    by = {r.extra["label"]: r for r in records}
+    lo, hi = by["magnitude_prune@0.3"].metrics, by["magnitude_prune@0.8"].metrics
+    assert hi["acc_orig"] == lo["acc_orig"] > 80  # ResNet20 on its first 256 JPEG test images
+    assert lo["acc_recon_cifar10_exact"] <= hi["acc_recon_cifar10_exact"] + 1.0
+    assert hi["acc_drop"] < 5 and hi["compression_ratio"] > 1.2
+    assert by["magnitude_prune@0.8"].command.startswith("python run_bench.py")
+    # the same run again is recognised and not duplicated
+    assert main(argv) == 0
+    assert len(read_records(res)) == 2
+    # the leaderboard is generated from the records
+    if (REPO / "wsbench" / "leaderboard.py").exists():
+        assert main(["leaderboard", "--results-dir", str(res), "--out", str(tmp_path / "lb")]) == 0
+        assert "magnitude_prune" in (tmp_path / "lb" / "README.md").read_text()

@@ -106,8 +106,12 @@ class ConvLayout:
         return out
 
     def split(self, flat: Tensor) -> dict[str, Tensor]:
-        """Views of a flat weight vector as the layers' weight tensors, keyed by state-dict key."""
-        return {l.key: flat[l.weight_offset:l.weight_offset + l.numel].view(l.shape) for l in self.layers}
+        """Views of a flat weight vector as the layers' weight tensors, keyed by state-dict key.
+
+        One `split` (its backward is a single concatenation) rather than a slice per layer (whose
+        backwards would each fill and add a zero vector of the full size)."""
+        parts = flat.split([l.numel for l in self.layers])
+        return {l.key: p.view(l.shape) for l, p in zip(self.layers, parts)}
 
     def layer_of_kernel(self) -> Tensor:
         """(n_kernels,) layer index of every kernel row."""

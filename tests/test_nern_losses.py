@@ -1,0 +1,111 @@
+"""NeRN losses and optimiser: values against their formulas, exact gradients, Ranger's Lookahead."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsbench.methods.nern.losses import (alias_resnet_maps, fmd_loss, fmd_loss_reference, kd_loss,
+                                         reconstruction_loss)
+from wsbench.methods.nern.optim import (Lookahead, build_optimizer, cosine_lr, load_optimizer_tensors,
+                                        optimizer_tensors)
+
+
+def _maps(cl: bool, dtype=torch.float32):
+    g = torch.Generator().manual_seed(0)
+    t = [torch.randn(4, c, s, s, generator=g, dtype=dtype) for c, s in ((3, 8), (5, 4), (2, 2))]
+    s = [x + 0.2 * torch.randn(x.shape, generator=g, dtype=dtype) for x in t]
+    if cl:
+        t = [x.contiguous(memory_format=torch.channels_last) for x in t]
+        s = [x.contiguous(memory_format=torch.channels_last) for x in s]
+    return [x.requires_grad_() for x in s], t
+
+
+@pytest.mark.parametrize("cl", [False, True])
+def test_fused_fmd_equals_formula_value_and_gradient(cl):
+    s, t = _maps(cl, torch.float64)
+    a, b = fmd_loss(s, t), fmd_loss_reference(s, t)
+    assert a.item() == pytest.approx(b.item(), rel=1e-10)
+    ga, gb = torch.autograd.grad(a, s), torch.autograd.grad(b, s)
+    for x, y in zip(ga, gb):
+        assert torch.allclose(x, y, atol=1e-12)
+    s32, t32 = _maps(cl)
+    assert fmd_loss(s32, t32).item() == pytest.approx(fmd_loss_reference(s32, t32).item(), rel=1e-4)
+
+
+def test_fmd_is_zero_for_equal_maps_and_scale_invariant():
+    s, t = _maps(False, torch.float64)
+    same = [x.detach().clone().requires_grad_() for x in t]
+    assert fmd_loss(same, t).item() == pytest.approx(0.0, abs=1e-12)
+    # normalised maps: scaling the student by 10 changes the loss only through the 1e-3 epsilon
+    big = [(10 * x).detach().requires_grad_() for x in t]
+    assert fmd_loss(big, t).item() < 1e-6
+    assert torch.autograd.gradcheck(lambda *m: fmd_loss(list(m), t), tuple(x.detach().requires_grad_() for x in s))
+
+
+def test_kd_losses():
+    g = torch.Generator().manual_seed(1)
+    s, t = torch.randn(5, 10, generator=g), torch.randn(5, 10, generator=g)
+    p, q = F.softmax(t, 1), F.softmax(s, 1)
+    exact = (p * (p.log() - q.log())).sum(1).mean()
+    assert kd_loss(s, t, "kl").item() == pytest.approx(exact.item(), rel=1e-5)
+    stable = (p * (p.log() - (q + 1e-4).log())).sum(1).mean()
+    assert kd_loss(s, t, "stable_kl").item() == pytest.approx(stable.item(), rel=1e-5)
+    assert kd_loss(t, t, "kl").item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_reconstruction_losses():
+    a, b = torch.tensor([1.0, 2.0, 3.0, 4.0]), torch.tensor([1.0, 0.0, 3.0, 2.0])
+    assert reconstruction_loss(a, b, "mse").item() == pytest.approx(2.0)
+    assert reconstruction_loss(a, b, "rmse").item() == pytest.approx(math.sqrt(2.0))
+
+
+def test_aliasing_replaces_bn2_by_the_sum():
+    maps = [torch.tensor(float(i)) for i in range(7)]  # stem + 2 blocks
+    assert [m.item() for m in alias_resnet_maps(maps)] == [0, 1, 3, 3, 4, 6, 6]
+
+
+def test_cosine_schedule_endpoints():
+    assert cosine_lr(0, 100, 5e-3, 1e-6) == pytest.approx(5e-3)
+    assert cosine_lr(50, 100, 5e-3, 1e-6) == pytest.approx((5e-3 + 1e-6) / 2)
+    assert cosine_lr(100, 100, 5e-3, 1e-6) == pytest.approx(1e-6)
+    sgd = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=5e-3)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(sgd, 100, 1e-6)
+    for it in range(1, 40):
+        sgd.step()
+        sched.step()
+        assert cosine_lr(it, 100, 5e-3, 1e-6) == pytest.approx(sched.get_last_lr()[0], rel=1e-9)
+
+
+def test_lookahead_syncs_every_k_steps_and_roundtrips():
+    p = torch.nn.Parameter(torch.zeros(3))
+    opt = build_optimizer([p], "ranger", 0.1, (0.5, 0.999), 1e-5, 0.0, 3, 0.5)
+    assert isinstance(opt, Lookahead)
+    start = p.detach().clone()
+    for i in range(3):
+        p.grad = torch.ones(3)
+        before = p.detach().clone()
+        opt.step()
+        if i < 2:
+            assert not torch.equal(p.detach(), before)
+    # after k=3 steps the fast weights were pulled halfway back to the slow (initial) ones
+    assert torch.allclose(opt.slow[0], p.detach()) and not torch.equal(p.detach(), start)
+    tensors, scalars = optimizer_tensors(opt)
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = build_optimizer([q], "ranger", 0.1, (0.5, 0.999), 1e-5, 0.0, 3, 0.5)
+    load_optimizer_tensors(opt2, tensors, scalars)
+    for _ in range(4):
+        p.grad, q.grad = torch.full((3,), 0.3), torch.full((3,), 0.3)
+        opt.step()
+        opt2.step()
+    assert torch.equal(p.detach(), q.detach())
+
+
+def test_ranger_weight_decay_is_decoupled():
+    p = torch.nn.Parameter(torch.ones(2))
+    opt = build_optimizer([p], "ranger", 0.1, (0.5, 0.999), 1e-5, 0.5, 6, 0.5)
+    p.grad = torch.zeros(2)
+    opt.step()  # zero gradient: only the decay p <- p (1 - lr wd) acts
+    assert torch.allclose(p.detach(), torch.full((2,), 1 - 0.1 * 0.5))

@@ -208,8 +208,9 @@ def random_crop_flip(x: Tensor, pad: int = 4, generator: torch.Generator | None 
         padded[:, :, pad:pad + h, pad:pad + w] = x
     else:
         padded = x
-    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (N, H)
+    width = w + 2 * pad
+    rows = offsets[0, :, None] + torch.arange(h, device=x.device)  # (N, H) rows of `padded` to take
     cols = offsets[1, :, None] + torch.arange(w, device=x.device)  # (N, W)
     cols = torch.where(flips[:, None], cols.flip(1), cols)
-    out = padded.gather(2, rows.view(n, 1, h, 1).expand(n, c, h, w + 2 * pad))
-    return out.gather(3, cols.view(n, 1, 1, w).expand(n, c, h, w))
+    flat = (rows[:, :, None] * width + cols[:, None, :]).view(n, 1, h * w).expand(n, c, h * w)
+    return padded.reshape(n, c, -1).gather(2, flat).view(n, c, h, w)  # one gather for crop and flip

@@ -1,0 +1,117 @@
+"""The blocks of a DWS layer: every equivariant map from one weight-space tensor to another.
+
+A block maps tensor A ([B, *axes_A, C]) to tensor B ([B, *axes_B, C']). Axes with the same
+permutation group in A and B are *shared*. For independent symmetric groups the equivariant
+linear maps factor over groups: a shared group is either kept (identity, "diagonal") or pooled and
+broadcast; a group only in A is pooled; a group only in B is broadcast; non-permutable axes are
+features (a dense map). One term per subset K of the shared groups:
+
+    term_K(x) = broadcast_B( Lin_K( pool_{A's groups not in K}(x) ) )
+
+This spans every block of DWSNets (Navon et al. 2023, sec. 4-5): for W->W with i = j internal
+the 4 terms are the DeepSets-of-interactions layer (SetKroneckerSetLayer in the official code);
+with one shared group (W_i->W_{i+1}, b_i->W_i, W_i->b_i, b_i->b_i ...) the two terms are a
+DeepSets layer over that neuron set, which the official code (and our default) replaces by a
+set layer, SAB (self-attention over the set); with no shared group (|i - j| > 1, last bias ...)
+it is pool -> Lin -> broadcast. Unlike the official code, the block W_{L-2} -> W_{L-1} maps to
+every one of the d_L output columns (the official one copies one column; a known quirk).
+"""
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from math import prod
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .layout import Axis
+
+
+def reduce(x: Tensor, dims: list[int], how: str) -> Tensor:
+    if not dims:
+        return x
+    if how == "max":
+        return x.amax(dim=dims)
+    if how == "mean":
+        return x.mean(dim=dims)
+    return x.sum(dim=dims)
+
+
+class SAB(nn.Module):
+    """Set-attention block as in the official DWSNets code (Set Transformer's MAB(X, X) without
+    LayerNorm): O = Q + softmax(Q K^T / sqrt(f_out)) V per head, then O + ReLU(fc_o(O))."""
+
+    def __init__(self, f_in: int, f_out: int, num_heads: int = 8) -> None:
+        super().__init__()
+        self.heads = max(h for h in range(1, max(num_heads, 1) + 1) if f_out % h == 0)
+        self.fc_q, self.fc_k, self.fc_v = (nn.Linear(f_in, f_out) for _ in range(3))
+        self.fc_o = nn.Linear(f_out, f_out)
+        self.scale = 1.0 / math.sqrt(f_out)
+
+    def forward(self, x: Tensor) -> Tensor:  # [B, n, f_in] -> [B, n, f_out]
+        B, n, _ = x.shape
+
+        def split(t: Tensor) -> Tensor:
+            return t.view(B, n, self.heads, -1).transpose(1, 2)
+
+        q, k, v = split(self.fc_q(x)), split(self.fc_k(x)), split(self.fc_v(x))
+        o = q + F.scaled_dot_product_attention(q, k, v, scale=self.scale)
+        o = o.transpose(1, 2).reshape(B, n, -1)
+        return o + F.relu(self.fc_o(o))
+
+
+class PairBlock(nn.Module):
+    """All equivariant maps from tensor `src` to tensor `dst` (see the module docstring)."""
+
+    def __init__(self, src: tuple[Axis, ...], dst: tuple[Axis, ...], c_in: int, c_out: int, *,
+                 reduction: str = "max", set_layer: str = "sab", num_heads: int = 8) -> None:
+        super().__init__()
+        self.reduction, self.c_out = reduction, c_out
+        dst_groups = {a.group for a in dst if a.group is not None}
+        shared = [a.group for a in src if a.group is not None and a.group in dst_groups]
+        f_in = prod(a.size for a in src if a.group is None) * c_in
+        self.out_fixed = [a.size for a in dst if a.group is None]
+        f_out = prod(self.out_fixed) * c_out
+        if len(shared) == 1 and set_layer == "sab":
+            kept: list[tuple[str, ...]] = [tuple(shared)]
+            mods: list[nn.Module] = [SAB(f_in, f_out, num_heads)]
+        elif len(shared) == 1:  # DeepSets: Gamma(x) + Lambda(pool(x)), Lambda without bias
+            kept = [tuple(shared), ()]
+            mods = [nn.Linear(f_in, f_out), nn.Linear(f_in, f_out, bias=False)]
+        else:
+            kept = [k for r in range(len(shared), -1, -1) for k in combinations(shared, r)]
+            mods = [nn.Linear(f_in, f_out) for _ in kept]
+        self.terms = nn.ModuleList(mods)
+        self.scale = 1.0 / len(kept) if len(shared) >= 2 else 1.0
+        self.plans = [self._plan(src, dst, k) for k in kept]
+
+    @staticmethod
+    def _plan(src: tuple[Axis, ...], dst: tuple[Axis, ...], kept: tuple[str, ...]) -> dict:
+        """Index bookkeeping of one term, computed once."""
+        pool = [1 + i for i, a in enumerate(src) if a.group is not None and a.group not in kept]
+        rem = [a for a in src if a.group is None or a.group in kept]
+        order = [next(i for i, a in enumerate(rem) if a.group == g) for g in kept]
+        order += [i for i, a in enumerate(rem) if a.group is None]
+        kept_sizes = [rem[i].size for i in order[:len(kept)]]
+        cur = list(kept) + [("fixed", j) for j, a in enumerate(dst) if a.group is None]
+        keys = [("fixed", j) if a.group is None else (a.group if a.group in kept else None) for j, a in enumerate(dst)]
+        present = [cur.index(k) for k in keys if k is not None]
+        broadcast = [1 + j for j, k in enumerate(keys) if k is None]
+        return {"pool": pool, "perm": [0] + [1 + i for i in order] + [len(rem) + 1], "kept_sizes": kept_sizes,
+                "out_perm": [0] + [1 + p for p in present] + [len(cur) + 1], "broadcast": broadcast}
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, *src sizes, c_in] -> [B, *dst sizes (1 where broadcast), c_out]."""
+        B = x.shape[0]
+        out: Tensor | None = None
+        for mod, plan in zip(self.terms, self.plans):
+            h = reduce(x, plan["pool"], self.reduction).permute(plan["perm"])
+            h = mod(h.reshape(B, *plan["kept_sizes"], -1))
+            h = h.reshape(B, *plan["kept_sizes"], *self.out_fixed, self.c_out).permute(plan["out_perm"])
+            for d in plan["broadcast"]:
+                h = h.unsqueeze(d)
+            out = h if out is None else out + h
+        assert out is not None
+        return out * self.scale if self.scale != 1.0 else out

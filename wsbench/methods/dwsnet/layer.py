@@ -1,0 +1,94 @@
+"""DWS layer (the block matrix of all weight/bias -> weight/bias maps), its pointwise companions,
+and the invariant head.
+
+The layer keeps DWSNets' four block families apart (weight_to_weight, weight_to_bias,
+bias_to_weight, bias_to_bias; key "i_j" = from the i-th to the j-th tensor of that kind), sums
+every block into its output tensor and divides by the number of tensors, as the official code.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import PairBlock, reduce
+from .layout import TensorLayout
+
+
+class DWSLayer(nn.Module):
+    def __init__(self, layouts: Sequence[TensorLayout], c_in: int | Sequence[int], c_out: int, *,
+                 reduction: str = "max", set_layer: str = "sab", num_heads: int = 8, init_scale: float = 1.0) -> None:
+        super().__init__()
+        self.layouts = list(layouts)
+        c_ins = [c_in] * len(self.layouts) if isinstance(c_in, int) else list(c_in)
+        self.c_out = c_out
+        index = {id(t): (t.kind, sum(1 for u in self.layouts[:k] if u.kind == t.kind)) for k, t in enumerate(self.layouts)}
+        families = {f"{a}_to_{b}": nn.ModuleDict() for a in ("weight", "bias") for b in ("weight", "bias")}
+        self.routes: list[tuple[int, int, str, str]] = []
+        for i, src in enumerate(self.layouts):
+            for j, dst in enumerate(self.layouts):
+                fam = f"{src.kind}_to_{dst.kind}"
+                key = f"{index[id(src)][1]}_{index[id(dst)][1]}"
+                families[fam][key] = PairBlock(src.axes, dst.axes, c_ins[i], c_out, reduction=reduction,
+                                               set_layer=set_layer, num_heads=num_heads)
+                self.routes.append((i, j, fam, key))
+        self.blocks = nn.ModuleDict(families)
+        self._init(init_scale)
+
+    def _init(self, scale: float) -> None:
+        """Official init: xavier_normal * sqrt(2 in / out) * scale, biases U(-1e-4, 1e-4)."""
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                out_c, in_c = m.weight.shape
+                nn.init.xavier_normal_(m.weight)
+                with torch.no_grad():
+                    m.weight.mul_((2 * in_c / out_c) ** 0.5 * scale)
+                    if m.bias is not None:
+                        m.bias.uniform_(-1e-4, 1e-4)
+
+    def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        outs: list[Tensor | None] = [None] * len(self.layouts)
+        for i, j, fam, key in self.routes:
+            h = self.blocks[fam][key](xs[i])
+            outs[j] = h if outs[j] is None else outs[j] + h
+        n, B = len(self.layouts), xs[0].shape[0]
+        return [o.expand(B, *(a.size for a in t.axes), self.c_out) / n for o, t in zip(outs, self.layouts)]
+
+
+class TensorBatchNorm(nn.Module):
+    """One BatchNorm1d per tensor over all its entries (DWSNets' BN)."""
+
+    def __init__(self, n_tensors: int, channels: int) -> None:
+        super().__init__()
+        self.bns = nn.ModuleList(nn.BatchNorm1d(channels) for _ in range(n_tensors))
+
+    def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
+        return [bn(x.reshape(-1, x.shape[-1])).reshape(x.shape) for bn, x in zip(self.bns, xs)]
+
+
+def relu_dropout(xs: Sequence[Tensor], p: float, training: bool) -> list[Tensor]:
+    return [F.dropout(F.relu(x), p, training) if p > 0 else F.relu(x) for x in xs]
+
+
+class InvariantHead(nn.Module):
+    """Pool every tensor over its permutable axes, keep non-permutable axes as features, concatenate,
+    then an MLP (one Linear by default). For an MLP input this is DWSNets' InvariantLayer: internal
+    weights and biases pooled to C, W_0 keeps d_0, W_{L-1} and b_{L-1} keep d_L."""
+
+    def __init__(self, layouts: Sequence[TensorLayout], channels: int, out_dim: int, *, reduction: str = "max",
+                 n_fc_layers: int = 1) -> None:
+        super().__init__()
+        self.reduction = reduction
+        self.pool_dims = [[1 + i for i, a in enumerate(t.axes) if a.group is not None] for t in layouts]
+        in_dim = sum(channels * int(torch.tensor([a.size for a in t.axes if a.group is None] or [1]).prod())
+                     for t in layouts)
+        mods: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
+        for _ in range(n_fc_layers - 1):
+            mods += [nn.ReLU(), nn.Linear(out_dim, out_dim)]
+        self.fc = nn.Sequential(*mods)
+
+    def forward(self, xs: Sequence[Tensor]) -> Tensor:
+        pooled = [reduce(x, dims, self.reduction).flatten(1) for x, dims in zip(xs, self.pool_dims)]
+        return self.fc(torch.cat(pooled, dim=1))

@@ -1,0 +1,172 @@
+"""Neural graph encoder (after Kofinas et al., ICLR 2024, "Graph Neural Networks for Learning
+Equivariant Representations of Neural Networks"), built with torch-geometric.
+
+The input network is a graph: one node per neuron (input pixels/channels, hidden units, outputs),
+one directed edge per weight (a linear weight is a 1-vector, a conv kernel its k x k entries,
+zero-padded to `max_kernel`). Node features: the neuron's bias (0 for inputs), a sinusoidal
+encoding of its layer, and, for neurons that are not permutable (inputs, outputs), a learned
+embedding of their position. Message passing layers update nodes (mean and max of messages in both
+edge directions) and edges; the readout pools nodes and edges per graph. Since hidden neurons carry
+no identity, the encoder is exactly invariant to neuron permutations, and it reads any feed-forward
+chain of linear/conv layers (architecture-agnostic: depth and widths may differ).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from torch_geometric.nn import MessagePassing, global_max_pool, global_mean_pool
+from torch_geometric.utils import scatter
+
+from ..errors import ConfigError, NotApplicableError
+from ..registry import METHODS
+from ..weights import NetworkSpec, WeightSpace
+from .base import Encoder
+from .mlp import SpecArg, check_config, checked_specs
+from .sne import sinusoidal
+
+
+@dataclass
+class GraphTemplate:
+    """The graph of one architecture (the same for every network of the spec)."""
+
+    n_nodes: int
+    edge_index: Tensor  # [2, E] source (layer input neuron) -> target (layer output neuron)
+    node_layer: Tensor  # [N] boundary index (0 = network input)
+    node_fixed: Tensor  # [N] 1 + position for non-permutable neurons, 0 for permutable ones
+    edge_layer: Tensor  # [E] weight-layer index
+    edge_kind: Tensor  # [E] 0 linear, 1 conv
+    bias_slots: list[tuple[int, int, str | None]]  # (first node, count, bias key) per boundary >= 1
+
+
+def graph_problem(spec: NetworkSpec) -> str:
+    if not spec.is_chain():
+        return "the neural graph reads plain feed-forward chains (no residual or norm layers)"
+    if not spec.weight_layers():
+        return "the architecture has no linear or conv layers"
+    owned = {x for lay in spec.weight_layers() for x in (lay.weight, lay.bias) if x}
+    if any(k not in owned for k in spec.keys):
+        return "parameters outside linear/conv layers"
+    return ""
+
+
+def build_template(spec: NetworkSpec) -> GraphTemplate:
+    layers = spec.weight_layers()
+    sizes = [spec.param(layers[0].weight).shape[1]] + [spec.param(lay.weight).shape[0] for lay in layers]
+    groups = [layers[0].in_group] + [lay.out_group for lay in layers]
+    starts = [sum(sizes[:b]) for b in range(len(sizes))]
+    node_layer = torch.cat([torch.full((n,), b) for b, n in enumerate(sizes)])
+    node_fixed = torch.cat([torch.zeros(n, dtype=torch.long) if g is not None else torch.arange(1, n + 1)
+                            for n, g in zip(sizes, groups)])
+    edges, e_layer, e_kind = [], [], []
+    for lidx, lay in enumerate(layers):
+        n_out, n_in = sizes[lidx + 1], sizes[lidx]
+        o, i = torch.meshgrid(torch.arange(n_out), torch.arange(n_in), indexing="ij")  # row-major like W[o, i]
+        edges.append(torch.stack([starts[lidx] + i.reshape(-1), starts[lidx + 1] + o.reshape(-1)]))
+        e_layer.append(torch.full((n_out * n_in,), lidx))
+        e_kind.append(torch.full((n_out * n_in,), int(lay.kind == "conv")))
+    slots = [(starts[b + 1], sizes[b + 1], lay.bias) for b, lay in enumerate(layers)]
+    return GraphTemplate(sum(sizes), torch.cat(edges, 1), node_layer, node_fixed, torch.cat(e_layer),
+                         torch.cat(e_kind), slots)
+
+
+class NeuralGraphLayer(MessagePassing):
+    """Node update from mean and max of messages along both edge directions; then edge update."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__(aggr=["mean", "max"])
+        self.message_mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.node_mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.edge_mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+        self.node_norm, self.edge_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.direction = nn.Parameter(torch.randn(2, dim) * 0.02)
+
+    def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
+        both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+        e2 = torch.cat([e + self.direction[0], e + self.direction[1]], dim=0)
+        agg = self.propagate(both, x=x, e=e2)
+        x = self.node_norm(x + self.node_mlp(torch.cat([x, agg], dim=1)))
+        src, dst = edge_index
+        e = self.edge_norm(e + self.edge_mlp(torch.cat([x[src], x[dst], e], dim=1)))
+        return x, e
+
+    def message(self, x_i: Tensor, x_j: Tensor, e: Tensor) -> Tensor:
+        return self.message_mlp(torch.cat([x_i, x_j, e], dim=1))
+
+
+@METHODS.register("neural_graph")
+class NeuralGraph(Encoder):
+    name: ClassVar[str] = "neural_graph"
+    description: ClassVar[str] = "message-passing GNN on the network-as-graph (neurons = nodes, weights = edges)"
+    architecture_agnostic: ClassVar[bool] = True
+    invariant: ClassVar[bool] = True
+    intended_invariances: ClassVar[frozenset[str]] = frozenset()
+    defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 4, "max_kernel": 9, "max_fixed": 1024}
+
+    def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
+        super().__init__()
+        specs = checked_specs(type(self), spec_or_specs)
+        self.config = c = check_config(self.name, config, self.defaults)
+        h = c["hidden_dim"]
+        for key in ("hidden_dim", "max_kernel", "max_fixed"):
+            if c[key] < 1:
+                raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")
+        self.node_in = nn.Linear(1, h)
+        self.edge_in = nn.Linear(c["max_kernel"], h)
+        self.fixed_embedding = nn.Embedding(c["max_fixed"] + 1, h, padding_idx=0)
+        self.kind_embedding = nn.Embedding(2, h)
+        self.layers = nn.ModuleList(NeuralGraphLayer(h) for _ in range(c["n_layers"]))
+        self.head = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, out_dim))
+        self._templates: dict[NetworkSpec, GraphTemplate] = {}
+        for spec in specs:
+            self.template(spec)
+
+    @classmethod
+    def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
+        why = graph_problem(spec)
+        return (not why, why)
+
+    def template(self, spec: NetworkSpec) -> GraphTemplate:
+        if spec not in self._templates:
+            ok, why = self.supports(spec)
+            if not ok:
+                raise NotApplicableError(f"method 'neural_graph' cannot read {spec.describe()}: {why}")
+            t = build_template(spec)
+            kmax = max(math.prod(spec.param(lay.weight).shape[2:]) for lay in spec.weight_layers())
+            if kmax > self.config["max_kernel"] or int(t.node_fixed.max()) > self.config["max_fixed"]:
+                raise NotApplicableError(f"method 'neural_graph': {spec.describe()} needs max_kernel >= {kmax} and "
+                                         f"max_fixed >= {int(t.node_fixed.max())}")
+            self._templates[spec] = t
+        return self._templates[spec]
+
+    def forward(self, ws: WeightSpace) -> Tensor:
+        t, B, dev, h = self.template(ws.spec), len(ws), ws.device, self.config["hidden_dim"]
+        N, E = t.n_nodes, t.edge_index.shape[1]
+        # node features: bias value + layer encoding + position embedding of fixed neurons
+        bias = torch.zeros(B, N, device=dev)
+        for start, count, key in t.bias_slots:
+            if key:
+                bias[:, start:start + count] = ws.tensors[key]
+        node_static = sinusoidal(t.node_layer, h).to(dev) + self.fixed_embedding(t.node_fixed.to(dev))
+        x = (self.node_in(bias.unsqueeze(-1)) + node_static).reshape(B * N, h)
+        # edge features: kernels (1 entry for linear layers), zero-padded
+        k = self.config["max_kernel"]
+        parts = []
+        for lay in ws.spec.weight_layers():
+            w = ws.tensors[lay.weight]
+            w = w.reshape(B, w.shape[1] * w.shape[2], -1)
+            parts.append(nn.functional.pad(w, (0, k - w.shape[-1])))
+        edge_static = sinusoidal(t.edge_layer, h).to(dev) + self.kind_embedding(t.edge_kind.to(dev))
+        e = (self.edge_in(torch.cat(parts, dim=1)) + edge_static).reshape(B * E, h)
+        offsets = (torch.arange(B, device=dev) * N).view(1, B, 1)
+        edge_index = (t.edge_index.to(dev).view(2, 1, E) + offsets).reshape(2, B * E)
+        for layer in self.layers:
+            x, e = layer(x, edge_index, e)
+        node_batch = torch.arange(B, device=dev).repeat_interleave(N)
+        edge_batch = torch.arange(B, device=dev).repeat_interleave(E)
+        pooled = torch.cat([global_mean_pool(x, node_batch, B), global_max_pool(x, node_batch, B),
+                            scatter(e, edge_batch, dim=0, dim_size=B, reduce="mean")], dim=1)
+        return self.head(pooled)

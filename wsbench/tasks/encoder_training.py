@@ -1,0 +1,289 @@
+"""The training loop every encoder task shares.
+
+Data: per architecture group, a WeightSpace (raw weights, on the device) and targets. Input
+normalisation (per entry, per layer or none) is fitted on the train split only. AdamW on batches
+of one group at a time (groups interleaved at random); the encoder's optional hooks run on each
+training batch: `augment(ws, generator)` after normalisation and `auxiliary_loss(ws, out,
+generator)` added to the task loss. The validation split picks the best epoch; the caller touches
+the test split once, with `TrainedEncoder.predict`. Training throughput (networks/s) is measured
+over the optimisation steps only and logged.
+
+Task options (the `task:` mapping of a preset): see TRAIN_DEFAULTS. A preset may nest options for
+one task under its name (`task: {epochs: 50, inr_classification: {inr_augment: true}}`).
+"""
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from ..errors import ConfigError, DataError
+from ..methods.base import Encoder, RunContext
+from ..metrics import accuracy, kendall_tau
+from ..weights import NetworkSpec, WeightSpace
+from ..zoo import Zoo
+
+ENCODER_TASKS = ("property_prediction", "inr_classification", "cross_dataset", "cross_architecture")
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 20, "batch_size": 64, "lr": 1e-3, "weight_decay": 5e-4, "amsgrad": False, "grad_clip": 0.0,
+    "normalize": "layer",  # entry | layer | none (fitted on the train split)
+    "eval_every": 1, "eval_batch_size": 256,
+    "select_by": "auto",  # auto (accuracy / mse) | mse | tau | accuracy | last
+    "val_fraction": 0.1,  # carved from train (seed 0) when the zoo has no val split
+    "max_train": 0, "max_eval": 0,  # 0 = every member; >0 = the first n (quick runs)
+}
+NORMALIZE = ("entry", "layer", "none")
+
+
+def task_options(task: str, config: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """TRAIN_DEFAULTS + `extra` (task defaults) overridden by `config`, with the sub-mapping of
+    this task merged in; ConfigError naming unknown keys and bad values."""
+    flat = {k: v for k, v in config.items() if k not in ENCODER_TASKS}
+    own = config.get(task) or {}
+    if not isinstance(own, Mapping):
+        raise ConfigError(f"task option {task!r} must be a mapping of options for that task")
+    flat.update(own)
+    defaults = {**TRAIN_DEFAULTS, **extra}
+    unknown = sorted(set(flat) - set(defaults))
+    if unknown:
+        raise ConfigError(f"task {task!r}: unknown option(s) {unknown} (allowed: {sorted(defaults)})")
+    out = {**defaults, **flat}
+    for key in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
+        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
+            raise ConfigError(f"task {task!r}: option {key!r} must be an integer >= 1, got {out[key]!r}")
+    for key in ("max_train", "max_eval"):
+        if not isinstance(out[key], int) or out[key] < 0:
+            raise ConfigError(f"task {task!r}: option {key!r} must be an integer >= 0, got {out[key]!r}")
+    for key in ("lr", "weight_decay", "grad_clip", "val_fraction"):
+        if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
+            raise ConfigError(f"task {task!r}: option {key!r} must be a number >= 0, got {out[key]!r}")
+    if out["normalize"] not in NORMALIZE:
+        raise ConfigError(f"task {task!r}: option 'normalize' must be one of {list(NORMALIZE)}, got {out['normalize']!r}")
+    if out["select_by"] not in ("auto", "mse", "tau", "accuracy", "last"):
+        raise ConfigError(f"task {task!r}: option 'select_by' must be auto, mse, tau, accuracy or last")
+    return out
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class GroupData:
+    """One architecture group of one split: raw weights and targets."""
+
+    group: str
+    ws: WeightSpace
+    y: Tensor  # float [n] (regression) or int64 [n] (classification)
+    ids: list[str]
+
+    def __len__(self) -> int:
+        return len(self.ws)
+
+
+def target_values(df: pd.DataFrame, target: str, zoo_name: str) -> pd.Series:
+    """A members column; `gen_gap` falls back to train_acc - test_acc when the zoo has no such column."""
+    if target in df.columns:
+        col = df[target]
+    elif target == "gen_gap" and {"train_acc", "test_acc"} <= set(df.columns):
+        col = df["train_acc"] - df["test_acc"]
+    else:
+        numeric = [c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and c != "row"]
+        raise DataError(f"zoo {zoo_name} has no target column {target!r} (numeric columns: {numeric})")
+    if col.isna().any():
+        raise DataError(f"zoo {zoo_name}: target {target!r} is missing for {int(col.isna().sum())} members")
+    return col
+
+
+def split_frames(zoo: Zoo, groups: Sequence[str], val_fraction: float) -> dict[str, pd.DataFrame]:
+    """train/val/test member frames of the given groups; val carved from train (seed 0) if absent."""
+    df = zoo.members[zoo.members["group"].isin(groups)]
+    splits = {s: df[df["split"] == s] for s in ("train", "val", "test")}
+    if splits["val"].empty and not splits["train"].empty:
+        n_val = max(1, int(round(val_fraction * len(splits["train"]))))
+        order = torch.randperm(len(splits["train"]), generator=torch.Generator().manual_seed(0)).numpy()
+        tr = splits["train"].iloc[order]
+        splits["val"], splits["train"] = tr.iloc[:n_val].sort_index(), tr.iloc[n_val:].sort_index()
+    return splits
+
+
+def group_data(zoo: Zoo, frame: pd.DataFrame, target: str, *, classification: bool, device: torch.device,
+               limit: int = 0) -> list[GroupData]:
+    out = []
+    for group in sorted(frame["group"].unique()):
+        df = frame[frame["group"] == group]
+        df = df.iloc[:limit] if limit else df
+        y = torch.as_tensor(target_values(df, target, zoo.name).to_numpy(copy=True))
+        y = y.long() if classification else y.float()
+        out.append(GroupData(group, zoo.weights(df).to(device), y.to(device), df["id"].astype(str).tolist()))
+    return out
+
+
+# ----------------------------------------------------------------------------- normalisation
+
+
+class WeightNormalizer:
+    """(w - mean) / std per tensor entry (`entry`, DWSNets) or per tensor (`layer`), from one split."""
+
+    def __init__(self, mode: str, mean: dict[str, Tensor], std: dict[str, Tensor]) -> None:
+        self.mode, self.mean, self.std = mode, mean, std
+
+    @classmethod
+    def fit(cls, ws: WeightSpace, mode: str) -> "WeightNormalizer":
+        mean, std = {}, {}
+        if mode != "none":
+            for k, t in ws.tensors.items():
+                if mode == "entry":
+                    m, s = t.mean(0), t.std(0, unbiased=False)
+                else:
+                    m, s = t.mean(), t.std(unbiased=False)
+                mean[k], std[k] = m, torch.where(s > 1e-8, s, torch.ones_like(s))
+        return cls(mode, mean, std)
+
+    def __call__(self, ws: WeightSpace) -> WeightSpace:
+        if self.mode == "none":
+            return ws
+        return WeightSpace(ws.spec, {k: (t - self.mean[k]) / self.std[k] for k, t in ws.tensors.items()})
+
+
+# ----------------------------------------------------------------------------- training
+
+
+@dataclass
+class TrainedEncoder:
+    model: Encoder
+    normalizers: dict[NetworkSpec, WeightNormalizer]
+    classification: bool
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    best_epoch: int = 0
+    best_val: dict[str, float] = field(default_factory=dict)
+    history: list[dict[str, float]] = field(default_factory=list)
+    train_networks_per_s: float = 0.0
+    train_s: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_params(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def normalizer(self, ws: WeightSpace) -> WeightNormalizer:
+        """The train-split normaliser of this spec; for a spec never trained on (cross-architecture),
+        per-layer statistics of the given (unlabelled) networks, and a note saying so."""
+        if ws.spec not in self.normalizers:
+            mode = "none" if all(n.mode == "none" for n in self.normalizers.values()) else "layer"
+            self.normalizers[ws.spec] = WeightNormalizer.fit(ws, mode)
+            self.notes.append(f"{ws.spec.describe()}: unseen in training; {mode} normalisation from its own weights")
+        return self.normalizers[ws.spec]
+
+    @torch.no_grad()
+    def predict(self, data: Sequence[GroupData], batch_size: int = 256) -> Tensor:
+        """Predictions for every network (groups in order): logits [N, C] or values [N] (target units)."""
+        self.model.eval()
+        outs = []
+        for g in data:
+            norm = self.normalizer(g.ws)
+            for i in range(0, len(g), batch_size):
+                outs.append(self.model(norm(g.ws[i:i + batch_size])).float().cpu())
+        out = torch.cat(outs)
+        return out if self.classification else out[:, 0] * self.target_std + self.target_mean
+
+
+def validation_scores(trained: TrainedEncoder, val: Sequence[GroupData], batch_size: int) -> dict[str, float]:
+    pred = trained.predict(val, batch_size)
+    y = torch.cat([g.y.cpu() for g in val])
+    if trained.classification:
+        return {"accuracy": accuracy(y, pred), "loss": float(F.cross_entropy(pred, y))}
+    return {"mse": float(((pred - y) ** 2).mean()), "tau": kendall_tau(y, pred) if len(y) > 1 else float("nan")}
+
+
+def _better(new: dict[str, float], best: dict[str, float] | None, key: str) -> bool:
+    if best is None or key == "last":
+        return True
+    if new[key] != new[key]:  # NaN never wins
+        return False
+    if key == "mse":
+        return new[key] < best[key]
+    return new[key] >= best[key] or best[key] != best[key]  # ties: the later epoch (official DWSNets)
+
+
+def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], train: Sequence[GroupData],
+                  val: Sequence[GroupData], opts: Mapping[str, Any], ctx: RunContext, *, classification: bool,
+                  out_dim: int, batch_augment: Callable[[WeightSpace, torch.Generator], WeightSpace] | None = None,
+                  label: str = "") -> TrainedEncoder:
+    """Fit an encoder on `train`, keep the weights of the best validation epoch."""
+    if not any(len(g) > 1 for g in train):
+        raise DataError(f"{method_cls.name}: the train split needs a group of >= 2 networks")
+    if not val or not sum(len(g) for g in val):
+        raise DataError(f"{method_cls.name}: the validation split is empty")
+    specs = list(dict.fromkeys(g.ws.spec for g in train))
+    cfg = {k: v for k, v in method_config.items() if k != "groups"}
+    torch.manual_seed(ctx.seed)
+    model = method_cls(specs[0] if len(specs) == 1 else specs, out_dim, **cfg).to(ctx.device)
+    normalizers = {s: WeightNormalizer.fit(WeightSpace.cat([g.ws for g in train if g.ws.spec == s]), opts["normalize"])
+                   for s in specs}
+    trained = TrainedEncoder(model, normalizers, classification)
+    if not classification:
+        y = torch.cat([g.y for g in train]).float()
+        trained.target_mean, trained.target_std = float(y.mean()), float(y.std()) if len(y) > 1 else 1.0
+        trained.target_std = trained.target_std if trained.target_std > 1e-12 else 1.0
+    opt = torch.optim.AdamW(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"], amsgrad=opts["amsgrad"])
+    gen = ctx.generator(offset=17)
+    select = opts["select_by"] if opts["select_by"] != "auto" else ("accuracy" if classification else "mse")
+    augment, aux = getattr(model, "augment", None), getattr(model, "auxiliary_loss", None)
+    best_state, best, n_seen = None, None, 0
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(1, opts["epochs"] + 1), desc=label or method_cls.name, disable=not ctx.progress, leave=False)
+    for epoch in bar:
+        model.train()
+        batches = [(gi, idx[i:i + opts["batch_size"]]) for gi, g in enumerate(train)
+                   for idx in [torch.randperm(len(g), generator=gen)] for i in range(0, len(g), opts["batch_size"])]
+        batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist() if len(batches[i][1]) > 1]
+        t0, loss_sum = time.perf_counter(), torch.zeros((), device=ctx.device)
+        for gi, idx in batches:
+            g = train[gi]
+            ws, y = g.ws[idx.to(ctx.device)], g.y[idx.to(ctx.device)]
+            if batch_augment is not None:
+                ws = batch_augment(ws, gen)
+            ws = normalizers[g.ws.spec](ws)
+            if augment is not None:
+                ws = augment(ws, gen)
+            out = model(ws)
+            if classification:
+                loss = F.cross_entropy(out, y)
+            else:
+                loss = F.mse_loss(out[:, 0], (y - trained.target_mean) / trained.target_std)
+            extra = aux(ws, out, gen) if aux is not None else None
+            total = loss if extra is None else loss + extra
+            opt.zero_grad(set_to_none=True)
+            total.backward()
+            if opts["grad_clip"] > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), opts["grad_clip"])
+            opt.step()
+            loss_sum += loss.detach() * len(idx)
+            n_seen += len(idx)
+        if ctx.device.type == "cuda":
+            torch.cuda.synchronize(ctx.device)
+        trained.train_s += time.perf_counter() - t0
+        record = {"epoch": epoch, "train_loss": float(loss_sum) / max(1, sum(len(b[1]) for b in batches))}
+        if epoch % opts["eval_every"] == 0 or epoch == opts["epochs"]:
+            scores = validation_scores(trained, val, opts["eval_batch_size"])
+            record.update({f"val_{k}": v for k, v in scores.items()})
+            if _better(scores, best, select):
+                best, trained.best_epoch = scores, epoch
+                best_state = copy.deepcopy(model.state_dict())
+            bar.set_postfix(loss=f"{record['train_loss']:.4f}", **{f"val_{select}": f"{scores.get(select, 0):.4f}"})
+        trained.history.append(record)
+    assert best_state is not None  # the last epoch is always evaluated
+    model.load_state_dict(best_state)
+    trained.best_val = dict(best or {})
+    trained.train_networks_per_s = n_seen / max(trained.train_s, 1e-9)
+    ctx.log(f"[{method_cls.name}] {label}: {opts['epochs']} epochs on {ctx.device}, "
+            f"{trained.train_networks_per_s:.0f} networks/s training throughput, best val epoch {trained.best_epoch}")
+    return trained

@@ -1,0 +1,135 @@
+"""Transfer of property predictors (SNE, Andreis et al.): train on one zoo, score on another.
+
+- `cross_dataset`: train on the run's zoo (train split, val for model selection), score the test
+  split of each zoo in `eval_zoo` (same architectures, other datasets; e.g. small_cnn_mnist ->
+  small_cnn_fashion_mnist). One result per evaluation zoo; the run zoo's own test score is kept
+  as `extra.in_distribution`.
+- `cross_architecture`: train on the `train_groups` (architecture families) of the run's zoo,
+  score the test split of the held-out `eval_groups` (default: every other group), of the same
+  zoo or of `eval_zoo`. Needs an architecture-agnostic encoder that reads every family; any
+  other method is "not applicable" (reported, never a crash).
+
+Unseen architectures have no train-split normalisation statistics; they are normalised per layer
+with statistics of their own (unlabelled) weights, which the record notes.
+Options: target (default test_acc), eval_zoo, eval_zoo_variant, train_groups, eval_groups, plus the
+training options of encoder_training.
+"""
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from ..errors import ConfigError
+from ..methods.base import Encoder, Method, RunContext
+from ..registry import TASKS
+from ..zoo import Zoo, load_zoo
+from .base import Task, TaskResult
+from .encoder_training import group_data, split_frames, task_options
+from .property_prediction import as_list, check_groups, fit_models, regression_result, supports_groups
+
+
+class TransferTask(Task):
+    capability = "encoder"
+    zoo_kinds = ("cnn",)
+    version = 1
+    mode: ClassVar[str] = ""
+    extra_defaults: dict[str, Any] = {"target": "test_acc", "eval_zoo": None, "eval_zoo_variant": None,
+                                      "train_groups": None, "eval_groups": None}
+
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        self.opts = task_options(self.name, config, self.extra_defaults)
+        if not isinstance(self.opts["target"], str):
+            raise ConfigError(f"task {self.name!r}: option 'target' must be one column name")
+        self.eval_zoo_names = as_list(self.opts["eval_zoo"], "eval_zoo", self.name)
+        self._zoos: dict[str, Zoo] = {}
+
+    def eval_zoos(self, zoo: Zoo) -> list[Zoo]:
+        if not self.eval_zoo_names:
+            return [zoo]
+        out = []
+        for name in self.eval_zoo_names:
+            if name not in self._zoos:
+                variant = self.opts["eval_zoo_variant"] or zoo.card.variant
+                self._zoos[name] = zoo if name in (zoo.name, str(zoo.root)) else load_zoo(name, variant=variant)
+            out.append(self._zoos[name])
+        return out
+
+    def train_groups(self, zoo: Zoo) -> list[str]:
+        return check_groups(zoo, as_list(self.opts["train_groups"], "train_groups", self.name) or zoo.groups,
+                            "train_groups")
+
+    def eval_groups(self, zoo: Zoo, eval_zoo: Zoo) -> list[str]:
+        chosen = as_list(self.opts["eval_groups"], "eval_groups", self.name)
+        if chosen:
+            return check_groups(eval_zoo, chosen, "eval_groups")
+        train = self.train_groups(zoo)
+        if self.mode == "cross_architecture":
+            held_out = [g for g in eval_zoo.groups if not (eval_zoo is zoo and g in train)]
+            if not held_out:
+                raise ConfigError(f"task {self.name!r}: no held-out groups to evaluate (set eval_groups)")
+            return held_out
+        same = [g for g in train if g in eval_zoo.groups]
+        return same or eval_zoo.groups
+
+    def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
+        ok, why = super().applicable(method_cls, zoo)
+        if not ok:
+            return ok, why
+        if self.mode == "cross_dataset" and not self.eval_zoo_names:
+            raise ConfigError(f"task {self.name!r} needs option eval_zoo (the zoo(s) to evaluate on)")
+        ok, why = supports_groups(method_cls, zoo, self.train_groups(zoo))
+        if not ok:
+            return ok, why
+        train_specs = {zoo.spec(g) for g in self.train_groups(zoo)}
+        for ez in self.eval_zoos(zoo):
+            if ez.card.kind not in self.zoo_kinds:
+                return False, f"task {self.name!r}: eval zoo {ez.name} is a {ez.card.kind} zoo"
+            groups = self.eval_groups(zoo, ez)
+            ok, why = supports_groups(method_cls, ez, groups)
+            if not ok:
+                return ok, why
+            unseen = [g for g in groups if ez.spec(g) not in train_specs]
+            if unseen and not getattr(method_cls, "architecture_agnostic", False):
+                return False, (f"method {method_cls.name!r} is not architecture-agnostic: it cannot read the held-out "
+                               f"architecture(s) {unseen} of {ez.name}")
+        return True, ""
+
+    def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,
+            ctx: RunContext) -> list[TaskResult]:
+        assert issubclass(method_cls, Encoder)
+        o, target = self.opts, self.opts["target"]
+        train_groups = self.train_groups(zoo)
+        frames = split_frames(zoo, train_groups, o["val_fraction"])
+        data = {s: group_data(zoo, frames[s], target, classification=False, device=ctx.device,
+                              limit=o["max_train"] if s == "train" else o["max_eval"]) for s in frames}
+        models = fit_models(method_cls, method_config, data["train"], data["val"], o, ctx,
+                            label=f"{self.mode} {zoo.name}")
+        n_train = sum(len(g) for g in data["train"])
+        base = {"target": target, "train_zoo": zoo.name, "train_groups": train_groups, "normalize": o["normalize"],
+                "transfer": self.mode}
+        ref = None
+        if data["test"]:
+            ref = regression_result(models, data["test"], method_cls.name, method_config, o, n_train, {}).metrics
+        results = []
+        for ez in self.eval_zoos(zoo):
+            groups = self.eval_groups(zoo, ez)
+            test = group_data(ez, split_frames(ez, groups, o["val_fraction"])["test"], target, classification=False,
+                              device=ctx.device, limit=o["max_eval"])
+            extra = {**base, "eval_zoo": ez.name, "eval_zoo_version": ez.version, "eval_zoo_variant": ez.card.variant,
+                     "eval_groups": groups, "in_distribution": ref}
+            results.append(regression_result(models, test, method_cls.name, method_config, o, n_train, extra))
+        return results
+
+
+@TASKS.register("cross_dataset")
+class CrossDataset(TransferTask):
+    name = "cross_dataset"
+    mode = "cross_dataset"
+    description = "train a property predictor on one dataset's zoo, score it on another's (Kendall tau, R^2, MSE)"
+
+
+@TASKS.register("cross_architecture")
+class CrossArchitecture(TransferTask):
+    name = "cross_architecture"
+    mode = "cross_architecture"
+    description = "train a property predictor on some architecture families, score it on held-out ones"

@@ -317,6 +317,8 @@ def test_random_crop_flip_is_deterministic_and_keeps_shape():
     assert u8.dtype == torch.uint8 and u8.shape == x.shape
     with pytest.raises(ValueError, match="fill"):
         random_crop_flip(x, fill=(1.0, 2.0))
+    with pytest.raises(ValueError, match="pad"):
+        random_crop_flip(x, pad=-1)
 
 
 @pytest.mark.gpu

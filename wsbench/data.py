@@ -196,6 +196,8 @@ def random_crop_flip(x: Tensor, pad: int = 4, generator: torch.Generator | None 
     """
     if x.dim() != 4:
         raise ValueError(f"random_crop_flip expects (N, C, H, W), got shape {tuple(x.shape)}")
+    if pad < 0:
+        raise ValueError(f"pad must be >= 0, got {pad}")
     n, c, h, w = x.shape
     rng_device = generator.device if generator is not None else x.device
     offsets = torch.randint(0, 2 * pad + 1, (2, n), generator=generator, device=rng_device).to(x.device)

@@ -58,6 +58,9 @@ def _decode_pil(blob: bytes, channels: int) -> np.ndarray:
     return arr.transpose(2, 0, 1) if arr.ndim == 3 else arr[None]
 
 
+_JPEG_MAGIC = b"\xff\xd8\xff"
+
+
 @functools.lru_cache(maxsize=1)
 def _jpeg_decoder() -> Any:
     """torchvision's libjpeg-turbo JPEG decoder op, or None (then PIL decodes everything).
@@ -88,12 +91,12 @@ def decode_images(blobs: list[bytes], channels: int, size: int, *, workers: int 
     """Encoded PNG/JPEG bytes -> uint8 (N, C, H, W). Raises ValueError naming the first bad row."""
     n = len(blobs)
     out = np.empty((n, channels, size, size), dtype=np.uint8)
-    fast = _jpeg_decoder()
+    fast = _jpeg_decoder() if any(b[:3] == _JPEG_MAGIC for b in blobs if b) else None
 
     def work(lo: int, hi: int) -> None:
         for k in range(lo, hi):
             arr = None
-            if fast is not None and blobs[k][:3] == b"\xff\xd8\xff":
+            if fast is not None and blobs[k][:3] == _JPEG_MAGIC:
                 try:
                     arr = fast(blobs[k])
                 except RuntimeError:

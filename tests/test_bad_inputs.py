@@ -69,13 +69,13 @@ def snapshot(*roots: Path) -> dict[str, str]:
     return out
 
 
-def cli(argv: list[str], tmp_path: Path, capsys) -> tuple[int, str, str]:
+def cli(argv: list[str], tmp_path: Path, capsys, quiet: bool = True) -> tuple[int, str, str]:
     """Run the CLI in-process with results and runs in tmp_path; returns (rc, stdout, stderr)."""
     extra = []
     if argv and argv[0] not in ("list", "leaderboard", "build-zoo", "push", "pull", "push-zoo"):
         extra = ["--results-dir", str(tmp_path / "res"), "--runs-dir", str(tmp_path / "runs")]
     capsys.readouterr()
-    rc = main(["--quiet"] + argv + extra)
+    rc = main((["--quiet"] if quiet else []) + argv + extra)
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 

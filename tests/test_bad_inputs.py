@@ -156,8 +156,6 @@ def test_unknown_task_suggests_closest(zoo, tmp_path, capsys):
     assert_untouched(before, tmp_path, zoo)
 
 
-@pytest.mark.xfail(strict=True, reason="runner.run_benchmark loads (and auto-builds) the zoo before looking up "
-                   "--task; fix: call TASKS.get(req.task) right after METHODS.get, before load_zoo")
 def test_unknown_task_is_reported_before_any_zoo_is_built(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("WSBENCH_DATA_DIR", str(tmp_path / "no_data"))  # building would fail differently
     rc, _, err = cli(["--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny",
@@ -230,6 +228,69 @@ def test_method_asked_for_a_task_it_cannot_do(zoo, tmp_path, capsys, monkeypatch
     rc, _, err = cli(run_on(zoo, "--task", encoder_tasks[0]), tmp_path, capsys)
     assert_user_error(rc, err, "magnitude_prune", "reconstructor", encoder_tasks[0])
     assert_untouched(before, tmp_path, zoo)
+
+
+def _encoder_parts() -> None:
+    """Import the encoder methods and tasks (until wsbench/builtins.py imports them)."""
+    import importlib
+
+    for mod in ("methods.dwsnet", "methods.mlp", "methods.stat_features", "tasks.property_prediction",
+                "tasks.inr_classification"):
+        try:
+            importlib.import_module(f"wsbench.{mod}")
+        except ModuleNotFoundError:
+            pytest.skip(f"wsbench.{mod} is not in this checkout")
+
+
+def test_encoder_that_cannot_read_the_zoo_architecture(tmp_path, capsys, monkeypatch):
+    """dwsnet reads plain feed-forward chains only: a CNN zoo of ResNets is refused before anything runs."""
+    _encoder_parts()
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(tmp_path / "no_data"))
+    root = make_zoo(tmp_path / "rz", arch="resnet_cifar", kwargs={"depth": 20}, name="toy_resnets")
+    before = snapshot(root)
+    rc, _, err = cli(run_on(root, "--task", "property_prediction", method="dwsnet"), tmp_path, capsys)
+    assert_user_error(rc, err, "dwsnet", "resnet_cifar")
+    assert_untouched(before, tmp_path, root)
+
+
+@pytest.mark.parametrize("method,task", [("dwsnet", "property_prediction"), ("statnn", "property_prediction"),
+                                         ("nern", "reconstruction")])
+def test_inr_zoo_passed_to_a_cnn_only_method_or_task(method, task, tmp_path, capsys, monkeypatch):
+    _encoder_parts()
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(tmp_path / "no_data"))
+    root = make_zoo(tmp_path / "inr", arch="siren", kwargs={}, kind="inr", name="toy_siren")
+    before = snapshot(root)
+    rc, _, err = cli(run_on(root, "--task", task, method=method), tmp_path, capsys)
+    assert_user_error(rc, err, "toy_siren", "inr", task)
+    assert_untouched(before, tmp_path, root)
+
+
+def test_cnn_zoo_passed_to_an_inr_task(zoo, tmp_path, capsys):
+    _encoder_parts()
+    before = snapshot(zoo)
+    rc, _, err = cli(run_on(zoo, "--task", "inr_classification", method="dwsnet"), tmp_path, capsys)
+    assert_user_error(rc, err, "inr_classification", "toy_cnn", "cnn")
+    assert_untouched(before, tmp_path, zoo)
+
+
+@pytest.mark.parametrize("sets,needles", [
+    (["hidden=-1"], ["nern", "'hidden'", "positive integer", "-1"]),
+    (["image_batch=0"], ["'image_batch'", "positive integer", "0"]),
+    (["weights_batch=1.5"], ["'weights_batch'", "1.5"]),
+    (["optimizer=sgdd"], ["'optimizer'", "ranger", "sgdd"]),
+    (["lr=0"], ["'lr'", "positive"]),
+    (["prune_sparsities=[1.0]"], ["'prune_sparsities'", "[0, 1)"]),
+    (["hiden=64"], ["unknown config keys ['hiden']"]),
+])
+def test_bad_nern_config_values(sets, needles, tmp_path, capsys, monkeypatch):
+    """Refused before any data or zoo is read (data dir and zoo store are empty)."""
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(tmp_path / "no_data"))
+    argv = ["--method", "nern", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny", "--preset", "tiny"]
+    for item in sets:
+        argv += ["--set", item]
+    rc, _, err = cli(argv, tmp_path, capsys)
+    assert_user_error(rc, err, *needles)
+    assert_untouched({}, tmp_path, tmp_path / "zoo_store")
 
 
 # ----------------------------------------------------------------------------- config values

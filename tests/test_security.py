@@ -195,7 +195,7 @@ def _build_from_pickled_checkpoint(tmp_path: Path, monkeypatch) -> tuple[BaseExc
     stub.load_split = lambda name, split, limit=None, **k: types.SimpleNamespace(
         x=torch.zeros(4, 3, 32, 32), y=torch.zeros(4, dtype=torch.long), source="stub", dataset=name)
     monkeypatch.setitem(sys.modules, "wsbench.data", stub)
-    card = toy_card(arch="resnet_cifar", kwargs={"depth": 8}, kind="resnet", dataset="cifar10", group="r8",
+    card = toy_card(arch="resnet_cifar", kwargs={"depth": 20}, kind="resnet", dataset="cifar10", group="r8",
                     recipe={"checkpoints": {"r8": {"file": "pretrained/evil.safetensors", "sha256": sha256_file(ckpt)}},
                             "eval_limit": 4})
     ctx = BuildContext(device=torch.device("cpu"), workdir=tmp_path / "work", progress=False)

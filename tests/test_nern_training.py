@@ -1,0 +1,191 @@
+"""NeRN training on the pretrained ResNet20 with tiny random data: the step's gradient, that losses
+fall, resume, data-free, meta-compression sizes and config errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from safetensors.torch import load_file
+from torch.func import functional_call
+
+from wsbench.errors import ConfigError
+from wsbench.methods.base import ReconstructionTarget, RunContext
+from wsbench.methods.nern import NeRN
+from wsbench.methods.nern.fit import Fitter
+from wsbench.methods.nern.losses import fmd_loss_reference, kd_loss
+from wsbench.methods.nern.meta import magnitude_prune, sparse_index_bytes
+
+PRETRAINED = "/work/shared/data/pretrained/resnet20.safetensors"
+TINY = dict(hidden=16, image_batch=8, weights_batch=512, ordering="none", selection="last", log_every=1000,
+            prune_sparsities=[0.0], eval_batch=64)
+
+
+class _Split:
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from 2 threads, and a shared, busy machine makes every parallel
+    region wait for a descheduled thread (10x slower steps)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def target() -> ReconstructionTarget:
+    return ReconstructionTarget("r20", "resnet_cifar", {"depth": 20}, load_file(PRETRAINED), "cifar10")
+
+
+@pytest.fixture(scope="module")
+def images() -> torch.Tensor:
+    return torch.randn(48, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+
+
+def _trainer(target, images, tmp=None, **cfg):
+    ctx = RunContext(seed=3, workdir=tmp, progress=False)
+    return NeRN(**{**TINY, **cfg}).trainer(target, ctx, train_images=images,
+                                           val_split=_Split(images[:32], torch.arange(32) % 10))
+
+
+def test_step_gradient_equals_official_formulation(target, images):
+    """Official: predict all kernels with autograd, keep the graph only for the sampled ones, run the
+    (unfolded, with BatchNorm) student. Here: no-grad full prediction + sampled rows, BN folded."""
+    tr = _trainer(target, images, iterations=10, fmd_weight=1e-2, kd_weight=1e-2, kernel_sampling="uniform",
+                  augment=False)
+    it = 0
+    idx = tr.sampler.sample(tr.rnd, it)
+    x = tr._inputs(it).contiguous()
+    tr.step(it)  # uses the same idx and x (seeded by the iteration)
+    ours = [p.grad.clone() for p in tr.predictor.parameters()]
+    # restore the weights the step started from and redo it the official way
+    tr2 = _trainer(target, images, iterations=10, fmd_weight=1e-2, kd_weight=1e-2, kernel_sampling="uniform",
+                   augment=False)
+    pred = tr2.predictor(tr2.emb)
+    mask = torch.zeros(pred.shape[0], 1, dtype=torch.bool)
+    mask[idx] = True
+    pred = torch.where(mask, pred, pred.detach())
+    flat = pred.reshape(-1)
+    model = target.build_model()
+    params = {**dict(model.named_parameters()), **dict(model.named_buffers()), **tr2.layout.split(flat)}
+    with torch.no_grad():
+        t_logits, t_maps = model(x, return_features=True)
+    s_logits, s_maps = functional_call(model, params, (x,), {"return_features": True})
+    loss = (flat - tr2.target_flat).square().mean() + 1e-2 * kd_loss(s_logits, t_logits) \
+        + 1e-2 * fmd_loss_reference(s_maps, t_maps)
+    loss.backward()
+    for a, b in zip(ours, tr2.predictor.parameters()):
+        assert float((a - b.grad).norm() / b.grad.norm()) < 1e-4
+
+
+def test_tiny_run_lowers_losses(target, images):
+    tr = _trainer(target, images, iterations=60, hidden=32, lr=1e-2, fmd_weight=1e-3, kd_weight=1e-3)
+    first = tr.step(0)
+    for it in range(1, 55):
+        tr.step(it)
+    last = torch.stack([tr.step(it) for it in range(55, 60)]).mean(0)
+    rec0, _, fmd0, total0 = first.tolist()
+    rec1, _, fmd1, total1 = last.tolist()
+    assert rec1 < 0.8 * rec0 and fmd1 < fmd0 and total1 < total0
+
+
+@pytest.mark.parametrize("sampling", ["mixed", "uniform"])
+def test_resume_continues_the_same_run(target, images, tmp_path, sampling):
+    cfg = dict(iterations=8, checkpoint_every=4, kernel_sampling=sampling, weighted_fraction=0.5,
+               selection="val", eval_every=3, ordering="infilter")
+    straight = Fitter(_trainer(target, images, tmp_path / "a", **cfg))
+    straight.run()
+    first = Fitter(_trainer(target, images, tmp_path / "b", **cfg))
+    first.run(stop_after=4)
+    assert (tmp_path / "b" / "nern_ckpt.safetensors").is_file() and (tmp_path / "b" / "nern_ckpt.json").is_file()
+    resumed = Fitter(_trainer(target, images, tmp_path / "b", **cfg))
+    resumed.run()
+    assert resumed.resumed_from == 4 and resumed.t.state.iteration == 8
+    for (k, a), (_, b) in zip(straight.t.predictor.state_dict().items(), resumed.t.predictor.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert straight.t.state.best_iteration == resumed.t.state.best_iteration
+    assert [h["val_acc"] for h in straight.t.state.history] == [h["val_acc"] for h in resumed.t.state.history]
+    for a, b in zip(straight.t.optimizer.slow, resumed.t.optimizer.slow):
+        assert torch.equal(a, b)
+    with pytest.raises(ConfigError, match="hidden"):
+        Fitter(_trainer(target, images, tmp_path / "b", **{**cfg, "hidden": 17})).run()
+
+
+@pytest.mark.parametrize("noise", ["gaussian", "uniform"])
+def test_data_free_runs(target, noise):
+    tr = NeRN(**{**TINY, "data": "noise", "noise": noise, "iterations": 3}).trainer(target, RunContext(progress=False))
+    assert tr.images is None and tr.input_shape == (3, 32, 32)
+    x = tr._inputs(0)
+    assert x.shape == (8, 3, 32, 32)
+    if noise == "uniform":
+        assert x.min() >= -2 and x.max() < 2
+    losses = torch.stack([tr.step(i) for i in range(3)])
+    assert torch.isfinite(losses).all() and (losses[:, 1] > 0).all()
+
+
+def test_reconstruct_end_to_end_with_variants(target, images, monkeypatch):
+    monkeypatch.setenv("WSBENCH_DATA_DIR", "/work/shared/data")
+    cfg = yaml.safe_load(Path(__file__).parents[1].joinpath("baselines/nern/tiny.yaml").read_text())
+    cfg["iterations"] = 6
+    rec = NeRN(**cfg).reconstruct(target, RunContext(progress=False))
+    assert set(rec.state_dict) == set(target.state_dict)
+    for k, v in target.state_dict.items():
+        assert rec.state_dict[k].shape == v.shape
+    assert set(rec.variants) == {"sparsity0", "sparsity0.5"}
+    kept = sum(v.numel() for k, v in target.state_dict.items()
+               if not (k.endswith("weight") and v.dim() == 4) and "running" not in k and v.is_floating_point())
+    p_h = 3 * 16 * 16 + 253 * 16 + 9
+    perm_bytes = -(-rec.extra["permutation_bits"] // 8)
+    assert rec.n_params == p_h + kept and rec.n_bytes == 4 * (p_h + kept) + perm_bytes
+    dense, half = rec.variants["sparsity0"], rec.variants["sparsity0.5"]
+    assert dense.n_params == rec.n_params and torch.equal(dense.state_dict["conv1.weight"], rec.state_dict["conv1.weight"])
+    n_w = 240 * 16 + 3 * 16 * 16 + 16 * 9
+    size = half.extra["size"]
+    assert size["predictor_nonzeros"] == p_h - round(0.5 * n_w)
+    assert half.n_params == size["predictor_nonzeros"] + kept
+    assert half.n_bytes == 4 * half.n_params + size["sparse_index_bytes"] + perm_bytes
+    assert 0 < size["sparse_index_bytes"] <= -(-n_w // 8)
+    assert rec.extra["iterations"] == 6 and rec.extra["best_iteration"] == 6  # eval_every 10: only the last
+    assert 0 <= rec.extra["best_val_acc"] <= 1
+    assert set(rec.extra["layer_rel_error"]) == {k for k, v in target.state_dict.items() if v.dim() == 4}
+
+
+def test_magnitude_prune_and_sparse_index_bytes():
+    lin = torch.nn.Sequential(torch.nn.Linear(10, 8), torch.nn.ReLU(), torch.nn.Linear(8, 4))
+    pruned = magnitude_prune(lin, 0.5)
+    w = torch.cat([pruned[0].weight.reshape(-1), pruned[2].weight.reshape(-1)])
+    orig = torch.cat([lin[0].weight.reshape(-1), lin[2].weight.reshape(-1)]).abs()
+    assert int((w == 0).sum()) == 56
+    assert orig[w == 0].max() <= orig[w != 0].min()
+    assert torch.equal(pruned[0].bias, lin[0].bias)
+    m = torch.zeros(4, 100)
+    m[0, 0] = 1.0  # one non-zero: CSR (1 col index of 7 bits + 5 row pointers of 1 bit) beats a 50-byte bitmap
+    assert sparse_index_bytes(m) == 2
+    assert sparse_index_bytes(torch.ones(4, 100)) == 0
+    assert sparse_index_bytes(torch.rand(4, 100).round()) <= 50
+
+
+@pytest.mark.parametrize("bad,key", [
+    ({"hiden": 10}, "hiden"), ({"hidden": -3}, "hidden"), ({"image_batch": 0}, "image_batch"),
+    ({"weights_batch": 0}, "weights_batch"), ({"optimizer": "sgd"}, "optimizer"), ({"ordering": "tsp"}, "ordering"),
+    ({"rec_loss": "l1"}, "rec_loss"), ({"kd_loss": "ce"}, "kd_loss"), ({"prune_sparsities": [1.5]}, "prune_sparsities"),
+    ({"betas": [0.5]}, "betas"), ({"compile": "yes"}, "compile"), ({"iterations": 1.5}, "iterations"),
+])
+def test_config_errors_name_the_key(bad, key):
+    with pytest.raises(ConfigError, match=key):
+        NeRN(**bad)
+
+
+def test_presets_are_valid_configs():
+    root = Path(__file__).parents[1] / "baselines" / "nern"
+    names = {p.stem for p in root.glob("*.yaml")}
+    assert {"tiny", "quick", "paper_resnet20_h180", "paper_resnet56_h320_infilter"} <= names
+    for p in root.glob("*.yaml"):
+        cfg = yaml.safe_load(p.read_text())
+        assert isinstance(cfg.get("description"), str) and cfg["description"], p.name
+        NeRN(**cfg)  # validates every key

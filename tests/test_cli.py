@@ -66,7 +66,7 @@ def test_usage_error_exit_code():
 def test_reconstruction_run_end_to_end(tmp_path, capsys):
     res, runs = tmp_path / "res", tmp_path / "runs"
     argv = ["--quiet", "--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny",
-            "--set", "budgets=[0.3,0.8]", "--results-dir", str(res), "--runs-dir", str(runs)]
+            "--set", "budgets=[0.3,0.8]", "--set", "task.eval_limit=300", "--results-dir", str(res), "--runs-dir", str(runs)]
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "magnitude_prune@0.3" in out and "appended to" in out

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -9,6 +10,8 @@ import pytest
 _SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 if _SHARED_DATA.is_dir():
     os.environ.setdefault("WSBENCH_DATA_DIR", str(_SHARED_DATA))
+# Zoos built by tests (tiny variants) go to one scratch store per test session, never ~/.cache.
+os.environ.setdefault("WSBENCH_ZOO_DIR", tempfile.mkdtemp(prefix="wsbench-test-zoos-"))
 
 
 def pytest_configure(config: pytest.Config) -> None:

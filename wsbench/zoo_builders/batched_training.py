@@ -1,0 +1,274 @@
+"""Training many small CNNs at once, each with its own hyper-parameters.
+
+B networks of the `small_cnn` architecture (stride-2 3x3 convs, GAP, linear) share one flat
+parameter tensor [B, D]. Convolutions run as one grouped convolution (groups=B; or im2col +
+batched matmul, `conv_impl="unfold"`), so B networks cost one kernel launch per layer. Each
+member has its own learning rate, weight decay, optimizer (sgd / momentum / adam, written
+here as batched update rules with torch.optim's semantics), dropout rate, initialisation
+scale, training-data subset and seed; members of one batch share the activation function
+(callers group members by activation). All randomness is counter-based (counter_rng), so a
+member's training does not depend on its batch-mates. A member whose loss or parameters stop
+being finite is frozen at its last finite parameters and reported as diverged.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import counter_rng as rng
+
+ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
+    "relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid,
+}
+OPTIMIZERS = ("sgd", "momentum", "adam")
+MOMENTUM, ADAM_BETAS, ADAM_EPS = 0.9, (0.9, 0.999), 1e-8
+
+
+@dataclass(frozen=True)
+class CnnArch:
+    """The `small_cnn` kwargs that fix the parameter shapes."""
+    in_channels: int = 1
+    num_classes: int = 10
+    channels: int = 16
+    n_conv: int = 3
+
+    def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
+        """State-dict keys and shapes, in the order of `small_cnn`'s state_dict."""
+        out, c_in = [], self.in_channels
+        for i in range(self.n_conv):
+            out += [(f"convs.{i}.weight", (self.channels, c_in, 3, 3)), (f"convs.{i}.bias", (self.channels,))]
+            c_in = self.channels
+        return out + [("fc.weight", (self.num_classes, self.channels)), ("fc.bias", (self.num_classes,))]
+
+    @property
+    def n_params(self) -> int:
+        return sum(math.prod(s) for _, s in self.shapes())
+
+
+@dataclass
+class MemberHParams:
+    """Per-member hyper-parameters, one entry per member."""
+    seed: Sequence[int]
+    optimizer: Sequence[str]
+    lr: Sequence[float]
+    weight_decay: Sequence[float]
+    dropout: Sequence[float]
+    init_scale: Sequence[float]
+    train_fraction: Sequence[float]
+
+    def __len__(self) -> int:
+        return len(self.seed)
+
+
+@dataclass
+class BatchResult:
+    """Snapshots at the checkpoint epochs: flat parameters [B, D] and metrics [B] (CPU)."""
+    snapshots: dict[int, Tensor]
+    metrics: dict[int, dict[str, Tensor]]
+    diverged_step: Tensor  # [B] int64, -1 = never diverged
+    steps_per_epoch: int
+    train_seconds: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+def unflatten(arch: CnnArch, flat: Tensor) -> dict[str, Tensor]:
+    """Views [B, *shape] per state-dict key of a flat [B, D] tensor."""
+    out, i = {}, 0
+    for key, shape in arch.shapes():
+        n = math.prod(shape)
+        out[key] = flat[:, i:i + n].view(flat.shape[0], *shape)
+        i += n
+    return out
+
+
+def init_params(arch: CnnArch, seeds: Tensor, init_scale: Tensor) -> Tensor:
+    """He-normal weights scaled by each member's init_scale, zero biases: flat [B, D]."""
+    parts = []
+    for j, (key, shape) in enumerate(arch.shapes()):
+        if key.endswith("bias"):
+            parts.append(torch.zeros(len(seeds), math.prod(shape), device=seeds.device))
+            continue
+        fan_in = math.prod(shape[1:])
+        z = rng.normal(seeds, rng.STREAM_INIT, j, (math.prod(shape),))
+        parts.append(z * (init_scale.view(-1, 1) * math.sqrt(2.0 / fan_in)))
+    return torch.cat(parts, dim=1)
+
+
+def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str) -> Tensor:
+    """h [N, B*Ci, H, W], w [B, Co, Ci, 3, 3], b [B, Co] -> [N, B*Co, H', W'] (stride 2, pad 1)."""
+    nb, co, ci = w.shape[:3]
+    if impl == "unfold" and groups > 1:
+        n, _, hh, ww = h.shape
+        ho, wo = (hh + 1) // 2, (ww + 1) // 2
+        cols = F.unfold(h, 3, padding=1, stride=2).view(n, nb, ci * 9, ho * wo)
+        out = torch.einsum("nbkl,bok->nbol", cols, w.reshape(nb, co, ci * 9)) + b.view(1, nb, co, 1)
+        return out.reshape(n, nb * co, ho, wo)
+    return F.conv2d(h, w.reshape(nb * co, ci, 3, 3), b.reshape(-1), stride=2, padding=1, groups=groups)
+
+
+def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout: Tensor | None = None,
+            seeds: Tensor | None = None, step: int = 0, conv_impl: str = "grouped") -> Tensor:
+    """Logits [B, N, classes] of B networks.
+
+    x is [N, B, C, H, W] (one batch per member) or [N, C, H, W] (shared by all members).
+    With `dropout` ([B] rates) the masks come from counter_rng(seeds, step)."""
+    p = unflatten(arch, flat)
+    nb, act = flat.shape[0], ACTIVATIONS[activation]
+    if x.dim() == 5:
+        h, first_groups = x.reshape(x.shape[0], nb * arch.in_channels, *x.shape[3:]), nb
+    else:
+        h, first_groups = x, 1  # shared input: the first conv is one ordinary conv with B*Co outputs
+    for i in range(arch.n_conv):
+        w, b = p[f"convs.{i}.weight"], p[f"convs.{i}.bias"]
+        if i == 0 and first_groups == 1:
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=2, padding=1)
+        else:
+            h = _conv(h, w, b, nb, conv_impl)
+        h = act(h)
+        if dropout is not None:
+            n, _, hh, ww = h.shape
+            u = rng.uniform_member_axis1(seeds, rng.STREAM_DROPOUT, step * 64 + i, (n, arch.channels, hh, ww))
+            keep = dropout.view(1, nb, 1, 1, 1)
+            scale = torch.where(keep < 1.0, 1.0 / (1.0 - keep), torch.zeros_like(keep))
+            mask = (u >= keep).to(h.dtype) * scale
+            h = (h.view(n, nb, arch.channels, hh, ww) * mask).view(n, nb * arch.channels, hh, ww)
+    feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
+    return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)
+
+
+def _ce_per_member(logits: Tensor, y: Tensor) -> Tensor:
+    nb, n, c = logits.shape
+    return F.cross_entropy(logits.reshape(nb * n, c), y.reshape(-1), reduction="none").view(nb, n).mean(1)
+
+
+class BatchedOptimizer:
+    """Per-member SGD / SGD with momentum 0.9 / Adam, with torch.optim's update rules and
+    coupled (L2) weight decay; diverged members are frozen."""
+
+    def __init__(self, flat: Tensor, optimizer: Sequence[str], lr: Tensor, weight_decay: Tensor) -> None:
+        bad = sorted(set(optimizer) - set(OPTIMIZERS))
+        if bad:
+            raise ValueError(f"unknown optimizer(s) {bad}; known: {OPTIMIZERS}")
+        dev = flat.device
+        self.lr, self.wd = lr.view(-1, 1), weight_decay.view(-1, 1)
+        self.mu = torch.tensor([MOMENTUM if o == "momentum" else 0.0 for o in optimizer], device=dev).view(-1, 1)
+        self.is_adam = torch.tensor([o == "adam" for o in optimizer], device=dev).view(-1, 1)
+        self.any_adam, self.any_sgd = bool(self.is_adam.any()), not bool(self.is_adam.all())
+        self.buf = torch.zeros_like(flat)
+        self.m, self.v = torch.zeros_like(flat), torch.zeros_like(flat)
+        self.t = 0
+
+    @torch.no_grad()
+    def step(self, flat: Tensor, grad: Tensor, alive: Tensor) -> Tensor:
+        """New parameters [B, D]; `alive` ([B] bool) is updated in place."""
+        self.t += 1
+        g = grad + self.wd * flat
+        upd = torch.zeros_like(flat)
+        if self.any_sgd:
+            self.buf = self.mu * self.buf + g
+            upd = self.buf
+        if self.any_adam:
+            b1, b2 = ADAM_BETAS
+            self.m = b1 * self.m + (1 - b1) * g
+            self.v = b2 * self.v + (1 - b2) * g * g
+            bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
+            adam = (self.m / bc1) / (self.v.sqrt() / math.sqrt(bc2) + ADAM_EPS)
+            upd = torch.where(self.is_adam, adam, upd)
+        new = flat - self.lr * upd
+        alive &= torch.isfinite(new).all(dim=1)
+        return torch.where(alive.view(-1, 1), new, flat)
+
+
+@dataclass
+class ImageData:
+    """Images on the training device: x [N, C, H, W] float, y [N] int64."""
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+
+
+@torch.no_grad()
+def evaluate(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor, *, idx: Tensor | None = None,
+             conv_impl: str = "grouped", max_elems: int = 1 << 26) -> tuple[Tensor, Tensor]:
+    """Accuracy and mean cross-entropy [B] of each member on x (shared) or on x[idx[b]] (per member)."""
+    nb = flat.shape[0]
+    n = idx.shape[1] if idx is not None else x.shape[0]
+    per_image = nb * arch.channels * ((x.shape[-2] + 1) // 2) * ((x.shape[-1] + 1) // 2)
+    chunk = max(1, min(n, max_elems // max(per_image, 1)))
+    correct = torch.zeros(nb, device=flat.device)
+    loss = torch.zeros(nb, device=flat.device)
+    for i in range(0, n, chunk):
+        if idx is not None:
+            sel = idx[:, i:i + chunk]
+            logits, yy = forward(arch, flat, x[sel.T], activation, conv_impl=conv_impl), y[sel]
+        else:
+            logits = forward(arch, flat, x[i:i + chunk], activation, conv_impl=conv_impl)
+            yy = y[i:i + chunk].expand(nb, -1)
+        correct += (logits.argmax(-1) == yy).float().sum(1)
+        loss += F.cross_entropy(logits.reshape(-1, logits.shape[-1]), yy.reshape(-1), reduction="none").view(nb, -1).sum(1)
+    return (correct / n).cpu(), (loss / n).cpu()
+
+
+def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageData, *, epochs: int,
+                checkpoints: Sequence[int], batch_size: int, eval_train_images: int = 2000,
+                conv_impl: str = "grouped", on_step: Callable[[int], None] | None = None) -> BatchResult:
+    """Train B members for `epochs` epochs of ceil(N_train / batch_size) steps each (every member takes
+    the same number of steps; a member with train_fraction f draws its minibatches, with replacement,
+    from its own random f-subset of the training images). Snapshots are taken after the epochs in
+    `checkpoints` (0 = at initialisation)."""
+    import time
+
+    dev = data.x_train.device
+    nb, n_train = len(hp), data.x_train.shape[0]
+    seeds = torch.as_tensor(list(hp.seed), dtype=torch.int64, device=dev)
+    as_t = lambda v: torch.as_tensor(list(v), dtype=torch.float32, device=dev)  # noqa: E731
+    lr, wd, p_drop, scale, frac = (as_t(v) for v in (hp.lr, hp.weight_decay, hp.dropout, hp.init_scale, hp.train_fraction))
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    n_sub = torch.clamp((frac * n_train).round().to(torch.int64), 1, n_train)
+    subset = rng.per_member_permutation(seeds, rng.STREAM_SUBSET, n_train)  # member b uses subset[b, :n_sub[b]]
+    eval_idx = subset.gather(1, rng.randint(seeds, rng.STREAM_EVAL, 0, min(eval_train_images, n_train), n_sub))
+    use_dropout = bool((p_drop > 0).any())
+
+    flat = init_params(arch, seeds, scale)
+    opt = BatchedOptimizer(flat, hp.optimizer, lr, wd)
+    alive = torch.ones(nb, dtype=torch.bool, device=dev)
+    diverged_step = torch.full((nb,), -1, dtype=torch.int64, device=dev)
+    steps_per_epoch = math.ceil(n_train / batch_size)
+    snapshots: dict[int, Tensor] = {}
+    metrics: dict[int, dict[str, Tensor]] = {}
+
+    def snapshot(epoch: int) -> None:
+        snapshots[epoch] = flat.detach().cpu().clone()
+        tr_acc, tr_loss = evaluate(arch, flat, activation, data.x_train, data.y_train, idx=eval_idx, conv_impl=conv_impl)
+        te_acc, te_loss = evaluate(arch, flat, activation, data.x_test, data.y_test, conv_impl=conv_impl)
+        metrics[epoch] = {"train_acc": tr_acc, "train_loss": tr_loss, "test_acc": te_acc, "test_loss": te_loss}
+
+    if 0 in checkpoints:
+        snapshot(0)
+    t0, step = time.perf_counter(), 0
+    for epoch in range(1, epochs + 1):
+        for _ in range(steps_per_epoch):
+            pos = rng.randint(seeds, rng.STREAM_BATCH, step, batch_size, n_sub)
+            idx = subset.gather(1, pos)  # [B, bs] image indices
+            params = flat.detach().requires_grad_(True)
+            logits = forward(arch, params, data.x_train[idx.T], activation, dropout=p_drop if use_dropout else None,
+                             seeds=seeds, step=step, conv_impl=conv_impl)
+            loss = _ce_per_member(logits, data.y_train[idx])
+            grad, = torch.autograd.grad(loss.sum(), params)
+            was_alive = alive.clone()
+            alive &= torch.isfinite(loss)
+            flat = opt.step(flat, grad, alive)
+            diverged_step = torch.where(was_alive & ~alive, torch.full_like(diverged_step, step), diverged_step)
+            step += 1
+            if on_step is not None:
+                on_step(step)
+        if epoch in checkpoints:
+            snapshot(epoch)
+    return BatchResult(snapshots, metrics, diverged_step.cpu(), steps_per_epoch, time.perf_counter() - t0)

@@ -1,0 +1,88 @@
+"""Counter-based random numbers for training many networks at once.
+
+Each member's numbers depend only on (its seed, a stream id, a step counter, the element's
+position), never on which other members share its batch or on the device: a member trained
+in a batch of 1,000 draws exactly the minibatches and dropout masks it draws when trained
+alone. The hash is a 32-bit integer mixer (xorshift-multiply rounds, multipliers < 2^31 so
+every product fits in int64) applied to two independent 32-bit keys per member, i.e. an
+effective 64-bit key: streams of different members collide with probability ~2^-64.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+M32 = 0xFFFFFFFF
+_K1, _K2 = 0x3C6EF372, 0x1B873593  # salts of the two key lanes
+
+# named streams (stable ids: changing one changes every zoo built with it)
+STREAM_INIT, STREAM_BATCH, STREAM_DROPOUT, STREAM_EVAL, STREAM_SUBSET = 1, 2, 3, 4, 5
+
+
+def _mix(x: Tensor) -> Tensor:
+    """A bijective 32-bit mixer on int64 tensors holding values in [0, 2^32)."""
+    x = x ^ (x >> 16)
+    x = (x * 0x7FEB352D) & M32
+    x = x ^ (x >> 15)
+    x = (x * 0x68E31DA5) & M32
+    return x ^ (x >> 16)
+
+
+def member_keys(seeds: Tensor, stream: int, step: int) -> tuple[Tensor, Tensor]:
+    """Two 32-bit keys per member ([B] int64 each) for one (stream, step)."""
+    s = seeds.to(torch.int64) & M32
+    out = []
+    for salt in (_K1, _K2):
+        k = _mix(s ^ salt)
+        k = _mix(k ^ (stream & M32))
+        k = _mix(k ^ (step & M32))
+        k = _mix(k ^ ((step >> 32) & M32))
+        out.append(k)
+    return out[0], out[1]
+
+
+def uniform(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...], device: torch.device | str | None = None) -> Tensor:
+    """[B, *shape] float32 uniforms in [0, 1) with 24 random bits each."""
+    device = torch.device(device) if device is not None else seeds.device
+    k1, k2 = member_keys(seeds.to(device), stream, step)
+    n = 1
+    for s in shape:
+        n *= s
+    ctr = torch.arange(n, device=device, dtype=torch.int64)
+    h = _mix(_mix(k1.view(-1, 1) ^ ctr) ^ k2.view(-1, 1))
+    return ((h >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(len(seeds), *shape)
+
+
+def uniform_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:
+    """[shape[0], B, *shape[1:]]: the same numbers as `uniform(...)` transposed to put members on
+    axis 1 (the layout of grouped-convolution activations), without materialising a transpose."""
+    k1, k2 = member_keys(seeds, stream, step)
+    inner = 1
+    for s in shape[1:]:
+        inner *= s
+    ctr = torch.arange(shape[0] * inner, device=seeds.device, dtype=torch.int64).view(shape[0], 1, inner)
+    h = _mix(_mix(k1.view(1, -1, 1) ^ ctr) ^ k2.view(1, -1, 1))
+    return ((h >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(shape[0], len(seeds), *shape[1:])
+
+
+def normal(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:
+    """[B, *shape] standard normals (Box-Muller on two counter-based uniforms)."""
+    u1 = uniform(seeds, stream, 2 * step, shape)
+    u2 = uniform(seeds, stream, 2 * step + 1, shape)
+    u1 = u1 + 0.5 / (1 << 24)  # in (0, 1): log is finite
+    return torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * torch.pi) * u2)
+
+
+def randint(seeds: Tensor, stream: int, step: int, n: int, high: Tensor | int) -> Tensor:
+    """[B, n] int64 in [0, high_b) (high per member or shared); bias below 2^-24 * high."""
+    u = uniform(seeds, stream, step, (n,)).to(torch.float64)  # u <= 1 - 2^-24, so u * high < high
+    high_t = torch.as_tensor(high, device=u.device).to(torch.float64)
+    if high_t.dim() == 1:
+        high_t = high_t[:, None]
+    return (u * high_t).to(torch.int64)
+
+
+def per_member_permutation(seeds: Tensor, stream: int, n: int) -> Tensor:
+    """[B, n] one random permutation of range(n) per member (argsort of hashed keys)."""
+    u = uniform(seeds, stream, 0, (n,))
+    return torch.argsort(u, dim=1, stable=True)

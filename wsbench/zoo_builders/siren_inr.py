@@ -1,0 +1,163 @@
+"""SIREN INR zoos as in DWSNets: one SIREN (2->32->32->1, omega0 = 30, +0.5 output) fitted to each
+image of MNIST / Fashion-MNIST, the image's class as label, the fit's PSNR recorded.
+
+Many SIRENs fit at once: a shard of B images is B independent networks held as [B, ...]
+tensors (a batched matmul per layer), trained full-batch (all pixels every step) with Adam on
+the sum of per-image MSEs, so each network's update is exactly what it gets fitted alone.
+Initialisation follows `archs.siren` (first layer U(+-1/fan_in), later layers
+U(+-sqrt(6/fan_in)/omega0), biases U(+-1/sqrt(fan_in)) as nn.Linear), drawn per image from a
+counter-based generator seeded by the image. Splits by image as in DWSNets: the source test
+images are `test`, `val_size` source training images (seeded) are `val`, the rest `train`.
+"""
+from __future__ import annotations
+
+import math
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+from torch import Tensor
+
+from ..archs.siren import image_coords
+from ..errors import ConfigError
+from ..zoo_card import ZooCard
+from . import BUILDERS, BuildContext, BuildResult
+from . import counter_rng as rng
+from .planning import device_name, progress
+from .resumable import ShardStore, assemble, card_fingerprint
+
+
+def siren_shapes(hidden: int = 32, n_hidden: int = 2, in_dim: int = 2, out_dim: int = 1) -> list[tuple[str, tuple[int, ...]]]:
+    widths = [in_dim] + [hidden] * n_hidden + [out_dim]
+    out = []
+    for i, (a, b) in enumerate(zip(widths, widths[1:])):
+        out += [(f"layers.{i}.weight", (b, a)), (f"layers.{i}.bias", (b,))]
+    return out
+
+
+def init_sirens(seeds: Tensor, shapes: list[tuple[str, tuple[int, ...]]], omega0: float) -> dict[str, Tensor]:
+    out = {}
+    for j, (key, shape) in enumerate(shapes):
+        fan_in = shapes[j - 1 if key.endswith("bias") else j][1][1]
+        layer = int(key.split(".")[1])
+        if key.endswith("bias"):
+            bound = 1.0 / math.sqrt(fan_in)
+        else:
+            bound = 1.0 / fan_in if layer == 0 else math.sqrt(6.0 / fan_in) / omega0
+        u = rng.uniform(seeds, rng.STREAM_INIT, j, shape)
+        out[key] = (2.0 * u - 1.0) * bound
+    return out
+
+
+def siren_forward(params: dict[str, Tensor], coords: Tensor, omega0: float, offset: float) -> Tensor:
+    """[B, P] outputs of B SIRENs at shared coordinates [P, in]."""
+    n = len(params) // 2
+    h = coords.unsqueeze(0).expand(params["layers.0.weight"].shape[0], -1, -1)
+    for i in range(n):
+        h = torch.baddbmm(params[f"layers.{i}.bias"].unsqueeze(1), h, params[f"layers.{i}.weight"].transpose(1, 2))
+        if i < n - 1:
+            h = torch.sin(omega0 * h)
+    return h.squeeze(-1) + offset
+
+
+def fit_sirens(images: Tensor, seeds: Tensor, *, steps: int, lr: float, omega0: float = 30.0, offset: float = 0.5,
+               hidden: int = 32, n_hidden: int = 2, on_step=None) -> tuple[dict[str, Tensor], Tensor]:
+    """Fit one SIREN per image ([B, H, W] in [0, 1]); returns (params {key: [B, ...]}, final MSE [B])."""
+    nb, hh, ww = images.shape
+    if hh != ww:
+        raise ConfigError(f"SIREN fitting expects square images, got {hh}x{ww}")
+    coords = image_coords(hh, device=images.device)
+    target = images.reshape(nb, -1)
+    params = {k: v.requires_grad_(True) for k, v in init_sirens(seeds, siren_shapes(hidden, n_hidden), omega0).items()}
+    opt = torch.optim.Adam(params.values(), lr=lr)  # elementwise: per-network Adam
+    for s in range(steps):
+        mse = ((siren_forward(params, coords, omega0, offset) - target) ** 2).mean(1)
+        opt.zero_grad(set_to_none=True)
+        mse.sum().backward()
+        opt.step()
+        if on_step is not None:
+            on_step(s + 1)
+    with torch.no_grad():
+        mse = ((siren_forward(params, coords, omega0, offset) - target) ** 2).mean(1)
+    return {k: v.detach() for k, v in params.items()}, mse
+
+
+def psnr(mse: Tensor, peak: float = 1.0) -> Tensor:
+    return 10.0 * torch.log10(peak ** 2 / mse.clamp_min(1e-12))
+
+
+def _load_images(card: ZooCard, device: torch.device) -> dict[str, Any]:
+    from ..data import load_split
+
+    r = card.recipe
+    out = {}
+    for source, limit_key in (("train", "train_images"), ("test", "test_images")):
+        s = load_split(card.dataset, "train_full" if source == "train" else "test", device=device, normalize=False,
+                       limit=r.get(limit_key))
+        if s.x.shape[1] != 1:
+            raise ConfigError(f"zoo {card.name}: SIREN zoos fit one-channel images; {card.dataset} has {s.x.shape[1]}")
+        index = s.index if s.index is not None else torch.arange(len(s))
+        out[source] = (s.x[:, 0], s.y, index.cpu(), s.source)
+    return out
+
+
+@BUILDERS.register("siren_inr")
+def build_siren_inr(card: ZooCard, ctx: BuildContext) -> BuildResult:
+    t_start = time.perf_counter()
+    r = card.recipe
+    steps, lr = int(r.get("steps", 1000)), float(r.get("lr", 1e-3))
+    arch_kw = next(iter(card.archs.values())).get("kwargs", {})
+    group = next(iter(card.archs))
+    omega0, offset = float(arch_kw.get("omega0", 30.0)), float(arch_kw.get("output_offset", 0.5))
+    hidden, n_hidden = int(arch_kw.get("hidden", 32)), int(arch_kw.get("n_hidden", 2))
+    per_shard = int(r.get("images_per_shard", 10000))
+    images = _load_images(card, ctx.device)
+    seed_base = int(card.seeds.get("init", 0))
+    n_train = len(images["train"][1])
+    items = [("train", i) for i in range(n_train)] + [("test", i) for i in range(len(images["test"][1]))]
+    shard_ids = [f"{group}-{k // per_shard:05d}" for k in range(0, len(items), per_shard)]
+    store = ShardStore(ctx.workdir, card_fingerprint(card, {"device": ctx.device.type}), ctx.log)
+    todo = [k for k, sid in enumerate(shard_ids) if not store.has(sid)]
+    bar = progress(len(items), f"build {card.name}", ctx.progress and bool(todo))
+    bar.update(len(items) - sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in todo))
+    fit_seconds, fitted = 0.0, 0
+    for k in todo:
+        chunk = items[k * per_shard:(k + 1) * per_shard]
+        srcs = sorted({s for s, _ in chunk})
+        x = torch.cat([images[s][0][[i for ss, i in chunk if ss == s]] for s in srcs])
+        pos = [i for s in srcs for ss, i in chunk if ss == s]
+        src_of = [s for s in srcs for ss, _ in chunk if ss == s]
+        seeds = torch.tensor([seed_base + (i if s == "train" else n_train + i) for s, i in zip(src_of, pos)],
+                             dtype=torch.int64, device=ctx.device)
+        t0 = time.perf_counter()
+        params, mse = fit_sirens(x, seeds, steps=steps, lr=lr, omega0=omega0, offset=offset, hidden=hidden,
+                                 n_hidden=n_hidden, on_step=lambda _s, n=len(chunk): bar.update(n / steps))
+        fit_seconds += time.perf_counter() - t0
+        fitted += len(chunk)
+        rows = []
+        for j, (s, i) in enumerate(zip(src_of, pos)):
+            rows.append({"id": f"{s}{int(images[s][2][i]):05d}", "source_split": s,
+                         "image_index": int(images[s][2][i]), "label": int(images[s][1][i]),
+                         "psnr": float(psnr(mse[j:j + 1])), "mse": float(mse[j]), "seed": int(seeds[j]),
+                         "steps": steps, "shard_row": j})
+        if not all(torch.isfinite(v).all() for v in params.values()):
+            raise ConfigError(f"zoo {card.name}: SIREN fits diverged (non-finite weights) with lr={lr}; lower recipe.lr")
+        store.save(shard_ids[k], group, pd.DataFrame(rows), params)
+    bar.close()
+    members, weights = assemble([store.load(s) for s in shard_ids], sort_by=["source_split", "image_index"])
+    val_size = int(r.get("val_size", 5000))
+    train_pos = members.index[members["source_split"] == "train"].to_numpy()
+    g = torch.Generator().manual_seed(int(card.seeds.get("split", 0)))
+    val_pos = set(train_pos[torch.randperm(len(train_pos), generator=g)[:min(val_size, len(train_pos))].numpy()].tolist())
+    members.insert(1, "split", ["test" if s == "test" else ("val" if j in val_pos else "train")
+                                for j, s in enumerate(members["source_split"])])
+    members = members[["id", "split", "group", "row"] + [c for c in members.columns if c not in ("id", "split", "group", "row")]]
+    stats = {"device": device_name(ctx.device), "inrs_total": len(items), "inrs_fitted_now": fitted,
+             "fit_seconds": round(fit_seconds, 3), "networks_per_s": round(fitted / fit_seconds, 3) if fit_seconds else None,
+             "psnr_mean": round(float(members["psnr"].mean()), 3), "psnr_min": round(float(members["psnr"].min()), 3),
+             "wall_seconds": round(time.perf_counter() - t_start, 3),
+             "train_source": images["train"][3], "test_source": images["test"][3]}
+    ctx.log(f"{card.name}: {len(members)} INRs, PSNR mean {stats['psnr_mean']:.1f} dB (min {stats['psnr_min']:.1f}); "
+            f"fitted {fitted} in {fit_seconds:.1f}s")
+    return BuildResult(members.reset_index(drop=True), weights, stats)

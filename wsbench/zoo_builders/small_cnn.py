@@ -1,0 +1,156 @@
+"""Small CNN zoos in the style of the Small CNN Zoo (Unterthiner et al. 2020), and architecture
+families of the same recipe (one card group per depth/width).
+
+Per run, hyper-parameters are sampled from the card's grid (optimizer, learning rate, weight
+decay, dropout, initialisation scale, activation, fraction of the training data); every run is
+checkpointed at the card's epochs, and each checkpoint is one member (`run_id` links them).
+Runs train many at once (batched_training), in shards of `members_per_shard` runs of one group
+and one activation; finished shards are kept in the work folder, so a build resumes.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pandas as pd
+import torch
+
+from ..errors import ConfigError
+from ..zoo_card import ZooCard
+from . import BUILDERS, BuildContext, BuildResult
+from .batched_training import ACTIVATIONS, OPTIMIZERS, CnnArch, ImageData, MemberHParams, train_batch, unflatten
+from .planning import assign_splits, device_name, progress, sample_runs
+from .resumable import ShardStore, assemble, card_fingerprint
+
+HPARAM_COLUMNS = ("optimizer", "lr", "weight_decay", "dropout", "init_scale", "activation", "train_fraction", "seed")
+DEFAULTS = {"optimizer": "adam", "activation": "relu", "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.0,
+            "init_scale": 1.0, "train_fraction": 1.0}
+
+
+def cnn_arch(card: ZooCard, group: str) -> CnnArch:
+    a = card.archs[group]
+    if a["arch"] != "small_cnn":
+        raise ConfigError(f"zoo {card.name}: builder small_cnn_zoo needs arch small_cnn, group {group} has {a['arch']!r}")
+    kw = dict(a.get("kwargs", {}))
+    extra = sorted(set(kw) - {"in_channels", "num_classes", "channels", "n_conv", "activation", "dropout"})
+    if extra:
+        raise ConfigError(f"zoo {card.name}, group {group}: small_cnn kwargs {extra} are not supported by the builder")
+    return CnnArch(kw.get("in_channels", 1), kw.get("num_classes", 10), kw.get("channels", 16), kw.get("n_conv", 3))
+
+
+def load_image_data(card: ZooCard, device: torch.device) -> tuple[ImageData, dict[str, str]]:
+    from ..data import load_split
+
+    r = card.recipe
+    gray = bool(r.get("grayscale", False))
+    tr = load_split(card.dataset, "train_full", device=device, grayscale=gray, limit=r.get("train_images"))
+    te = load_split(card.dataset, "test", device=device, grayscale=gray, limit=r.get("test_images"))
+    return ImageData(tr.x, tr.y, te.x, te.y), {"train_source": tr.source, "test_source": te.source}
+
+
+def plan(card: ZooCard) -> tuple[list[dict[str, Any]], list[tuple[str, str, list[int]]]]:
+    """(runs, shards): runs[i] = hyper-parameters of run i; a shard = (group, activation, run indices)."""
+    r = card.recipe
+    n_runs = int(r.get("runs", 0))
+    if n_runs < 1:
+        raise ConfigError(f"zoo {card.name}: recipe.runs must be a positive integer")
+    grid = {**DEFAULTS, **card.grid}
+    runs = sample_runs(grid, n_runs, int(card.seeds.get("grid", 0)), int(card.seeds.get("init", 0)))
+    for hp in runs:
+        if hp["optimizer"] not in OPTIMIZERS:
+            raise ConfigError(f"zoo {card.name}: optimizer {hp['optimizer']!r} unknown (known: {', '.join(OPTIMIZERS)})")
+        if hp["activation"] not in ACTIVATIONS:
+            raise ConfigError(f"zoo {card.name}: activation {hp['activation']!r} unknown (known: {', '.join(ACTIVATIONS)})")
+    per_shard = int(r.get("members_per_shard", 256))
+    shards = []
+    for group in card.archs:
+        for act in sorted({hp["activation"] for hp in runs}):
+            idx = [i for i, hp in enumerate(runs) if hp["activation"] == act]
+            for k in range(0, len(idx), per_shard):
+                shards.append((group, act, idx[k:k + per_shard]))
+    return runs, shards
+
+
+def _epochs_and_checkpoints(card: ZooCard) -> tuple[int, list[int]]:
+    epochs = int(card.recipe.get("epochs", 1))
+    ckpts = sorted({int(e) for e in card.recipe.get("checkpoints", [epochs])})
+    if not ckpts or ckpts[0] < 0 or ckpts[-1] > epochs:
+        raise ConfigError(f"zoo {card.name}: recipe.checkpoints must lie in 0..epochs ({epochs}), got {ckpts}")
+    return epochs, ckpts
+
+
+def train_shard(card: ZooCard, group: str, activation: str, run_idx: list[int], runs: list[dict[str, Any]],
+                data: ImageData, on_step=None) -> tuple[pd.DataFrame, dict[str, torch.Tensor], dict[str, Any]]:
+    arch = cnn_arch(card, group)
+    epochs, ckpts = _epochs_and_checkpoints(card)
+    r = card.recipe
+    hp = MemberHParams(**{k: [runs[i][k] for i in run_idx] for k in
+                          ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")})
+    res = train_batch(arch, hp, activation, data, epochs=epochs, checkpoints=ckpts, batch_size=int(r.get("batch_size", 128)),
+                      eval_train_images=int(r.get("eval_train_images", 2000)), conv_impl=r.get("conv_impl", "grouped"),
+                      on_step=on_step)
+    rows, flats = [], []
+    for b, i in enumerate(run_idx):
+        s = int(res.diverged_step[b])
+        for e in ckpts:
+            if s >= 0 and s < e * res.steps_per_epoch:
+                continue  # the member's parameters stopped being finite before this checkpoint
+            m = {k: float(v[b]) for k, v in res.metrics[e].items()}
+            run_id = f"{group}_r{i:05d}"
+            rows.append({"id": f"{run_id}_e{e:03d}", "run_id": run_id, "run_index": i, "epoch": e,
+                         "step": e * res.steps_per_epoch, **{c: runs[i][c] for c in HPARAM_COLUMNS},
+                         **m, "gen_gap": m["train_acc"] - m["test_acc"], "diverged": s >= 0,
+                         "diverged_epoch": (s // res.steps_per_epoch + 1) if s >= 0 else -1,
+                         "n_conv": arch.n_conv, "channels": arch.channels, "n_params": arch.n_params,
+                         "shard_row": len(flats)})
+            flats.append(res.snapshots[e][b])
+    flat = torch.stack(flats) if flats else torch.zeros(0, arch.n_params)
+    stats = {"train_seconds": res.train_seconds, "runs": len(run_idx), "steps_per_epoch": res.steps_per_epoch,
+             "diverged_runs": int((res.diverged_step >= 0).sum())}
+    return pd.DataFrame(rows), {k: v.contiguous() for k, v in unflatten(arch, flat).items()}, stats
+
+
+@BUILDERS.register("small_cnn_zoo")
+def build_small_cnn_zoo(card: ZooCard, ctx: BuildContext) -> BuildResult:
+    t_start = time.perf_counter()
+    runs, shards = plan(card)
+    epochs, _ = _epochs_and_checkpoints(card)
+    store = ShardStore(ctx.workdir, card_fingerprint(card, {"device": ctx.device.type}), ctx.log)
+    shard_ids = [f"{g}-{a}-{k:05d}" for k, (g, a, _) in enumerate(shards)]
+    todo = [k for k, sid in enumerate(shard_ids) if not store.has(sid)]
+    n_total = sum(len(s[2]) for s in shards)
+    if len(todo) < len(shards):
+        ctx.log(f"{card.name}: resuming, {len(shards) - len(todo)} of {len(shards)} shards already built")
+    trained = {"train_seconds": 0.0, "runs": 0, "diverged_runs": 0}
+    if todo:
+        data, sources = load_image_data(card, ctx.device)
+        bar = progress(n_total, f"build {card.name}", ctx.progress)
+        bar.update(n_total - sum(len(shards[k][2]) for k in todo))
+        for k in todo:
+            group, act, idx = shards[k]
+            per_step = len(idx) / max(1, epochs * -(-data.x_train.shape[0] // int(card.recipe.get("batch_size", 128))))
+            members, tensors, st = train_shard(card, group, act, idx, runs, data, on_step=lambda _s: bar.update(per_step))
+            store.save(shard_ids[k], group, members, tensors)
+            for key in trained:
+                trained[key] += st[key]
+            trained["steps_per_epoch"] = st["steps_per_epoch"]
+        bar.close()
+    else:
+        sources = {}
+    members, weights = assemble([store.load(s) for s in shard_ids], sort_by=["group", "run_index", "epoch"])
+    split_cfg = card.splits or {}
+    fractions = split_cfg.get("fractions", {"train": 0.7, "val": 0.1, "test": 0.2})
+    by_run = assign_splits(range(len(runs)), fractions, int(card.seeds.get("split", 0)))
+    members.insert(1, "split", [by_run[int(i)] for i in members["run_index"]])
+    members = members[["id", "split", "group", "row"] + [c for c in members.columns if c not in ("id", "split", "group", "row")]]
+    stats = {"device": device_name(ctx.device), "runs_total": n_total, "runs_trained_now": trained["runs"],
+             "train_seconds": round(trained["train_seconds"], 3),
+             "networks_per_s": round(trained["runs"] / trained["train_seconds"], 3) if trained["train_seconds"] else None,
+             "diverged_runs_now": trained["diverged_runs"], "members": len(members),
+             "wall_seconds": round(time.perf_counter() - t_start, 3), **sources}
+    if trained.get("steps_per_epoch"):
+        stats["steps_per_epoch"] = trained["steps_per_epoch"]
+    ctx.log(f"{card.name}: {len(members)} members from {n_total} runs; trained {trained['runs']} runs in "
+            f"{trained['train_seconds']:.1f}s" + (f" ({stats['networks_per_s']:.2f} networks/s on {stats['device']})"
+                                                  if stats["networks_per_s"] else ""))
+    return BuildResult(members.reset_index(drop=True), weights, stats)

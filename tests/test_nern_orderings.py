@@ -8,7 +8,7 @@ import torch
 from safetensors.torch import load_file
 
 from wsbench.methods.nern.orderings import (apply_ordering, compute_positions, greedy_path_reference, greedy_paths,
-                                            greedy_walk, inverse_permutation, ordering_index_bits,
+                                            greedy_walk, greedy_walk_torch, inverse_permutation, ordering_index_bits,
                                             similarity_stack, undo_ordering)
 
 PRETRAINED = "/work/shared/data/pretrained/resnet20.safetensors"
@@ -33,17 +33,19 @@ def test_walk_equals_reference_on_the_same_matrices():
     items[2, 11] = items[2, 3]
     items[4, :20] = 0  # zero kernels: similarity 0 with everything
     sim = similarity_stack(items, "cosine")
-    paths = greedy_walk(sim)
-    for b in range(6):
-        assert paths[b].tolist() == greedy_path_reference(sim[b].tolist())
-    for rule in ("l2", "dot"):
-        s = similarity_stack(items[:, :, :1] if rule == "l2" else items, rule)
-        assert [p.tolist() for p in greedy_walk(s)] == [greedy_path_reference(m.tolist()) for m in s]
+    for walk in (greedy_walk, greedy_walk_torch):  # NumPy loop on CPU, torch loop on other devices
+        paths = walk(sim)
+        for b in range(6):
+            assert paths[b].tolist() == greedy_path_reference(sim[b].tolist())
+        for rule in ("l2", "dot"):
+            s = similarity_stack(items[:, :, :1] if rule == "l2" else items, rule)
+            assert [p.tolist() for p in walk(s)] == [greedy_path_reference(m.tolist()) for m in s]
 
 
 def test_ties_go_to_lowest_index():
     sim = torch.zeros(1, 5, 5)
     assert greedy_walk(sim)[0].tolist() == [0, 1, 2, 3, 4] == greedy_path_reference(sim[0].tolist())
+    assert greedy_walk_torch(sim)[0].tolist() == [0, 1, 2, 3, 4]
 
 
 def test_grouped_paths_match_naive_cosine_in_float64():

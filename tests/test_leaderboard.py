@@ -226,3 +226,11 @@ def test_plot_choice_and_zoo_variants_apart():
     plots = make_plots(tables)  # tau bars only: test_acc_* are not classification accuracies
     assert [p.filename for p in plots] == ["tau_property-prediction-cnn-zoo-full.png",
                                            "tau_property-prediction-cnn-zoo-tiny.png"]
+
+
+def test_a_column_shares_its_decimals():
+    table = only_table([make(method=m, metrics={"tau": v, "mse": 1.0}) for m, v in (("a", 66.2), ("b", 0.5), ("c", 0.0))])
+    grid = table_grid(table)
+    col = [h.text for h in grid.headers].index("tau ↑")
+    assert [row[col].text for row in grid.rows] == ["66.20", "0.50", "0.00"]
+    assert [row[col].bold for row in grid.rows] == [True, False, False]

@@ -49,9 +49,10 @@ def _decimals(value: float) -> int | None:
     return 0 if a >= 1000 else 1 if a >= 100 else 2 if a >= 1 else 3 if a >= 0.01 else None
 
 
-def format_stat(stat: Stat, integer: bool = False) -> str:
-    """'91.23 ± 0.41' with decimals fitted to the mean's magnitude; integers with thousands commas."""
-    decimals = 0 if integer else _decimals(stat.mean)
+def format_stat(stat: Stat, integer: bool = False, scale: float | None = None) -> str:
+    """'91.23 ± 0.41' with decimals fitted to the magnitude of `scale` (a column's largest |mean|;
+    default: this mean), so a column shares its decimals; integers with thousands commas."""
+    decimals = 0 if integer else _decimals(abs(stat.mean) if scale is None else scale)
     text = format_number(stat.mean, decimals)
     if stat.std is not None and (stat.std > 0 or not integer):
         text += " ± " + format_number(stat.std, decimals if decimals is not None else None)
@@ -86,6 +87,8 @@ def table_grid(table: Table, older: bool = False) -> Grid:
     headers += [Cell("Seeds", numeric=True)] + [metric_header(table, m) for m in metrics]
     headers += [Cell("Params", numeric=True)] + ([Cell("Bytes", numeric=True)] if has_bytes else [])
     headers += [Cell("Wall", numeric=True), Cell("Device")] + ([Cell("Notes")] if has_notes else [])
+    scales = {m: max(abs(r.metrics[m].mean) for r in rows if m in r.metrics and r.status == "ok") for m in metrics
+              if any(m in r.metrics and r.status == "ok" for r in rows)}
     body = []
     for i, row in enumerate(rows):
         cells = [Cell(str(row.task_version)), Cell(row.zoo_version)] if older else []
@@ -99,7 +102,7 @@ def table_grid(table: Table, older: bool = False) -> Grid:
                 cells.append(Cell("–", numeric=True))
             else:
                 stat = row.metrics[m]
-                text = format_stat(stat) + (f" (n={stat.n})" if stat.n != len(row.seeds) else "")
+                text = format_stat(stat, scale=scales[m]) + (f" (n={stat.n})" if stat.n != len(row.seeds) else "")
                 cells.append(Cell(text, bold=i in best.get(m, set()), numeric=True))
         cells.append(Cell(format_stat(row.n_params, integer=True) if row.n_params else "–", numeric=True))
         if has_bytes:

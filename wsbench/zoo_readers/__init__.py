@@ -1,0 +1,80 @@
+"""Readers for zoos published by others: each turns a published layout into the suite's zoo
+format (card, members.parquet, stacked safetensors) without unpickling anything.
+
+    small_cnn_zoo   Unterthiner et al. 2020 (weights.npy, metrics.csv.gz, layout.csv)
+    dwsnets_inr     DWSNets' INR datasets (one .pth state dict per INR, plus a splits json)
+    model_zoos      Schuerholt et al. 2022 (per-model folders: params.json, result.json,
+                    checkpoint_NNNNNN/checkpoints)
+
+`import_zoo(fmt, path, name)` writes the zoo to `out` (default: the zoo store,
+$WSBENCH_ZOO_DIR/NAME/imported) and returns it loaded. Networks whose weights are not finite
+are left out of the weights; their runs are flagged `diverged`.
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+from torch import Tensor
+
+from ..errors import ConfigError, DataError
+from ..registry import Registry
+from ..zoo_card import ZooCard
+
+READERS: Registry = Registry("zoo format")
+IMPORTED_VARIANT = "imported"
+
+ReaderResult = tuple[ZooCard, pd.DataFrame, dict[str, dict[str, Tensor]]]
+Reader = Callable[..., ReaderResult]
+
+
+def imported_card(name: str, fmt: str, *, kind: str, dataset: str, archs: dict[str, dict[str, Any]], description: str,
+                  source: Path, recipe: dict[str, Any] | None = None, license: str = "", citation: str = "",
+                  splits: dict[str, Any] | None = None) -> ZooCard:
+    """The card of an imported zoo: variant `imported`; its `tiny` entry only says it cannot be rebuilt."""
+    return ZooCard(
+        name=name, version="imported-1", description=description, kind=kind, dataset=dataset, archs=archs,
+        builder=f"import:{fmt}", recipe={"imported_from": str(source), "format": fmt, **(recipe or {})},
+        splits=splits or {}, license=license, provenance=f"imported by `run_bench.py import-zoo {fmt}` from {source}",
+        citation=citation, nondeterminism="none (weights copied from the published files)",
+        variants={IMPORTED_VARIANT: {}, "tiny": {"note": "an imported zoo has no tiny build; import with --limit"}},
+        default_variant=IMPORTED_VARIANT, variant=IMPORTED_VARIANT)
+
+
+def check_name(name: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name or ""):
+        raise ConfigError(f"zoo name {name!r} must be letters, digits, '_', '-' or '.' (it becomes a folder name)")
+    return name
+
+
+def order_columns(df: pd.DataFrame) -> pd.DataFrame:
+    first = ["id", "split", "group", "row"]
+    return df[first + [c for c in df.columns if c not in first]].reset_index(drop=True)
+
+
+def import_zoo(fmt: str, path: str | os.PathLike, name: str, out: str | os.PathLike | None = None, *,
+               limit: int | None = None, overwrite: bool = False):
+    """Import a published zoo of format `fmt` (see READERS) from `path` as zoo `name`."""
+    from ..zoo import built_zoo_path, write_zoo
+
+    check_name(name)
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit must be a positive number of networks, got {limit}")
+    reader: Reader = READERS.get(fmt)
+    src = Path(path).expanduser()
+    if not src.exists():
+        raise DataError(f"{fmt}: {src} does not exist")
+    card, members, weights = reader(src, name, limit=limit)
+    if members.empty:
+        raise DataError(f"{fmt}: {src} holds no networks with finite weights")
+    root = Path(out) if out else built_zoo_path(name, IMPORTED_VARIANT)
+    if root.exists() and not overwrite:
+        raise DataError(f"{root} exists already; pass --overwrite to replace it (or --out DIR)")
+    return write_zoo(root, card, order_columns(members), weights, overwrite=overwrite)
+
+
+# importing the reader modules registers them
+from . import dwsnets_inr, model_zoos, small_cnn_zoo  # noqa: E402,F401

@@ -105,6 +105,7 @@ class NeuralGraph(Encoder):
     invariant: ClassVar[bool] = True
     intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 4, "max_kernel": 9, "max_fixed": 1024}
+    tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_layers": 2}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()

@@ -133,6 +133,7 @@ class FlatMLP(Encoder):
     invariant: ClassVar[bool] = False  # claims no exact invariance under neuron permutations
     intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = MLP_DEFAULTS
+    tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_hidden": 1}  # tests and benchmarks
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()

@@ -95,25 +95,28 @@ def sinusoidal(positions: Tensor, dim: int) -> Tensor:
 
 
 class MAB(nn.Module):
-    """Set Transformer multihead attention block with LayerNorm: H = LN(X + MHA(X, Y, Y)), LN(H + rFF(H))."""
+    """Set Transformer multihead attention block, pre-LayerNorm form:
+    H = X + MHA(LN(X), LN(Y), LN(Y)), out = H + rFF(LN(H)). (The post-LN form of Lee et al.,
+    LN(X + MHA), shrank the between-network signal ~5x per block here; pre-LN keeps it.)"""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
         self.attn = nn.MultiheadAttention(dim, heads, batch_first=True)
-        self.ln0, self.ln1 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
+        self.ln_q, self.ln_kv, self.ln_ff = nn.LayerNorm(dim), nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.ff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim))
 
     def forward(self, x: Tensor, y: Tensor, pad: Tensor | None = None) -> Tensor:
-        h = self.ln0(x + self.attn(x, y, y, key_padding_mask=pad, need_weights=False)[0])
-        return self.ln1(h + self.ff(h))
+        kv = self.ln_kv(y)
+        h = x + self.attn(self.ln_q(x), kv, kv, key_padding_mask=pad, need_weights=False)[0]
+        return h + self.ff(self.ln_ff(h))
 
 
 class PMA(nn.Module):
-    """Pooling by multihead attention with one learned seed: [N, n, d] -> [N, d]."""
+    """Pooling by multihead attention with one learned seed: MAB(S, rFF(X)), [N, n, d] -> [N, d]."""
 
     def __init__(self, dim: int, heads: int) -> None:
         super().__init__()
-        self.seed = nn.Parameter(torch.randn(1, 1, dim) / math.sqrt(dim))
+        self.seed = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.ff = nn.Sequential(nn.Linear(dim, dim), nn.ReLU())
         self.mab = MAB(dim, heads)
 
@@ -144,7 +147,9 @@ class SNE(Encoder):
     invariant: ClassVar[bool] = False  # invariance is learned (regulariser), not built in
     intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {"chunk_size": 16, "hidden_dim": 64, "num_heads": 4, "n_sab": 2,
-                                          "invariance_weight": 0.1, "max_layers": 512}
+                                          "invariance_weight": 0.1, "max_layers": 512,
+                                          "head_bn": True}
+    tiny_config: ClassVar[dict[str, Any]] = {"chunk_size": 4, "hidden_dim": 16, "num_heads": 2, "n_sab": 1}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
@@ -160,7 +165,10 @@ class SNE(Encoder):
         self.type_embedding = nn.Embedding(len(LAYER_TYPES), h)
         self.register_buffer("layer_pe", sinusoidal(torch.arange(c["max_layers"]), h), persistent=False)
         self.chunk_stage, self.layer_stage, self.net_stage = (SetStage(h, c["num_heads"], c["n_sab"]) for _ in range(3))
-        self.head = nn.Sequential(nn.Linear(h, h), nn.ReLU(), nn.Linear(h, out_dim))
+        # BatchNorm over networks first: the set stages average, so the between-network signal of the
+        # network vector is small at init (~1e-3 of its norm); BN rescales it to unit variance.
+        self.head = nn.Sequential(nn.BatchNorm1d(h) if c["head_bn"] else nn.Identity(), nn.Linear(h, h), nn.ReLU(),
+                                  nn.Linear(h, out_dim))
         self._plans: dict[NetworkSpec, ChunkPlan] = {}
         for spec in self.specs:
             self.plan(spec)

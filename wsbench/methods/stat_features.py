@@ -36,8 +36,10 @@ class StatNN(Encoder):
     name: ClassVar[str] = "statnn"
     description: ClassVar[str] = "MLP on per-layer weight statistics (Unterthiner et al. 2020)"
     invariant: ClassVar[bool] = True
-    intended_invariances: ClassVar[frozenset[str]] = frozenset({"layer_shuffle", "untied_permutation"})
+    intended_invariances: ClassVar[frozenset[str]] = frozenset({"layer_shuffle", "untied_permutation",
+                                                                "input_permutation"})
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_hidden": 2, "bn": True, "input_bn": True}
+    tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_hidden": 1}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()

@@ -13,7 +13,9 @@ the 4 terms are the DeepSets-of-interactions layer (SetKroneckerSetLayer in the 
 with one shared group (W_i->W_{i+1}, b_i->W_i, W_i->b_i, b_i->b_i ...) the two terms are a
 DeepSets layer over that neuron set, which the official code (and our default) replaces by a
 set layer, SAB (self-attention over the set); with no shared group (|i - j| > 1, last bias ...)
-it is pool -> Lin -> broadcast. Unlike the official code, the block W_{L-2} -> W_{L-1} maps to
+it is pool -> Lin -> broadcast; those blocks (most of them) are evaluated together by
+`PooledBlocks`: every tensor is pooled once, and each output tensor gets one matmul over the
+concatenated pooled inputs (the same maps and parameters as one Linear per block). Unlike the official code, the block W_{L-2} -> W_{L-1} maps to
 every one of the d_L output columns (the official one copies one column; a known quirk).
 """
 from __future__ import annotations
@@ -115,3 +117,55 @@ class PairBlock(nn.Module):
             out = h if out is None else out + h
         assert out is not None
         return out * self.scale if self.scale != 1.0 else out
+
+
+class PooledBlocks(nn.Module):
+    """All blocks without a shared group, at once: y_j = sum_i Lin_ij(pool(x_i)), broadcast to tensor j.
+
+    Pools each source tensor over its permutable axes once ([B, fixed..., C] -> [B, F_i]) and runs
+    one Linear per destination over the concatenated pooled sources. Parameters equal one
+    Linear(F_i -> F_j) with bias per block (the per-block biases are kept separately and summed,
+    and each block's weight slice is initialised with its own fan-in, as separate Linears would be).
+    """
+
+    def __init__(self, layouts: list, c_ins: list[int], c_out: int, pairs: list[tuple[int, int]], *,
+                 reduction: str = "max") -> None:
+        super().__init__()
+        self.reduction, self.c_out = reduction, c_out
+        self.pool_dims = [[1 + k for k, a in enumerate(t.axes) if a.group is not None] for t in layouts]
+        self.f_in = [prod(a.size for a in t.axes if a.group is None) * c for t, c in zip(layouts, c_ins)]
+        self.sources: dict[int, list[int]] = {}
+        for i, j in pairs:
+            self.sources.setdefault(j, []).append(i)
+        self.dsts = sorted(self.sources)
+        self.linears = nn.ModuleList()
+        self.biases = nn.ParameterList()
+        self.out_shape, self.fan_in = {}, {}
+        for j in self.dsts:
+            t = layouts[j]
+            f_out = prod(a.size for a in t.axes if a.group is None) * c_out
+            self.linears.append(nn.Linear(sum(self.f_in[i] for i in self.sources[j]), f_out, bias=False))
+            self.biases.append(nn.Parameter(torch.zeros(len(self.sources[j]), f_out)))
+            self.out_shape[j] = [1 if a.group is not None else a.size for a in t.axes] + [c_out]
+        self.needed = sorted({i for srcs in self.sources.values() for i in srcs})
+
+    def init_(self, scale: float) -> None:
+        """Official init per block: xavier_normal * sqrt(2 in / out) * scale, bias U(-1e-4, 1e-4)."""
+        with torch.no_grad():
+            for j, lin, bias in zip(self.dsts, self.linears, self.biases):
+                start, f_out = 0, lin.weight.shape[0]
+                for i in self.sources[j]:
+                    f = self.f_in[i]
+                    std = math.sqrt(2.0 / (f + f_out)) * math.sqrt(2 * f / f_out) * scale
+                    lin.weight[:, start:start + f].normal_(0, std)
+                    start += f
+                bias.uniform_(-1e-4, 1e-4)
+
+    def forward(self, xs: list[Tensor]) -> dict[int, Tensor]:
+        B = xs[0].shape[0]
+        pooled = {i: reduce(xs[i], self.pool_dims[i], self.reduction).reshape(B, -1) for i in self.needed}
+        out = {}
+        for j, lin, bias in zip(self.dsts, self.linears, self.biases):
+            h = lin(torch.cat([pooled[i] for i in self.sources[j]], dim=1)) + bias.sum(0)
+            out[j] = h.view(B, *self.out_shape[j])
+        return out

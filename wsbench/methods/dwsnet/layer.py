@@ -2,7 +2,9 @@
 and the invariant head.
 
 The layer keeps DWSNets' four block families apart (weight_to_weight, weight_to_bias,
-bias_to_weight, bias_to_bias; key "i_j" = from the i-th to the j-th tensor of that kind), sums
+bias_to_weight, bias_to_bias; key "i_j" = from the i-th to the j-th tensor of that kind) for the
+blocks between tensors that share a neuron set; the blocks between tensors that share none
+(pool -> Lin -> broadcast) are evaluated together in `pooled` (see blocks.PooledBlocks). It sums
 every block into its output tensor and divides by the number of tensors, as the official code.
 """
 from __future__ import annotations
@@ -13,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import PairBlock, reduce
+from .blocks import PairBlock, PooledBlocks, reduce
 from .layout import TensorLayout
 
 
@@ -27,19 +29,25 @@ class DWSLayer(nn.Module):
         index = {id(t): (t.kind, sum(1 for u in self.layouts[:k] if u.kind == t.kind)) for k, t in enumerate(self.layouts)}
         families = {f"{a}_to_{b}": nn.ModuleDict() for a in ("weight", "bias") for b in ("weight", "bias")}
         self.routes: list[tuple[int, int, str, str]] = []
+        pooled_pairs = []
         for i, src in enumerate(self.layouts):
             for j, dst in enumerate(self.layouts):
+                if not set(src.groups) & set(dst.groups):
+                    pooled_pairs.append((i, j))
+                    continue
                 fam = f"{src.kind}_to_{dst.kind}"
                 key = f"{index[id(src)][1]}_{index[id(dst)][1]}"
                 families[fam][key] = PairBlock(src.axes, dst.axes, c_ins[i], c_out, reduction=reduction,
                                                set_layer=set_layer, num_heads=num_heads)
                 self.routes.append((i, j, fam, key))
         self.blocks = nn.ModuleDict(families)
+        self.pooled = PooledBlocks(self.layouts, c_ins, c_out, pooled_pairs, reduction=reduction)
         self._init(init_scale)
 
     def _init(self, scale: float) -> None:
         """Official init: xavier_normal * sqrt(2 in / out) * scale, biases U(-1e-4, 1e-4)."""
-        for m in self.modules():
+        self.pooled.init_(scale)
+        for m in self.blocks.modules():
             if isinstance(m, nn.Linear):
                 out_c, in_c = m.weight.shape
                 nn.init.xavier_normal_(m.weight)
@@ -50,6 +58,8 @@ class DWSLayer(nn.Module):
 
     def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
         outs: list[Tensor | None] = [None] * len(self.layouts)
+        for j, h in self.pooled(xs).items():
+            outs[j] = h
         for i, j, fam, key in self.routes:
             h = self.blocks[fam][key](xs[i])
             outs[j] = h if outs[j] is None else outs[j] + h

@@ -34,6 +34,7 @@ class DWSNet(Encoder):
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 32, "n_hidden": 4, "reduction": "max", "set_layer": "sab",
                                           "num_heads": 8, "bn": True, "dropout": 0.0, "init_scale": 1.0,
                                           "n_out_fc": 1}
+    tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 4, "n_hidden": 1, "num_heads": 2}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()

@@ -1,0 +1,250 @@
+"""Generic tests over every registered encoder (timm-style), plus layer-level checks.
+
+For each encoder and each small spec it supports: batch sizes 1 and N agree; invariance under
+random neuron permutations when the encoder claims it; a probe outside the symmetry group (an
+untied permutation, a shuffle inside one tensor, a permutation of the input pixels/channels)
+changes the output unless the encoder declares that invariance intended (then it must hold);
+a short training run lowers the loss; bad config keys fail clearly. Architecture-agnostic
+encoders also run on two different specs with one model.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+import wsbench.methods.dwsnet  # noqa: F401  (registration; until wsbench/builtins.py imports these)
+import wsbench.methods.graph  # noqa: F401
+import wsbench.methods.mlp  # noqa: F401
+import wsbench.methods.sne  # noqa: F401
+import wsbench.methods.stat_features  # noqa: F401
+from wsbench.archs import build_arch
+from wsbench.errors import ConfigError, NotApplicableError
+from wsbench.methods.dwsnet.layer import DWSLayer
+from wsbench.methods.dwsnet.layout import features_from_ws, layouts_for_spec
+from wsbench.methods.graph import build_template
+from wsbench.methods.mlp import canonical_permutation
+from wsbench.methods.sne import chunk_plan
+from wsbench.registry import METHODS
+from wsbench.weights import WeightSpace, spec_for_arch
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Many small ops: on a busy 2-core machine, intra-op threads make them ~100x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+ENCODERS = [n for n in METHODS.names() if METHODS.get(n).capability == "encoder"]
+SPECS = {"mlp": ("mlp", {"widths": [2, 5, 4, 3]}),
+         "cnn": ("small_cnn", {"in_channels": 2, "channels": 3, "n_conv": 2, "num_classes": 3})}
+PROBES = ("untied_permutation", "layer_shuffle", "input_permutation")
+
+
+def spec_of(key: str):
+    arch, kw = SPECS[key]
+    return spec_for_arch(arch, **kw)
+
+
+def random_ws(key: str, n: int, seed: int = 0) -> WeightSpace:
+    arch, kw = SPECS[key]
+    torch.manual_seed(seed)
+    sds = [{k: v * (1 + i % 3) for k, v in build_arch(arch, **kw).state_dict().items()} for i in range(n)]
+    return WeightSpace.from_state_dicts(spec_of(key), sds)
+
+
+def make(name: str, specs, out_dim: int = 2, seed: int = 0):
+    cls = METHODS.get(name)
+    torch.manual_seed(seed)
+    return cls(specs, out_dim, **getattr(cls, "tiny_config", {}))
+
+
+def cases():
+    return [(n, s) for n in ENCODERS for s in SPECS if METHODS.get(n).supports(spec_of(s))[0]]
+
+
+def probe(ws: WeightSpace, kind: str) -> WeightSpace:
+    """A transformation outside the neuron-permutation group (same for every network)."""
+    lay = ws.spec.weight_layers()
+    t = dict(ws.tensors)
+    g = torch.Generator().manual_seed(1)
+    if kind == "untied_permutation":  # rows of the first layer only: bias and next layer not permuted
+        w = t[lay[0].weight]
+        t[lay[0].weight] = w[:, torch.randperm(w.shape[1], generator=g)]
+    elif kind == "layer_shuffle":  # every entry of the second weight tensor to a random place
+        w = t[lay[1].weight]
+        t[lay[1].weight] = w.reshape(len(ws), -1)[:, torch.randperm(w[0].numel(), generator=g)].reshape(w.shape)
+    else:  # input pixels / channels of the first layer
+        w = t[lay[0].weight]
+        t[lay[0].weight] = w[:, :, torch.tensor([1, 0] + list(range(2, w.shape[2])))]
+    return WeightSpace(ws.spec, t)
+
+
+@pytest.mark.parametrize("name,spec_key", cases())
+def test_batch_sizes_one_and_n(name, spec_key):
+    enc = make(name, spec_of(spec_key)).eval()
+    ws = random_ws(spec_key, 5)
+    with torch.no_grad():
+        out_n, out_1 = enc(ws), enc(ws[0:1])
+    assert out_n.shape == (5, 2) and out_1.shape == (1, 2)
+    assert torch.isfinite(out_n).all()
+    assert torch.allclose(out_1[0], out_n[0], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("name,spec_key", cases())
+def test_neuron_permutation_invariance(name, spec_key):
+    cls = METHODS.get(name)
+    enc = make(name, spec_of(spec_key)).eval()
+    ws = random_ws(spec_key, 4)
+    perms = ws.random_permutation(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, out_p, other = enc(ws), enc(ws.permute(perms)), enc(ws[[1, 2, 3, 0]])
+    spread = (out - other).abs().max()
+    diff = (out - out_p).abs().max()
+    if cls.invariant:
+        assert diff <= 1e-5 * max(1.0, float(out.abs().max())), f"{name} is not invariant: {diff}"
+    else:  # no built-in invariance claimed: permuted copies are (slightly) different inputs to it
+        assert diff > 1e-7 * spread, f"{name} claims no invariance but is invariant"
+
+
+@pytest.mark.parametrize("kind", PROBES)
+@pytest.mark.parametrize("name,spec_key", cases())
+def test_transformations_outside_the_group(name, spec_key, kind):
+    cls = METHODS.get(name)
+    enc = make(name, spec_of(spec_key)).eval()
+    ws = random_ws(spec_key, 4)
+    with torch.no_grad():
+        out, out_t, other = enc(ws), enc(probe(ws, kind)), enc(ws[[1, 2, 3, 0]])
+    diff, spread = float((out - out_t).abs().max()), float((out - other).abs().max())
+    if kind in cls.intended_invariances:
+        assert diff <= 1e-5 * max(1.0, float(out.abs().max()))
+    else:
+        assert diff > 1e-3 * spread, f"{name} is blind to {kind} ({diff:.2e} vs spread {spread:.2e})"
+
+
+@pytest.mark.parametrize("name,spec_key", cases())
+def test_short_training_lowers_the_loss(name, spec_key):
+    enc = make(name, spec_of(spec_key), out_dim=1).train()
+    ws = random_ws(spec_key, 12)
+    y = torch.randn(12, generator=torch.Generator().manual_seed(0))
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-2)
+    losses = []
+    for _ in range(15):
+        loss = torch.nn.functional.mse_loss(enc(ws)[:, 0], y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.8 * losses[0], losses
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_config_errors_name_the_key(name):
+    spec = spec_of("mlp")
+    with pytest.raises(ConfigError, match="hidden_dimm"):
+        METHODS.get(name)(spec, 1, hidden_dimm=3)
+    with pytest.raises(ConfigError, match="hidden_dim"):
+        METHODS.get(name)(spec, 1, hidden_dim="wide")
+
+
+@pytest.mark.parametrize("name", ENCODERS)
+def test_two_specs_in_one_model(name):
+    cls = METHODS.get(name)
+    specs = [spec_of("mlp"), spec_of("cnn")]
+    if not cls.architecture_agnostic:
+        with pytest.raises(NotApplicableError, match="one architecture"):
+            make(name, specs)
+        return
+    enc = make(name, specs).eval()
+    for key in SPECS:
+        ws = random_ws(key, 3)
+        with torch.no_grad():
+            out = enc(ws)
+            out_p = enc(ws.permute(ws.random_permutation(torch.Generator().manual_seed(0))))
+        assert out.shape == (3, 2) and torch.isfinite(out).all()
+        if cls.invariant:
+            assert torch.allclose(out, out_p, atol=1e-5)
+
+
+# ----------------------------------------------------------------------------- layer-level checks
+
+
+def _permute_features(xs, layouts, perms):
+    out = []
+    for x, t in zip(xs, layouts):
+        for i, a in enumerate(t.axes):
+            if a.group is not None:
+                x = x.index_select(1 + i, perms[a.group])
+        out.append(x)
+    return out
+
+
+@pytest.mark.parametrize("set_layer", ["sab", "ds"])
+@pytest.mark.parametrize("spec_key", list(SPECS))
+def test_dws_layer_is_equivariant(spec_key, set_layer):
+    """Weight->weight (and every other block): L(g x) = g L(x) for random neuron permutations g."""
+    spec = spec_of(spec_key)
+    layouts = layouts_for_spec(spec)
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, [t.channels for t in layouts], 6, set_layer=set_layer, num_heads=2).eval()
+    ws = random_ws(spec_key, 3)
+    perms = ws.random_permutation(torch.Generator().manual_seed(2), batched=False)
+    xs = features_from_ws(ws, layouts)
+    with torch.no_grad():
+        lhs = layer(features_from_ws(ws.permute(perms), layouts))
+        rhs = _permute_features(layer(xs), layouts, perms)
+        untied = layer(_permute_features(xs[:1], layouts[:1], perms) + xs[1:])
+    for a, b in zip(lhs, rhs):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(untied, rhs))  # a half permutation is not
+
+
+def test_dwsnet_paper_config_parameter_count():
+    """MNIST-INR settings give the 552,650 parameters counted from the official code (fact sheet)."""
+    enc = METHODS.get("dwsnet")(spec_for_arch("siren"), 10)
+    assert sum(p.numel() for p in enc.parameters()) == 552_650
+
+
+def test_sne_chunks_cover_every_entry_once():
+    spec = spec_of("cnn")
+    plan = chunk_plan(spec, 4)
+    idx = plan.index[plan.index >= 0]
+    assert sorted(idx.tolist()) == list(range(sum(math.prod(p.shape) for p in spec.params)))
+    assert plan.n_layers == 3 and int(plan.layer_type[0]) == 1 and int(plan.layer_type[-1]) == 0
+
+
+def test_sne_logit_invariance_regulariser_trains_invariance():
+    enc = make("sne", spec_of("mlp"), out_dim=2)
+    enc.config["invariance_weight"] = 1.0
+    ws = random_ws("mlp", 6)
+    opt = torch.optim.Adam(enc.parameters(), lr=1e-2)
+    g = torch.Generator().manual_seed(0)
+    first = None
+    for _ in range(10):
+        loss = enc.auxiliary_loss(ws, enc(ws), g)
+        first = float(loss) if first is None else first
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert first > 0 and float(loss) < first
+
+
+def test_neural_graph_edges_follow_weight_layout():
+    spec = spec_of("mlp")  # 2 -> 5 -> 4 -> 3
+    t = build_template(spec)
+    assert t.n_nodes == 14 and t.edge_index.shape == (2, 10 + 20 + 12)
+    # edge k of layer 0 carries W[o, i] with k = o * 2 + i: from input node i to hidden node 2 + o
+    assert t.edge_index[:, 2 * 3 + 1].tolist() == [1, 2 + 3]
+    assert t.node_fixed.tolist()[:2] == [1, 2] and t.node_fixed.tolist()[-3:] == [1, 2, 3]
+    assert t.node_fixed[2:11].eq(0).all()
+
+
+def test_canonical_alignment_maps_an_orbit_to_one_point():
+    ws = random_ws("cnn", 3)
+    a = ws.permute(canonical_permutation(ws))
+    p = ws.permute(ws.random_permutation(torch.Generator().manual_seed(5)))
+    b = p.permute(canonical_permutation(p))
+    assert torch.allclose(a.flat(), b.flat())

@@ -8,8 +8,20 @@ MODULES = (
     "archs",
     "methods.compression",
     "methods.nern",
+    "methods.dwsnet",
+    "methods.sne",
+    "methods.mlp",
+    "methods.stat_features",
+    "methods.graph",
     "tasks.reconstruction",
+    "tasks.property_prediction",
+    "tasks.inr_classification",
+    "tasks.transfer",
     "zoo_builders.pretrained_resnet",
+    "zoo_builders.small_cnn",
+    "zoo_builders.siren_inr",
+    "zoo_builders.resnet_training",
+    "zoo_readers",
 )
 
 

@@ -47,6 +47,7 @@ def print_listing(con) -> None:
         print(f"  {'':<26} {_short(z['description'])}")
     print("\nTASKS (name, version, what it needs, zoo kinds)")
     for name, t in data["tasks"].items():
-        print(f"  {name:<22} v{t['version']} needs a {t['needs']} on {'/'.join(t['zoo_kinds']) or 'any'} zoos: "
+        article = "an" if t["needs"][0] in "aeiou" else "a"
+        print(f"  {name:<22} v{t['version']} needs {article} {t['needs']} on {'/'.join(t['zoo_kinds']) or 'any'} zoos: "
               f"{_short(t['description'], 60)}")
     print("\nPresets: baselines/<method>/<preset>.yaml; `--preset auto` = paper on GPU, quick on CPU.")

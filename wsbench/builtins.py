@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import warnings
 
 MODULES = (
     "archs",
@@ -35,7 +36,9 @@ def _register_cards() -> None:
 
 for _mod in MODULES:
     try:
-        importlib.import_module(f"wsbench.{_mod}")
+        with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            importlib.import_module(f"wsbench.{_mod}")
     except ModuleNotFoundError as e:  # a part not in this checkout yet
         if not e.name or not e.name.startswith(f"wsbench.{_mod}"):
             raise

@@ -65,23 +65,23 @@ def sample_runs(grid: Mapping[str, Any], n_runs: int, grid_seed: int, seed_base:
 
 
 def split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
-    """Exact split sizes summing to n; every split with a positive fraction gets >= 1 item when n allows."""
+    """Exact split sizes summing to n (largest remainder; ties go to the smaller split); every split
+    with a positive fraction gets at least one item when n allows."""
     names = list(fractions)
     total = sum(float(fractions[k]) for k in names)
     if total <= 0 or any(float(fractions[k]) < 0 for k in names):
         raise ConfigError(f"split fractions must be non-negative and not all zero, got {dict(fractions)}")
-    counts = {k: int(math.floor(n * float(fractions[k]) / total)) for k in names}
+    quota = {k: n * float(fractions[k]) / total for k in names}
+    counts = {k: int(math.floor(quota[k])) for k in names}
+    by_remainder = sorted(names, key=lambda k: (-(quota[k] - counts[k]), float(fractions[k])))
+    for k in by_remainder[:n - sum(counts.values())]:
+        counts[k] += 1
     for k in names:  # a split that should exist is never empty
-        if counts[k] == 0 and float(fractions[k]) > 0 and sum(counts.values()) < n:
-            counts[k] = 1
-    order = sorted(names, key=lambda k: -float(fractions[k]))
-    i = 0
-    while sum(counts.values()) < n:
-        counts[order[i % len(order)]] += 1
-        i += 1
-    while sum(counts.values()) > n:  # only possible after the >= 1 rule on tiny n
-        k = max(order, key=lambda k: counts[k])
-        counts[k] -= 1
+        if counts[k] == 0 and float(fractions[k]) > 0:
+            donor = max(names, key=lambda d: counts[d])
+            if counts[donor] > 1:
+                counts[donor] -= 1
+                counts[k] = 1
     return counts
 
 

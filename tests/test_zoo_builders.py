@@ -1,0 +1,292 @@
+"""Zoo builders: batched training equals training alone and torch.optim, divergence is contained,
+tiny variants build and reload (on real MNIST / CIFAR-10 prefixes), an interrupted build resumes
+without duplicating or losing members, SIREN fits reach a PSNR floor, build-zoo on the command line."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsbench.archs import build_arch
+from wsbench.archs.siren import image_coords
+from wsbench.errors import ConfigError
+from wsbench.zoo import load_zoo
+from wsbench.zoo_builders import build_zoo, counter_rng as rng
+from wsbench.zoo_builders import resnet_training, siren_inr, small_cnn  # noqa: F401  (registers the builders)
+from wsbench.zoo_builders.batched_training import (CnnArch, ImageData, MemberHParams, forward, init_params,
+                                                   train_batch, unflatten)
+from wsbench.zoo_builders.planning import assign_splits, sample_runs, split_counts
+
+DATA_DIR = "/work/shared/data"
+FIELDS = ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
+
+
+@pytest.fixture(autouse=True)
+def _env(monkeypatch, tmp_path_factory):
+    monkeypatch.setenv("WSBENCH_DATA_DIR", DATA_DIR)
+    monkeypatch.setenv("WSBENCH_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo_store"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # 2 threads on a busy 2-core machine are several times slower than 1
+    yield
+    torch.set_num_threads(threads)
+
+
+def _hp(**kw) -> MemberHParams:
+    return MemberHParams(**{k: list(v) for k, v in kw.items()})
+
+
+def _one(hp: MemberHParams, b: int) -> MemberHParams:
+    return MemberHParams(**{f: [getattr(hp, f)[b]] for f in FIELDS})
+
+
+def _toy_data(n: int = 96, size: int = 12, seed: int = 0) -> ImageData:
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(n, 1, size, size, generator=g), torch.randint(0, 10, (n,), generator=g)
+    return ImageData(x, y, x[:40], y[:40])
+
+
+def test_counter_rng_is_per_member_and_uniform():
+    alone = rng.uniform(torch.tensor([5]), rng.STREAM_DROPOUT, 3, (4, 7))
+    batch = rng.uniform(torch.tensor([1, 5, 9]), rng.STREAM_DROPOUT, 3, (4, 7))
+    assert torch.equal(alone[0], batch[1]) and not torch.equal(batch[0], batch[1])
+    axis1 = rng.uniform_member_axis1(torch.tensor([1, 5, 9]), rng.STREAM_DROPOUT, 3, (4, 7))
+    assert torch.equal(axis1.transpose(0, 1), batch)
+    big = rng.uniform(torch.arange(50), rng.STREAM_BATCH, 0, (4000,))
+    assert abs(big.mean().item() - 0.5) < 0.005 and abs(big.std().item() - 12 ** -0.5) < 0.005
+    assert abs(torch.corrcoef(torch.stack([big[:, :-1].flatten(), big[:, 1:].flatten()]))[0, 1].item()) < 0.01
+    z = rng.normal(torch.arange(20), rng.STREAM_INIT, 0, (2000,))
+    assert abs(z.mean().item()) < 0.02 and abs(z.std().item() - 1) < 0.02
+    r = rng.randint(torch.arange(3), rng.STREAM_BATCH, 0, 500, torch.tensor([1, 7, 1000]))
+    assert (r[0] == 0).all() and r[1].max() == 6 and r[2].min() >= 0 and r[2].max() < 1000
+
+
+@pytest.mark.parametrize("conv_impl", ["grouped", "unfold"])
+def test_batched_forward_matches_small_cnn(conv_impl):
+    arch = CnnArch(1, 10, 8, 3)
+    flat = init_params(arch, torch.arange(3), torch.tensor([0.5, 1.0, 2.0]))
+    x = torch.randn(5, 1, 28, 28)
+    for act in ("relu", "tanh", "gelu"):
+        shared = forward(arch, flat, x, act, conv_impl=conv_impl)
+        per_member = forward(arch, flat, x[:, None].expand(5, 3, 1, 28, 28), act, conv_impl=conv_impl)
+        for b in range(3):
+            m = build_arch("small_cnn", in_channels=1, channels=8, n_conv=3, activation=act).eval()
+            m.load_state_dict({k: v[b] for k, v in unflatten(arch, flat).items()})
+            ref = m(x)
+            torch.testing.assert_close(shared[b], ref, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(per_member[b], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_batched_training_equals_torch_optim():
+    """Per-member SGD / momentum / Adam with weight decay and data fractions give what torch.optim gives."""
+    arch, data = CnnArch(1, 10, 8, 2), _toy_data()
+    hp = _hp(seed=[3, 4, 5], optimizer=["sgd", "momentum", "adam"], lr=[0.1, 0.05, 0.01], weight_decay=[1e-3, 0.0, 1e-4],
+             dropout=[0.0] * 3, init_scale=[1.0, 1.0, 0.5], train_fraction=[1.0, 0.5, 0.25])
+    res = train_batch(arch, hp, "tanh", data, epochs=2, checkpoints=[0, 2], batch_size=16)
+    n = len(data.y_train)
+    for b in range(3):
+        seeds = torch.tensor([hp.seed[b]])
+        m = build_arch("small_cnn", in_channels=1, channels=8, n_conv=2, activation="tanh")
+        m.load_state_dict({k: v[0] for k, v in unflatten(arch, res.snapshots[0][b:b + 1]).items()})
+        if hp.optimizer[b] == "adam":
+            opt = torch.optim.Adam(m.parameters(), lr=hp.lr[b], weight_decay=hp.weight_decay[b])
+        else:
+            opt = torch.optim.SGD(m.parameters(), lr=hp.lr[b], momentum=0.9 if hp.optimizer[b] == "momentum" else 0.0,
+                                  weight_decay=hp.weight_decay[b])
+        n_sub = torch.tensor([round(hp.train_fraction[b] * n)])
+        subset = rng.per_member_permutation(seeds, rng.STREAM_SUBSET, n)
+        for step in range(2 * res.steps_per_epoch):
+            idx = subset.gather(1, rng.randint(seeds, rng.STREAM_BATCH, step, 16, n_sub))[0]
+            loss = F.cross_entropy(m(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        ref = torch.cat([p.detach().reshape(-1) for p in m.state_dict().values()])
+        torch.testing.assert_close(res.snapshots[2][b], ref, atol=1e-5, rtol=1e-5)
+
+
+def test_member_trained_alone_equals_member_trained_in_a_batch():
+    arch, data = CnnArch(1, 10, 8, 2), _toy_data()
+    hp = _hp(seed=[7, 8, 9], optimizer=["sgd", "momentum", "adam"], lr=[0.1, 0.05, 0.01], weight_decay=[1e-3, 0, 1e-4],
+             dropout=[0.2, 0.0, 0.5], init_scale=[1, 1, 0.5], train_fraction=[1, 0.5, 0.25])
+    batch = train_batch(arch, hp, "relu", data, epochs=2, checkpoints=[1, 2], batch_size=16, eval_train_images=32)
+    assert not torch.equal(batch.snapshots[2][0], batch.snapshots[1][0])  # it trained
+    for b in range(3):
+        alone = train_batch(arch, _one(hp, b), "relu", data, epochs=2, checkpoints=[1, 2], batch_size=16, eval_train_images=32)
+        for e in (1, 2):
+            torch.testing.assert_close(alone.snapshots[e][0], batch.snapshots[e][b], atol=1e-5, rtol=1e-5)
+            for k, v in alone.metrics[e].items():
+                assert abs(float(v[0]) - float(batch.metrics[e][k][b])) < 1e-4, (b, e, k)
+
+
+def test_diverging_member_is_frozen_flagged_and_harmless():
+    arch, data = CnnArch(1, 10, 8, 2), _toy_data()
+    kw = dict(optimizer=["sgd", "adam"], weight_decay=[0, 0], dropout=[0, 0.1], init_scale=[1, 1], train_fraction=[1, 1])
+    res = train_batch(arch, _hp(seed=[1, 2], lr=[1e12, 0.01], **kw), "relu", data, epochs=2, checkpoints=[0, 1, 2], batch_size=16)
+    assert res.diverged_step[0] >= 0 and res.diverged_step[1] == -1
+    assert all(torch.isfinite(s).all() for s in res.snapshots.values())
+    sane = train_batch(arch, _hp(seed=[2], lr=[0.01], **{k: v[1:] for k, v in kw.items()}), "relu", data, epochs=2,
+                       checkpoints=[2], batch_size=16)
+    torch.testing.assert_close(res.snapshots[2][1], sane.snapshots[2][0], atol=1e-5, rtol=1e-5)
+
+
+def test_hyperparameter_sampling_and_splits():
+    grid = {"optimizer": {"choice": ["sgd", "adam"]}, "lr": {"log_uniform": {"sgd": [0.01, 0.1], "adam": [1e-4, 1e-3]}},
+            "dropout": {"uniform": [0.0, 0.5]}, "train_fraction": 0.5}
+    runs = sample_runs(grid, 40, grid_seed=3, seed_base=10)
+    assert runs[:5] == sample_runs(grid, 5, grid_seed=3, seed_base=10)  # extending a zoo keeps its runs
+    assert [r["seed"] for r in runs[:3]] == [10, 11, 12] and {r["optimizer"] for r in runs} == {"sgd", "adam"}
+    for r in runs:
+        lo, hi = (0.01, 0.1) if r["optimizer"] == "sgd" else (1e-4, 1e-3)
+        assert lo <= r["lr"] <= hi and 0 <= r["dropout"] <= 0.5 and r["train_fraction"] == 0.5
+    with pytest.raises(ConfigError, match="unknown grid keys"):
+        sample_runs({"momentum": 0.9}, 2, 0)
+    with pytest.raises(ConfigError, match="log_uniform"):
+        sample_runs({"lr": {"log_uniform": [0, 1]}}, 2, 0)
+    assert split_counts(8, {"train": 0.7, "val": 0.1, "test": 0.2}) == {"train": 5, "val": 1, "test": 2}
+    s = assign_splits(range(100), {"train": 0.7, "val": 0.1, "test": 0.2}, seed=1)
+    assert sorted(s.values()).count("train") == 70 and s == assign_splits(reversed(range(100)), {"train": 0.7, "val": 0.1, "test": 0.2}, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny_cnn_zoo(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("WSBENCH_DATA_DIR", DATA_DIR)
+    torch.set_num_threads(1)
+    zoo = build_zoo("small_cnn_mnist", variant="tiny", out=tmp_path_factory.mktemp("cnn") / "zoo", progress=False)
+    mp.undo()
+    return zoo
+
+
+def test_tiny_small_cnn_zoo_builds_reloads_and_its_metrics_are_true(tiny_cnn_zoo):
+    from wsbench.data import load_split
+
+    zoo = load_zoo(tiny_cnn_zoo.root)
+    m = zoo.members
+    need = {"train_acc", "test_acc", "train_loss", "test_loss", "gen_gap", "epoch", "run_id", "optimizer", "lr",
+            "weight_decay", "dropout", "init_scale", "activation", "train_fraction", "seed", "diverged"}
+    assert need <= set(m.columns) and len(m) == 16 and m["run_id"].nunique() == 8
+    assert (m.groupby("run_id")["split"].nunique() == 1).all()  # checkpoints of a run never straddle splits
+    assert set(m["split"]) == {"train", "val", "test"} and sorted(m["epoch"].unique()) == [0, 1]
+    np.testing.assert_allclose(m["gen_gap"], m["train_acc"] - m["test_acc"])
+    ws = zoo.weights(split="train")  # check_finite inside
+    assert len(ws) == (m["split"] == "train").sum()
+    test = load_split("mnist", "test", limit=256)
+    row = m[m["epoch"] == 1].iloc[0]
+    net = build_arch("small_cnn", in_channels=1, activation=row["activation"]).eval()
+    net.load_state_dict(zoo.state_dict(row["id"]))
+    with torch.no_grad():
+        acc = (net(test.x).argmax(1) == test.y).float().mean().item()
+    assert abs(acc - row["test_acc"]) < 1e-6
+
+
+def test_interrupted_build_resumes_without_duplicates_or_losses(tiny_cnn_zoo, tmp_path, monkeypatch):
+    real, calls, interrupt = small_cnn.train_shard, [], [True]
+
+    def flaky(*args, **kwargs):
+        calls.append(args[2])
+        if len(calls) == 2 and interrupt and interrupt.pop():
+            raise KeyboardInterrupt  # Ctrl-C while the second shard trains
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(small_cnn, "train_shard", flaky)
+    out = tmp_path / "zoo"
+    with pytest.raises(KeyboardInterrupt):
+        build_zoo("small_cnn_mnist", variant="tiny", out=out, progress=False)
+    assert not out.exists() and len(list((tmp_path / ".zoo.work" / "shards").glob("*.parquet"))) == 1
+    n_shards = len(small_cnn.plan(tiny_cnn_zoo.card)[1])
+    calls.clear()
+    zoo = build_zoo("small_cnn_mnist", variant="tiny", out=out, progress=False)
+    assert len(calls) == n_shards - 1  # the finished shard was not trained again
+    ref = tiny_cnn_zoo.members
+    assert list(zoo.members["id"]) == list(ref["id"]) and not zoo.members["id"].duplicated().any()
+    for g in zoo.groups:
+        a, b = zoo.weights(split="train", group=g), tiny_cnn_zoo.weights(split="train", group=g)
+        assert all(torch.equal(a.tensors[k], b.tensors[k]) for k in a.tensors)
+    assert not (tmp_path / ".zoo.work").exists()
+
+
+def test_families_share_hyperparameters_across_architectures(tmp_path):
+    zoo = build_zoo("cnn_families_mnist", variant="tiny", out=tmp_path / "fam", progress=False)
+    assert zoo.groups == ["d2w8", "d3w16", "d4w32"]
+    m = zoo.members
+    per = m[m["epoch"] == 0].pivot(index="run_index", columns="group", values="lr")
+    assert (per.nunique(axis=1) == 1).all()
+    assert m.groupby("run_index")["split"].nunique().max() == 1
+    assert zoo.spec("d4w32").n_params == len(zoo.weights(m[m["group"] == "d4w32"]).flat()[0])
+
+
+def test_siren_fits_reach_a_psnr_floor_and_render_the_image():
+    from wsbench.data import load_split
+
+    imgs = load_split("mnist", "test", normalize=False, limit=3).x[:, 0]
+    seeds = torch.tensor([11, 12, 13])
+    params, mse = siren_inr.fit_sirens(imgs, seeds, steps=100, lr=3e-3)
+    psnr = siren_inr.psnr(mse)
+    assert (psnr > 28).all(), psnr
+    alone, mse1 = siren_inr.fit_sirens(imgs[1:2], seeds[1:2], steps=100, lr=3e-3)
+    torch.testing.assert_close(alone["layers.1.weight"][0], params["layers.1.weight"][1], atol=1e-5, rtol=1e-4)
+    net = build_arch("siren").eval()
+    net.load_state_dict({k: v[2] for k, v in params.items()})
+    with torch.no_grad():
+        img = net(image_coords(28)).view(28, 28)
+    assert abs(((img - imgs[2]) ** 2).mean().item() - mse[2].item()) < 1e-6
+
+
+def test_tiny_siren_zoo_has_dwsnets_splits_and_labels(tmp_path):
+    from wsbench.data import load_split
+
+    zoo = build_zoo("siren_mnist", variant="tiny", out=tmp_path / "inr", progress=False)
+    m = zoo.members
+    assert m["split"].value_counts().to_dict() == {"train": 10, "test": 4, "val": 2}
+    assert (m[m["split"] == "test"]["source_split"] == "test").all()
+    labels = load_split("mnist", "train_full", limit=12).y
+    tr = m[m["source_split"] == "train"].sort_values("image_index")
+    assert tr["label"].tolist() == labels.tolist() and (m["psnr"] > 25).all()
+
+
+def test_tiny_trained_resnet_zoo(tmp_path):
+    from wsbench.data import load_split
+
+    zoo = build_zoo("cifar10_resnet_trained", variant="tiny", out=tmp_path / "rn", progress=False)
+    row = zoo.members.iloc[0]
+    assert len(zoo.members) == 1 and row["group"] == "resnet20" and row["steps"] == 2
+    assert {"test_acc", "test_acc_exact", "test_source", "seed", "recipe"} <= set(zoo.members.columns)
+    net = build_arch("resnet_cifar", depth=20).eval()
+    net.load_state_dict(zoo.state_dict(row["id"]), strict=False)
+    test = load_split("cifar10_exact", "test", limit=128)
+    with torch.no_grad():
+        acc = (net(test.x).argmax(1) == test.y).float().mean().item()
+    assert abs(acc - row["test_acc_exact"]) < 1e-6
+
+
+def test_build_zoo_command_line(tmp_path, capsys):
+    from wsbench.cli import main
+
+    out = tmp_path / "cli_zoo"
+    assert main(["--quiet", "build-zoo", "cnn_families_mnist", "--variant", "tiny", "--out", str(out), "--device", "cpu"]) == 0
+    assert "built cnn_families_mnist (tiny): 24 members" in capsys.readouterr().out
+    assert main(["build-zoo", "cnn_families_mnist", "--variant", "tiny", "--out", str(out)]) == 0
+    assert "already built" in capsys.readouterr().out
+    assert main(["build-zoo", "small_cnn_mnistt", "--variant", "tiny"]) == 2
+    assert "did you mean 'small_cnn_mnist'" in capsys.readouterr().err
+    assert main(["build-zoo", "small_cnn_mnist", "--variant", "huge"]) == 2
+    if not torch.cuda.is_available():
+        assert main(["build-zoo", "small_cnn_mnist", "--variant", "tiny", "--device", "cuda", "--out", str(tmp_path / "x")]) == 2
+        assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_summary_counts_and_checksums(tiny_cnn_zoo, tmp_path):
+    import json
+
+    from wsbench.manifest import sha256_file
+    from wsbench.zoo_summary import write_summary
+
+    js, md = write_summary(tiny_cnn_zoo, tmp_path)
+    s = json.loads(js.read_text())
+    assert s["counts"]["members"] == 16 and s["counts"]["runs"] == 8 and s["counts"]["by_epoch"] == {"0": 8, "1": 8}
+    assert s["files"]["weights/cnn.safetensors"]["sha256"] == sha256_file(tiny_cnn_zoo.root / "weights/cnn.safetensors")
+    assert math.isclose(s["metrics"]["test_acc"]["mean"], tiny_cnn_zoo.members["test_acc"].mean())
+    assert "| test_acc |" in md.read_text() and "weights/cnn.safetensors" in md.read_text()

@@ -73,6 +73,24 @@ def _size(row: Row, use_bytes: bool) -> float | None:
     return row.n_params.mean if row.n_params else None
 
 
+def human_size(value: float, use_bytes: bool) -> str:
+    """'250 kB', '1.5 MB' (decimal units) for bytes; '250k', '1.5M' for parameter counts."""
+    for div, prefix in ((1e9, "G"), (1e6, "M"), (1e3, "k"), (1.0, "")):
+        if abs(value) >= div or div == 1.0:
+            number = f"{value / div:.3g}"
+            return f"{number} {prefix}B" if use_bytes else f"{number}{prefix}"
+    raise AssertionError("unreachable")
+
+
+def _size_axis(ax, use_bytes: bool) -> None:
+    """Major ticks at 1-2-5 steps with readable labels; unlabeled minor ticks (no overlapping 3x10^5)."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _pos: human_size(v, use_bytes)))
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
 def reconstruction_plot(table: Table) -> Plot | None:
     rows = _ok_rows(table, "acc_recon")
     use_bytes = bool(rows) and all("size_bytes" in r.metrics for r in rows)
@@ -107,7 +125,7 @@ def reconstruction_plot(table: Table) -> Plot | None:
     nrows = math.ceil(len(panels) / ncols)
     unit = "bytes" if use_bytes else "parameters"
     with _style():
-        fig = _figure(5.0 * ncols + 1.6, 3.6 * nrows)
+        fig = _figure(5.0 * ncols + 1.6, 4.0 * nrows)
         for k, (name, points, orig) in enumerate(panels):
             ax = fig.add_subplot(nrows, ncols, k + 1)
             for j, method in enumerate(methods):
@@ -119,6 +137,7 @@ def reconstruction_plot(table: Table) -> Plot | None:
             if orig is not None:
                 ax.axhline(orig, color="black", linestyle="--", linewidth=1, label="original")
             ax.set_xscale("log")
+            _size_axis(ax, use_bytes)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel(f"representation size ({unit}, log scale)")
             ax.set_ylabel("reconstructed test accuracy (%)")

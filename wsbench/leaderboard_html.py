@@ -37,7 +37,7 @@ table.leaderboard th,table.leaderboard td{border:1px solid #d6d6d6;padding:.25re
 table.leaderboard th{background:#f2f4f7;position:sticky;top:0}
 table.leaderboard td.num,table.leaderboard th.num{text-align:right;font-variant-numeric:tabular-nums}
 table.leaderboard tr:nth-child(even) td{background:#fafafa}
-table.leaderboard td.best{font-weight:700;background:#e7f5e9}
+table.leaderboard tbody tr td.best{font-weight:700;background:#e7f5e9}
 table.older{opacity:.85}
 figure.plot{margin:1rem 0}figure.plot img{max-width:100%;height:auto;border:1px solid #eee}
 figcaption{font-size:.85rem;color:#555}

@@ -1,0 +1,189 @@
+#!/usr/bin/env python
+"""Build the full zoos on a GPU and measure how fast (networks/s, speed-up over one at a time).
+
+    WSBENCH_DATA_DIR=../shared/data python scripts/gpu_build_zoos.py bench            # the two speed targets
+    WSBENCH_DATA_DIR=../shared/data python scripts/gpu_build_zoos.py build --summaries $OUT/summaries
+    python scripts/gpu_build_zoos.py build --zoos siren_mnist small_cnn_mnist --budget 560
+
+`bench`: (1) small CNNs: trains up to 10,000 runs of the small_cnn_mnist full recipe, shard after
+shard, until done or --budget seconds, and prints networks/s and the projected time for 10,000
+runs (target <= 10 min); (2) SIRENs: fits up to 10,000 MNIST images with the siren_mnist recipe
+(target <= 10 min); (3) the same code one network at a time on a few members, and the speed-up;
+(4) non-determinism: one shard trained twice on the GPU, and on GPU vs CPU (max weight / metric
+differences, for the cards' `nondeterminism` field); (5) grouped vs unfold convolutions.
+`build`: builds each zoo's variant with the suite's builder (resumable: run it again after a time
+limit and it continues with the next shard) and writes summaries (zoos/summaries/ by default).
+Builds stop starting new zoos after --budget seconds; shards are atomic, so a kill at any time is safe.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from wsbench.zoo_builders import build_zoo  # noqa: E402
+from wsbench.zoo_builders import resnet_training, siren_inr, small_cnn  # noqa: E402,F401
+from wsbench.zoo_builders.batched_training import MemberHParams, train_batch  # noqa: E402
+
+ZOOS = ["siren_mnist", "siren_fashion_mnist", "small_cnn_mnist", "small_cnn_fashion_mnist", "small_cnn_cifar10_gray",
+        "cnn_families_mnist", "cifar10_resnet_trained"]
+FIELDS = ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
+
+
+def sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def device_label(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def card(name: str, variant: str = "full"):
+    from wsbench.registry import ZOOS as CARDS
+
+    return CARDS.get(name).resolve(variant)
+
+
+def bench_cnn(device: torch.device, budget: float, n_runs: int, conv_impl: str, variant: str = "full") -> None:
+    c = card("small_cnn_mnist", variant)
+    c.recipe = {**c.recipe, "runs": n_runs, "conv_impl": conv_impl}
+    runs, shards = small_cnn.plan(c)
+    data, _ = small_cnn.load_image_data(c, device)
+    print(f"[cnn] {n_runs} runs of small_cnn_mnist ({c.recipe['epochs']} epochs, batch {c.recipe['batch_size']}, "
+          f"{len(shards)} shards of <= {c.recipe['members_per_shard']}, conv {conv_impl}) on {device_label(device)}")
+    done, t0 = 0, time.perf_counter()
+    for group, act, idx in shards:
+        if time.perf_counter() - t0 > budget:
+            break
+        members, _, st = small_cnn.train_shard(c, group, act, idx, runs, data)
+        sync()
+        done += len(idx)
+        el = time.perf_counter() - t0
+        print(f"  shard {group}-{act} x{len(idx)}: {st['train_seconds']:.1f}s, {done} runs in {el:.0f}s -> {done / el:.1f} networks/s, "
+              f"projected {n_runs / (done / el) / 60:.1f} min for {n_runs}; test_acc median "
+              f"{members[members.epoch == members.epoch.max()].test_acc.median():.3f}", flush=True)
+    rate = done / (time.perf_counter() - t0)
+    # one at a time: the same code with one member per batch, a few members
+    one_times = []
+    for i in range(4):
+        hp = MemberHParams(**{f: [runs[i][f]] for f in FIELDS})
+        t = time.perf_counter()
+        train_batch(small_cnn.cnn_arch(c, "cnn"), hp, runs[i]["activation"], data, epochs=1, checkpoints=[1],
+                    batch_size=c.recipe["batch_size"], eval_train_images=c.recipe["eval_train_images"], conv_impl=conv_impl)
+        sync()
+        one_times.append((time.perf_counter() - t) * c.recipe["epochs"])
+    one_rate = 1 / (sum(one_times) / len(one_times))
+    print(f"[cnn] batched {rate:.2f} networks/s; one at a time {one_rate:.3f} networks/s (1 epoch measured, x epochs); "
+          f"speed-up {rate / one_rate:.0f}x; target 10,000 runs <= 10 min: "
+          f"{'MET' if 10000 / rate <= 600 else 'NOT met'} ({10000 / rate / 60:.1f} min)", flush=True)
+
+
+def bench_siren(device: torch.device, budget: float, n: int, variant: str = "full") -> None:
+    from wsbench.data import load_split
+
+    c = card("siren_mnist", variant)
+    steps, lr, per = int(c.recipe["steps"]), float(c.recipe["lr"]), int(c.recipe["images_per_shard"])
+    x = load_split("mnist", "train_full", device=device, normalize=False, limit=n).x[:, 0]
+    done, t0 = 0, time.perf_counter()
+    for k in range(0, len(x), per):
+        if time.perf_counter() - t0 > budget:
+            break
+        _, mse = siren_inr.fit_sirens(x[k:k + per], torch.arange(k, k + len(x[k:k + per]), device=device), steps=steps, lr=lr)
+        sync()
+        done += len(mse)
+        el = time.perf_counter() - t0
+        print(f"  {done} SIRENs in {el:.0f}s ({done / el:.0f} networks/s), PSNR mean {siren_inr.psnr(mse).mean():.1f} dB",
+              flush=True)
+    rate = done / (time.perf_counter() - t0)
+    t = time.perf_counter()
+    for i in range(4):
+        siren_inr.fit_sirens(x[i:i + 1], torch.tensor([i], device=device), steps=steps, lr=lr)
+    sync()
+    one_rate = 4 / (time.perf_counter() - t)
+    print(f"[siren] batched {rate:.1f} networks/s; one at a time {one_rate:.2f} networks/s; speed-up {rate / one_rate:.0f}x; "
+          f"target 10,000 <= 10 min: {'MET' if 10000 / rate <= 600 else 'NOT met'} ({10000 / rate / 60:.2f} min)", flush=True)
+
+
+def nondeterminism(device: torch.device, variant: str = "full") -> None:
+    c = card("small_cnn_mnist", variant)
+    c.recipe = {**c.recipe, "runs": 64, "epochs": 1, "checkpoints": [1]}
+    runs, shards = small_cnn.plan(c)
+    group, act, idx = shards[0]
+    out = {}
+    for name, dev in (("gpu1", device), ("gpu2", device), ("cpu", torch.device("cpu"))):
+        data, _ = small_cnn.load_image_data(c, dev)
+        out[name] = small_cnn.train_shard(c, group, act, idx[:16], runs, data)
+    for a, b in (("gpu1", "gpu2"), ("gpu1", "cpu")):
+        dw = max((out[a][1][k] - out[b][1][k]).abs().max().item() for k in out[a][1])
+        dm = (out[a][0]["test_acc"] - out[b][0]["test_acc"]).abs().max()
+        print(f"[nondeterminism] {a} vs {b}: max |weight diff| {dw:.2e}, max |test_acc diff| {dm:.2e} "
+              f"(16 runs, 1 epoch)", flush=True)
+
+
+def build(names: list[str], variant: str, device: torch.device, budget: float, summaries: Path) -> None:
+    from wsbench.zoo import CARD_FILE, built_zoo_path, load_zoo
+    from wsbench.zoo_summary import write_summary
+
+    t0 = time.perf_counter()
+    for name in names:
+        t = time.perf_counter()
+        if (built_zoo_path(name, variant) / CARD_FILE).exists():
+            zoo = load_zoo(built_zoo_path(name, variant))
+            print(f"[build] {name} ({variant}) is built already at {zoo.root}; summary {write_summary(zoo, summaries)[1]}")
+            continue
+        if time.perf_counter() - t0 > budget:
+            print(f"[build] budget spent; not starting {name} (run again to continue)")
+            continue
+        zoo = build_zoo(name, variant=variant, device=device, progress=sys.stderr.isatty())
+        js, md = write_summary(zoo, summaries)
+        st = zoo.card.recipe.get("build_stats", {})
+        print(f"[build] {name}: {len(zoo.members)} members in {time.perf_counter() - t:.0f}s "
+              f"({st.get('networks_per_s')} networks/s); summary {md}", flush=True)
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("mode", choices=["bench", "build"])
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--budget", type=float, default=540, help="seconds per part (bench) / for starting zoos (build)")
+    p.add_argument("--store", help="where built zoos go (sets WSBENCH_ZOO_DIR; keep it on the GPU machine's disk)")
+    p.add_argument("--runs", type=int, default=10000, help="bench: networks to train per target")
+    p.add_argument("--conv-impl", default="grouped", choices=["grouped", "unfold"])
+    p.add_argument("--zoos", nargs="+", default=ZOOS)
+    p.add_argument("--variant", default="full")
+    p.add_argument("--parts", nargs="+", default=["cnn", "siren", "nondeterminism"], help="bench parts to run")
+    p.add_argument("--summaries", default=os.environ.get("OUT", str(Path(__file__).resolve().parent.parent / "zoos" / "summaries")))
+    a = p.parse_args()
+    if a.store:
+        os.environ["WSBENCH_ZOO_DIR"] = a.store
+    device = torch.device(a.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print("no CUDA device; use --device cpu for a (slow) CPU run", file=sys.stderr)
+        return 2
+    os.environ.setdefault("WSBENCH_DATA_DIR", str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+    print(f"torch {torch.__version__}, device {device}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
+          f"cudnn TF32 {torch.backends.cudnn.allow_tf32}", flush=True)
+    if a.mode == "bench":
+        if "cnn" in a.parts:
+            bench_cnn(device, a.budget, a.runs, a.conv_impl, a.variant)
+        if "siren" in a.parts:
+            bench_siren(device, a.budget, a.runs, a.variant)
+        if "nondeterminism" in a.parts:
+            nondeterminism(device, a.variant)
+        if "conv" in a.parts:
+            for impl in ("grouped", "unfold"):
+                bench_cnn(device, 60, 512, impl, a.variant)
+    else:
+        build(a.zoos, a.variant, device, a.budget, Path(a.summaries))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,99 @@
+"""Zoo building speed: many networks trained at once vs the same networks one at a time.
+
+Run: .venv/bin/python -m pytest tests/bench/test_bench_zoo_build.py --benchmark-only -s
+Each test times the batched builder code (pytest-benchmark) and, in the same run, a simple
+reference: a plain PyTorch loop (nn.Module + torch.optim, or one SIREN fitted after another) over
+the same members, then prints networks/s of both and the speed-up. Threads: WSBENCH_BENCH_THREADS
+(default 1; on a shared 2-core machine 2 OpenMP threads make small ops erratic). On CPU the
+speed-up is modest (the work is the same FLOPs); the GPU numbers come from scripts/gpu_build_zoos.py.
+"""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from wsbench.archs import build_arch
+from wsbench.zoo_builders import counter_rng as rng
+from wsbench.zoo_builders.batched_training import CnnArch, ImageData, MemberHParams, train_batch
+from wsbench.zoo_builders.siren_inr import fit_sirens
+
+B, STEPS, BS = 32, 8, 32
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(os.environ.get("WSBENCH_BENCH_THREADS", "1")))
+    print(f"\n[torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}]")
+    yield
+    torch.set_num_threads(before)
+
+
+def _data() -> ImageData:
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(STEPS * BS, 1, 28, 28, generator=g), torch.randint(0, 10, (STEPS * BS,), generator=g)
+    return ImageData(x, y, x[:64], y[:64])
+
+
+def _hp(n: int) -> MemberHParams:
+    return MemberHParams(seed=list(range(n)), optimizer=["sgd", "momentum", "adam", "adam"] * (n // 4),
+                         lr=[0.01] * n, weight_decay=[1e-4] * n, dropout=[0.0] * n, init_scale=[1.0] * n,
+                         train_fraction=[1.0] * n)
+
+
+def _reference_loop(data: ImageData, hp: MemberHParams) -> None:
+    """The same members, one after another, as anyone would write it: nn.Module + torch.optim."""
+    arch = CnnArch()
+    n = len(data.y_train)
+    for b in range(len(hp)):
+        m = build_arch("small_cnn", in_channels=1)
+        o = hp.optimizer[b]
+        opt = (torch.optim.Adam(m.parameters(), lr=hp.lr[b], weight_decay=hp.weight_decay[b]) if o == "adam" else
+               torch.optim.SGD(m.parameters(), lr=hp.lr[b], momentum=0.9 if o == "momentum" else 0.0,
+                               weight_decay=hp.weight_decay[b]))
+        seeds = torch.tensor([hp.seed[b]])
+        for step in range(STEPS):
+            idx = rng.randint(seeds, rng.STREAM_BATCH, step, BS, n)[0]
+            loss = F.cross_entropy(m(data.x_train[idx]), data.y_train[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        with torch.no_grad():  # the evaluation the builder does at its checkpoint
+            m.eval()
+            m(data.x_test).argmax(1)
+            m(data.x_train[:64]).argmax(1)
+    assert arch.n_params == 4970
+
+
+@pytest.mark.parametrize("conv_impl", ["grouped", "unfold"])
+def test_bench_batched_cnn_training(benchmark, conv_impl):
+    data, hp = _data(), _hp(B)
+    run = lambda: train_batch(CnnArch(), hp, "relu", data, epochs=1, checkpoints=[1], batch_size=BS,  # noqa: E731
+                              eval_train_images=64, conv_impl=conv_impl)
+    res = benchmark.pedantic(run, rounds=3, iterations=1, warmup_rounds=1)
+    assert all(torch.isfinite(v).all() for v in res.snapshots.values())
+    ours = benchmark.stats.stats.min
+    t = time.perf_counter()
+    _reference_loop(data, hp)
+    ref = time.perf_counter() - t
+    print(f"\nsmall CNN, {B} members x {STEPS} steps of {BS} images ({conv_impl}): batched {B / ours:.1f} networks/s, "
+          f"one at a time {B / ref:.1f} networks/s, speed-up {ref / ours:.2f}x")
+
+
+def test_bench_batched_siren_fitting(benchmark):
+    imgs = torch.rand(B, 28, 28)
+    seeds = torch.arange(B)
+    params, _ = benchmark.pedantic(lambda: fit_sirens(imgs, seeds, steps=20, lr=1e-3), rounds=3, iterations=1,
+                                   warmup_rounds=1)
+    assert torch.isfinite(params["layers.1.weight"]).all()
+    ours = benchmark.stats.stats.min
+    t = time.perf_counter()
+    for b in range(B):  # one SIREN after another, the same code path with B = 1
+        fit_sirens(imgs[b:b + 1], seeds[b:b + 1], steps=20, lr=1e-3)
+    ref = time.perf_counter() - t
+    print(f"\nSIREN, {B} images x 20 steps: batched {B / ours:.1f} networks/s, one at a time {B / ref:.1f} networks/s, "
+          f"speed-up {ref / ours:.2f}x")

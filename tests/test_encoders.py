@@ -17,6 +17,7 @@ import torch
 import wsbench.methods.dwsnet  # noqa: F401  (registration; until wsbench/builtins.py imports these)
 import wsbench.methods.graph  # noqa: F401
 import wsbench.methods.mlp  # noqa: F401
+import wsbench.methods.nfn  # noqa: F401
 import wsbench.methods.sne  # noqa: F401
 import wsbench.methods.stat_features  # noqa: F401
 from wsbench.archs import build_arch
@@ -248,3 +249,28 @@ def test_canonical_alignment_maps_an_orbit_to_one_point():
     p = ws.permute(ws.random_permutation(torch.Generator().manual_seed(5)))
     b = p.permute(canonical_permutation(p))
     assert torch.allclose(a.flat(), b.flat())
+
+
+def test_pooled_blocks_equal_one_linear_per_block():
+    """The batched no-shared-group blocks compute exactly sum_i Lin_ij(pool(x_i)) per destination."""
+    from wsbench.methods.dwsnet.blocks import PairBlock
+
+    spec = spec_of("cnn")
+    layouts = layouts_for_spec(spec)
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, [t.channels for t in layouts], 5, num_heads=1)
+    xs = features_from_ws(random_ws("cnn", 2), layouts)
+    pooled = layer.pooled
+    got = pooled(xs)
+    for j, lin, bias in zip(pooled.dsts, pooled.linears, pooled.biases):
+        start, want = 0, 0
+        for k, i in enumerate(pooled.sources[j]):
+            f = pooled.f_in[i]
+            block = PairBlock(layouts[i].axes, layouts[j].axes, layouts[i].channels, 5)
+            with torch.no_grad():
+                block.terms[0].weight.copy_(lin.weight[:, start:start + f])
+                block.terms[0].bias.copy_(bias[k])
+            start += f
+            want = want + block(xs[i])
+        assert torch.allclose(got[j], want, atol=1e-6)
+    assert len(pooled.dsts) == len(layouts) and len(layer.routes) < len(layouts) ** 2

@@ -13,6 +13,7 @@ import torch
 import wsbench.methods.dwsnet  # noqa: F401  (registration; until wsbench/builtins.py imports these)
 import wsbench.methods.graph  # noqa: F401
 import wsbench.methods.mlp  # noqa: F401
+import wsbench.methods.nfn  # noqa: F401
 import wsbench.methods.sne  # noqa: F401
 import wsbench.methods.stat_features  # noqa: F401
 import wsbench.tasks.inr_classification  # noqa: F401
@@ -239,3 +240,27 @@ def test_bad_target_is_a_clear_error(tmp_path):
         TASKS.get("property_prediction")(target="val_loss", epochs=1).run(METHODS.get("mlp"), {}, zoo, ctx())
     with pytest.raises(ConfigError, match="groups"):
         TASKS.get("property_prediction")(groups=["nope"]).applicable(METHODS.get("mlp"), zoo)
+
+
+def test_every_encoder_preset_is_valid():
+    """baselines/<encoder>/*.yaml: method keys build the encoder, task keys pass every encoder task."""
+    from wsbench.runner import RESERVED, load_preset, preset_names
+    from wsbench.tasks.encoder_training import ENCODER_TASKS
+
+    spec = spec_for_arch("siren")
+    checked = 0
+    for name in METHODS.names():
+        cls = METHODS.get(name)
+        if cls.capability != "encoder":
+            continue
+        presets = preset_names(name)
+        assert "quick" in presets and ({"paper", "default"} & set(presets)), f"{name}: presets {presets}"
+        for preset in presets:
+            data = load_preset(name, preset)
+            assert isinstance(data.get("description"), str) and data["description"].strip()
+            cls(spec, 10, **{k: v for k, v in data.items() if k not in RESERVED})
+            for task in ENCODER_TASKS:
+                extra = {k: v for k, v in TASKS.get(task).extra_defaults.items()}
+                task_options(task, data.get("task") or {}, extra)
+            checked += 1
+    assert checked >= 16

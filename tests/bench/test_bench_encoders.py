@@ -1,0 +1,173 @@
+"""Encoder speed: forward and training throughput (networks/s) of every registered encoder at its
+default size, on SIREN INRs (2-32-32-1) and the small CNN (4,970 parameters), each against the
+simplest encoder (one Linear on the flattened weights) timed in the same run; plus two of our
+own speed-ups against their plain references (same outputs asserted).
+
+Run: .venv/bin/python -m pytest tests/bench/test_bench_encoders.py --benchmark-only -s
+"""
+from __future__ import annotations
+
+import itertools
+import math
+import time
+
+import pytest
+import torch
+
+import wsbench.methods.dwsnet  # noqa: F401
+import wsbench.methods.graph  # noqa: F401
+import wsbench.methods.mlp  # noqa: F401
+import wsbench.methods.nfn  # noqa: F401
+import wsbench.methods.sne  # noqa: F401
+import wsbench.methods.stat_features  # noqa: F401
+from wsbench.archs import build_arch
+from wsbench.methods.dwsnet.blocks import PairBlock
+from wsbench.methods.dwsnet.layer import DWSLayer
+from wsbench.methods.dwsnet.layout import features_from_ws, layouts_for_spec
+from wsbench.metrics import kendall_tau
+from wsbench.registry import METHODS
+from wsbench.weights import WeightSpace, spec_for_arch
+
+ENCODERS = [n for n in METHODS.names() if METHODS.get(n).capability == "encoder"]
+ARCHS = {"siren": ("siren", {}), "small_cnn": ("small_cnn", {})}
+BATCH = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)  # comparable numbers on a shared 2-core machine
+    yield
+    torch.set_num_threads(n)
+
+
+def _zoo(key: str, n: int = BATCH) -> WeightSpace:
+    arch, kw = ARCHS[key]
+    torch.manual_seed(0)
+    return WeightSpace.from_state_dicts(spec_for_arch(arch, **kw), [build_arch(arch, **kw).state_dict() for _ in range(n)])
+
+
+def _best_of(fn, repeats: int = 3) -> float:
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _report(name: str, ours: float, reference: float, n: int = BATCH) -> None:
+    print(f"\n{name}: ours {ours * 1e3:.1f} ms ({n / ours:,.0f} networks/s), reference {reference * 1e3:.2f} ms "
+          f"({n / reference:,.0f} networks/s); ours takes {ours / reference:.2f}x the reference time")
+
+
+def _flat_linear(ws: WeightSpace) -> torch.nn.Module:
+    return torch.nn.Linear(ws.flat().shape[1], 10)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("name", ENCODERS)
+def test_bench_forward(benchmark, name, arch):
+    ws = _zoo(arch)
+    cls = METHODS.get(name)
+    if not cls.supports(ws.spec)[0]:
+        pytest.skip(f"{name} cannot read {arch}")
+    enc = cls(ws.spec, 10).eval()
+    ref = _flat_linear(ws)
+    with torch.no_grad():
+        out = benchmark(enc, ws)
+        ref_s = _best_of(lambda: ref(ws.flat()))
+    assert out.shape == (BATCH, 10) and torch.isfinite(out).all()
+    _report(f"{name} forward, {BATCH} {arch} networks", benchmark.stats.stats.min, ref_s)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("name", ENCODERS)
+def test_bench_training_step(benchmark, name, arch):
+    ws = _zoo(arch)
+    cls = METHODS.get(name)
+    if not cls.supports(ws.spec)[0]:
+        pytest.skip(f"{name} cannot read {arch}")
+    enc = cls(ws.spec, 1).train()
+    opt = torch.optim.AdamW(enc.parameters(), lr=1e-4)
+    y = torch.randn(BATCH)
+    ref = _flat_linear(ws)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-4)
+
+    def step(model, optim):
+        loss = torch.nn.functional.mse_loss(model(ws)[:, 0], y)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        return loss.detach()
+
+    loss = benchmark(step, enc, opt)
+    ref_s = _best_of(lambda: step(lambda w: ref(w.flat()), ref_opt))
+    assert torch.isfinite(loss)
+    _report(f"{name} training step (fwd+bwd+AdamW), {BATCH} {arch} networks", benchmark.stats.stats.min, ref_s)
+
+
+def _per_block_reference(layer: DWSLayer) -> list[tuple[int, int, PairBlock]]:
+    """The pooled blocks as one PairBlock each (one Linear per block), weights copied from `layer`."""
+    pooled, blocks = layer.pooled, []
+    for j, lin, bias in zip(pooled.dsts, pooled.linears, pooled.biases):
+        start = 0
+        for k, i in enumerate(pooled.sources[j]):
+            src, dst, f = layer.layouts[i], layer.layouts[j], pooled.f_in[i]
+            fixed = math.prod(a.size for a in src.axes if a.group is None)
+            block = PairBlock(src.axes, dst.axes, f // fixed, layer.c_out, reduction=pooled.reduction)
+            with torch.no_grad():
+                block.terms[0].weight.copy_(lin.weight[:, start:start + f])
+                block.terms[0].bias.copy_(bias[k])
+            start += f
+            blocks.append((i, j, block))
+    return blocks
+
+
+def test_bench_dws_pooled_blocks_vs_one_linear_per_block(benchmark):
+    """DWS layer with the no-shared-group blocks batched (PooledBlocks) vs one module per block."""
+    ws = _zoo("siren")
+    layouts = layouts_for_spec(ws.spec)
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, 32, 32).eval()
+    xs = [torch.randn(BATCH, *(a.size for a in t.axes), 32) for t in layouts]
+    naive = _per_block_reference(layer)
+
+    def reference():
+        outs = [None] * len(layouts)
+        for i, j, fam, key in layer.routes:
+            h = layer.blocks[fam][key](xs[i])
+            outs[j] = h if outs[j] is None else outs[j] + h
+        for i, j, block in naive:
+            h = block(xs[i])
+            outs[j] = h if outs[j] is None else outs[j] + h
+        return [o.expand(BATCH, *(a.size for a in t.axes), 32) / len(layouts) for o, t in zip(outs, layouts)]
+
+    with torch.no_grad():
+        ours = benchmark(layer, xs)
+        ref = reference()
+        ref_s = _best_of(reference)
+    for a, b in zip(ours, ref):
+        assert torch.allclose(a, b, atol=1e-5)
+    print(f"\n(pooled pairs: {len(naive)}, shared-group pairs: {len(layer.routes)})")
+    _report("DWS layer 32->32 on SIREN features", benchmark.stats.stats.min, ref_s)
+
+
+def test_bench_kendall_tau_vs_python_pairs(benchmark):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.rand(1500, generator=g).tolist(), torch.randint(0, 50, (1500,), generator=g).tolist()
+
+    def python_pairs():
+        s = tx = ty = 0
+        for i, j in itertools.combinations(range(len(x)), 2):
+            dx, dy = (x[i] > x[j]) - (x[i] < x[j]), (y[i] > y[j]) - (y[i] < y[j])
+            s, tx, ty = s + dx * dy, tx + (dx == 0), ty + (dy == 0)
+        n0 = len(x) * (len(x) - 1) / 2
+        return s / ((n0 - tx) * (n0 - ty)) ** 0.5
+
+    ours = benchmark(kendall_tau, x, y)
+    t = time.perf_counter()
+    ref = python_pairs()
+    ref_s = time.perf_counter() - t
+    assert ours == pytest.approx(ref)
+    _report("Kendall tau-b, 1,500 values", benchmark.stats.stats.min, ref_s, n=1)

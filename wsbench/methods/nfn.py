@@ -1,0 +1,92 @@
+"""Neural functionals (Zhou et al., NeurIPS 2023, "Permutation Equivariant Neural Functionals").
+
+Linear equivariant layers with mean pooling (no attention), ReLU between layers, an invariant
+mean-pooling head and an MLP. Two symmetry groups:
+- `nfn_hnp`: hidden neurons permutable (the true symmetry; the same linear space as DWSNets' layers);
+- `nfn_np`: every neuron permutable, inputs and outputs too (a larger group than the networks'
+  symmetry, so far fewer parameters, but blind to reordering input pixels/channels).
+Both reuse the DWSNet blocks (every linear equivariant map between the labelled tensors); NP
+relabels the non-permutable input/output axes as permutable groups of their own. Conv kernel
+entries are channels. Sizes (hidden 64, 3 layers, head 64) are ours, not the paper's.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+
+from ..errors import ConfigError, NotApplicableError
+from ..registry import METHODS
+from ..weights import NetworkSpec, WeightSpace
+from .base import Encoder
+from .dwsnet.layer import DWSLayer, InvariantHead, relu_dropout
+from .dwsnet.layout import Axis, TensorLayout, chain_problem, features_from_ws, layouts_for_spec
+from .mlp import SpecArg, check_config, checked_specs
+
+
+def np_layouts(layouts: list[TensorLayout]) -> list[TensorLayout]:
+    """Give every non-permutable neuron axis a permutation group of its own (NP symmetry)."""
+    out = []
+    for t in layouts:
+        axes = []
+        for k, a in enumerate(t.axes):
+            if a.group is None:  # the network's inputs (axis 1 of the first weight) or outputs (axis 0)
+                name = "np_in" if (t.kind == "weight" and k == 1) else "np_out"
+                axes.append(Axis(name, a.size))
+            else:
+                axes.append(a)
+        out.append(replace(t, axes=tuple(axes)))
+    return out
+
+
+class NeuralFunctional(Encoder):
+    symmetry: ClassVar[str] = "hnp"
+    invariant: ClassVar[bool] = True
+    defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 3, "head_dim": 64, "dropout": 0.0}
+    tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 16, "n_layers": 2, "head_dim": 16}
+
+    def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
+        super().__init__()
+        (self.spec,) = checked_specs(type(self), spec_or_specs)
+        self.config = c = check_config(self.name, config, self.defaults)
+        for key in ("hidden_dim", "n_layers", "head_dim"):
+            if c[key] < 1:
+                raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")
+        self.layouts = layouts_for_spec(self.spec)
+        inner = np_layouts(self.layouts) if self.symmetry == "np" else self.layouts
+        H = c["hidden_dim"]
+        c_in = [t.channels for t in inner]
+        self.layers = nn.ModuleList(DWSLayer(inner, c_in if i == 0 else H, H, reduction="mean", set_layer="ds")
+                                    for i in range(c["n_layers"]))
+        self.head = nn.Sequential(InvariantHead(inner, H, c["head_dim"], reduction="mean"), nn.ReLU(),
+                                  nn.Linear(c["head_dim"], out_dim))
+
+    @classmethod
+    def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
+        why = chain_problem(spec)
+        return (not why, why)
+
+    def forward(self, ws: WeightSpace) -> Tensor:
+        if ws.spec != self.spec:
+            raise NotApplicableError(f"{self.name} was built for {self.spec.describe()}, got {ws.spec.describe()}")
+        xs = features_from_ws(ws, self.layouts)
+        for i, layer in enumerate(self.layers):
+            xs = layer(xs if i == 0 else relu_dropout(xs, self.config["dropout"], self.training))
+        return self.head(relu_dropout(xs, self.config["dropout"], self.training))
+
+
+@METHODS.register("nfn_hnp")
+class NFNHNP(NeuralFunctional):
+    name: ClassVar[str] = "nfn_hnp"
+    description: ClassVar[str] = "neural functional, hidden-neuron permutation (HNP) equivariant layers (Zhou et al.)"
+    symmetry: ClassVar[str] = "hnp"
+    intended_invariances: ClassVar[frozenset[str]] = frozenset()
+
+
+@METHODS.register("nfn_np")
+class NFNNP(NeuralFunctional):
+    name: ClassVar[str] = "nfn_np"
+    description: ClassVar[str] = "neural functional, all-neuron permutation (NP) equivariant layers (Zhou et al.)"
+    symmetry: ClassVar[str] = "np"
+    intended_invariances: ClassVar[frozenset[str]] = frozenset({"input_permutation"})

@@ -40,8 +40,15 @@ def _say(args: argparse.Namespace, obj: dict, text: str) -> None:
         print(text)
 
 
+def _register_builders() -> None:
+    """The builders of the suite's cards (also imported by wsbench.builtins; repeated imports are free)."""
+    from ..zoo_builders import pretrained_resnet, resnet_training, siren_inr, small_cnn  # noqa: F401
+
+
 def cmd_build_zoo(args: argparse.Namespace) -> int:
     from ..registry import ZOOS
+
+    _register_builders()
     from ..zoo import CARD_FILE, built_zoo_path
     from ..zoo_builders import build_zoo
 

@@ -195,9 +195,11 @@ class ImageData:
 
 @torch.no_grad()
 def evaluate(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor, *, idx: Tensor | None = None,
-             conv_impl: str = "grouped", max_elems: int = 1 << 26) -> tuple[Tensor, Tensor]:
-    """Accuracy and mean cross-entropy [B] of each member on x (shared) or on x[idx[b]] (per member)."""
+             conv_impl: str = "grouped", max_elems: int | None = None) -> tuple[Tensor, Tensor]:
+    """Accuracy and mean cross-entropy [B] of each member on x (shared) or on x[idx[b]] (per member),
+    in image chunks of at most `max_elems` first-layer activations (default 2^28 on GPU, 2^26 on CPU)."""
     nb = flat.shape[0]
+    max_elems = max_elems or (1 << 28 if flat.device.type == "cuda" else 1 << 26)
     n = idx.shape[1] if idx is not None else x.shape[0]
     per_image = nb * arch.channels * ((x.shape[-2] + 1) // 2) * ((x.shape[-1] + 1) // 2)
     chunk = max(1, min(n, max_elems // max(per_image, 1)))

@@ -41,6 +41,12 @@ class GraphTemplate:
     edge_kind: Tensor  # [E] 0 linear, 1 conv
     bias_slots: list[tuple[int, int, str | None]]  # (first node, count, bias key) per boundary >= 1
 
+    def on(self, device: torch.device, dim: int) -> dict[str, Tensor]:
+        """Device tensors of the template, with the sinusoidal layer encodings precomputed."""
+        return {"edge_index": self.edge_index.to(device), "node_fixed": self.node_fixed.to(device),
+                "edge_kind": self.edge_kind.to(device), "node_layer_pe": sinusoidal(self.node_layer, dim).to(device),
+                "edge_layer_pe": sinusoidal(self.edge_layer, dim).to(device)}
+
 
 def graph_problem(spec: NetworkSpec) -> str:
     if not spec.is_chain():
@@ -122,6 +128,7 @@ class NeuralGraph(Encoder):
         self.layers = nn.ModuleList(NeuralGraphLayer(h) for _ in range(c["n_layers"]))
         self.head = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, out_dim))
         self._templates: dict[NetworkSpec, GraphTemplate] = {}
+        self._on_device: dict[tuple[NetworkSpec, torch.device], dict[str, Tensor]] = {}
         for spec in specs:
             self.template(spec)
 
@@ -146,12 +153,15 @@ class NeuralGraph(Encoder):
     def forward(self, ws: WeightSpace) -> Tensor:
         t, B, dev, h = self.template(ws.spec), len(ws), ws.device, self.config["hidden_dim"]
         N, E = t.n_nodes, t.edge_index.shape[1]
+        if (ws.spec, dev) not in self._on_device:
+            self._on_device[(ws.spec, dev)] = t.on(dev, h)
+        d = self._on_device[(ws.spec, dev)]
         # node features: bias value + layer encoding + position embedding of fixed neurons
         bias = torch.zeros(B, N, device=dev)
         for start, count, key in t.bias_slots:
             if key:
                 bias[:, start:start + count] = ws.tensors[key]
-        node_static = sinusoidal(t.node_layer, h).to(dev) + self.fixed_embedding(t.node_fixed.to(dev))
+        node_static = d["node_layer_pe"] + self.fixed_embedding(d["node_fixed"])
         x = (self.node_in(bias.unsqueeze(-1)) + node_static).reshape(B * N, h)
         # edge features: kernels (1 entry for linear layers), zero-padded
         k = self.config["max_kernel"]
@@ -160,10 +170,10 @@ class NeuralGraph(Encoder):
             w = ws.tensors[lay.weight]
             w = w.reshape(B, w.shape[1] * w.shape[2], -1)
             parts.append(nn.functional.pad(w, (0, k - w.shape[-1])))
-        edge_static = sinusoidal(t.edge_layer, h).to(dev) + self.kind_embedding(t.edge_kind.to(dev))
+        edge_static = d["edge_layer_pe"] + self.kind_embedding(d["edge_kind"])
         e = (self.edge_in(torch.cat(parts, dim=1)) + edge_static).reshape(B * E, h)
         offsets = (torch.arange(B, device=dev) * N).view(1, B, 1)
-        edge_index = (t.edge_index.to(dev).view(2, 1, E) + offsets).reshape(2, B * E)
+        edge_index = (d["edge_index"].view(2, 1, E) + offsets).reshape(2, B * E)
         for layer in self.layers:
             x, e = layer(x, edge_index, e)
         node_batch = torch.arange(B, device=dev).repeat_interleave(N)

@@ -44,6 +44,10 @@ class ChunkPlan:
     n_layers: int
     max_chunks: int
 
+    def to(self, device: torch.device) -> "ChunkPlan":
+        return ChunkPlan(self.index.to(device), self.layer.to(device), self.slot.to(device),
+                         self.layer_type.to(device), self.n_layers, self.max_chunks)
+
 
 def _rows(spec: NetworkSpec, offsets: dict[str, int]) -> list[tuple[str, Tensor]]:
     """(layer type, [rows, row length] indices into the flat vector) for every layer of the spec."""
@@ -170,6 +174,7 @@ class SNE(Encoder):
         self.head = nn.Sequential(nn.BatchNorm1d(h) if c["head_bn"] else nn.Identity(), nn.Linear(h, h), nn.ReLU(),
                                   nn.Linear(h, out_dim))
         self._plans: dict[NetworkSpec, ChunkPlan] = {}
+        self._device_plans: dict[tuple[NetworkSpec, torch.device], ChunkPlan] = {}
         for spec in self.specs:
             self.plan(spec)
 
@@ -177,7 +182,13 @@ class SNE(Encoder):
     def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
         return (True, "") if spec.params else (False, "the architecture has no parameters")
 
-    def plan(self, spec: NetworkSpec) -> ChunkPlan:
+    def plan(self, spec: NetworkSpec, device: torch.device | None = None) -> ChunkPlan:
+        """The chunk layout of `spec` (built once; cached per device)."""
+        if device is not None:
+            key = (spec, device)
+            if key not in self._device_plans:
+                self._device_plans[key] = self.plan(spec).to(device)
+            return self._device_plans[key]
         if spec not in self._plans:
             plan = chunk_plan(spec, self.config["chunk_size"])
             if plan.n_layers > self.config["max_layers"]:
@@ -187,14 +198,15 @@ class SNE(Encoder):
         return self._plans[spec]
 
     def forward(self, ws: WeightSpace) -> Tensor:
-        plan, B, dev = self.plan(ws.spec), len(ws), ws.device
-        index, layer, slot = plan.index.to(dev), plan.layer.to(dev), plan.slot.to(dev)
+        B, dev = len(ws), ws.device
+        plan = self.plan(ws.spec, dev)
+        index, layer, slot = plan.index, plan.layer, plan.slot
         flat = torch.cat([ws.tensors[k].reshape(B, -1) for k in ws.spec.keys] + [ws.tensors[ws.spec.keys[0]].new_zeros(B, 1)], 1)
         pad_col = flat.shape[1] - 1
         values = flat[:, torch.where(index >= 0, index, pad_col)]  # [B, n_chunks, c]
         n_chunks, c = index.shape
         h = self.config["hidden_dim"]
-        type_pe = self.type_embedding(plan.layer_type.to(dev))  # [L, h]
+        type_pe = self.type_embedding(plan.layer_type)  # [L, h]
         pe = self.layer_pe[: plan.n_layers] + type_pe  # [L, h]
         # chunks: sets of c scalars -> one vector each
         x = self.embed(values.reshape(B * n_chunks, c, 1))
@@ -205,7 +217,7 @@ class SNE(Encoder):
         grid = z.new_zeros(B, plan.n_layers, plan.max_chunks, h)
         grid[:, layer, slot] = z
         chunk_pad = torch.ones(plan.n_layers, plan.max_chunks, dtype=torch.bool, device=dev)
-        chunk_pad[layer, slot] = False
+        chunk_pad[layer, slot] = False  # True where a layer has fewer chunks than the longest
         lay = self.layer_stage(grid.view(B * plan.n_layers, plan.max_chunks, h), pe.repeat(B, 1)[:, None, :],
                                chunk_pad.repeat(B, 1) if bool(chunk_pad.any()) else None)
         # network: set of layer vectors (ordered by their encodings) -> one vector

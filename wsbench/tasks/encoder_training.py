@@ -235,6 +235,8 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
     opt = torch.optim.AdamW(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"], amsgrad=opts["amsgrad"])
     gen = ctx.generator(offset=17)
     select = opts["select_by"] if opts["select_by"] != "auto" else ("accuracy" if classification else "mse")
+    if select != "last" and (select == "accuracy") != classification:
+        raise ConfigError(f"select_by {select!r} does not fit a {'classification' if classification else 'regression'} task")
     augment, aux = getattr(model, "augment", None), getattr(model, "auxiliary_loss", None)
     best_state, best, n_seen = None, None, 0
     from tqdm.auto import tqdm

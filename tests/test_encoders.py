@@ -274,3 +274,16 @@ def test_pooled_blocks_equal_one_linear_per_block():
             want = want + block(xs[i])
         assert torch.allclose(got[j], want, atol=1e-6)
     assert len(pooled.dsts) == len(layouts) and len(layer.routes) < len(layouts) ** 2
+
+
+def test_permutation_augmentation_preserves_every_network_function():
+    from wsbench.weights import batched_forward
+
+    arch, kw = SPECS["mlp"]
+    enc = make("mlp_permaug", spec_of("mlp"))
+    ws = random_ws("mlp", 4)
+    aug = enc.augment(ws, torch.Generator().manual_seed(0))
+    x = torch.randn(7, 2)
+    model = build_arch(arch, **kw)
+    assert not torch.allclose(aug.flat(), ws.flat())
+    assert torch.allclose(batched_forward(model, aug, x), batched_forward(model, ws, x), atol=1e-5)

@@ -42,7 +42,8 @@ PAPER_ITERS = 68_600
 HIDDEN = {20: 180, 56: 320}
 WEIGHTS = {20: 1e-4, 56: 1e-5}
 VARIANTS = {"default": {}, "bf16": {"bf16": True}, "compile": {"compile": True},
-            "bf16+compile": {"bf16": True, "compile": True}, "no_tf32": {"tf32": False},
+            "bf16+compile": {"bf16": True, "compile": True}, "compile-cudagraphs": {"compile": "reduce-overhead"},
+            "bf16+compile-cudagraphs": {"bf16": True, "compile": "reduce-overhead"}, "no_tf32": {"tf32": False},
             "no_fold": {"fold_bn": False}, "nchw": {"channels_last": False}}
 
 

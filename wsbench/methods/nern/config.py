@@ -62,7 +62,7 @@ DEFAULTS: dict[str, Any] = {
     "channels_last": True,  # NHWC activations: 2-3x faster convolutions on CPU
     "tf32": "auto",
     "bf16": False,
-    "compile": False,
+    "compile": False,  # or true / a torch.compile mode, e.g. "reduce-overhead" (CUDA graphs)
     "ordering_memory_mb": None,
     "description": "",
 }
@@ -78,7 +78,8 @@ CHOICES = {
 POS_INTS = ("hidden", "levels", "iterations", "image_batch", "weights_batch", "eval_every", "eval_batch",
             "checkpoint_every", "log_every", "lookahead_k")
 NONNEG_FLOATS = ("kd_weight", "fmd_weight", "lr_min", "eps", "weight_decay")
-BOOLS = ("fmd_aliasing", "augment", "fold_bn", "bf16", "compile")
+BOOLS = ("fmd_aliasing", "augment", "fold_bn", "bf16")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AUTO_BOOLS = ("channels_last", "tf32")
 
 
@@ -131,6 +132,8 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     for key in BOOLS:
         if not isinstance(cfg[key], bool):
             raise _err(key, "must be true or false", cfg[key])
+    if not (isinstance(cfg["compile"], bool) or cfg["compile"] in COMPILE_MODES):
+        raise _err("compile", f"must be true, false or a torch.compile mode {list(COMPILE_MODES)}", cfg["compile"])
     for key in AUTO_BOOLS:
         if not (isinstance(cfg[key], bool) or cfg[key] == "auto"):
             raise _err(key, "must be true, false or 'auto'", cfg[key])

@@ -28,7 +28,7 @@ def kernel_coordinates(layout: ConvLayout, positions: Sequence[Tensor], normaliz
                        device: torch.device | str = "cpu") -> Tensor:
     """(n_kernels, 3) float64 coordinates; kernel i of layer l sits at slot positions[l][i]."""
     n_layers = len(layout.layers)
-    gmax = max(max(l.filters, l.channels, n_layers) for l in layout.layers)
+    gmax = max(max(l.shape) for l in layout.layers)  # official `global`: the largest dimension of any shape
     parts = []
     for li, (layer, pos) in enumerate(zip(layout.layers, positions)):
         pos = pos.to(device)

@@ -66,8 +66,10 @@ class Fitter:
         tensors, scalars = loaded
         t, st = self.t, self.t.state
         _load_state(t, tensors, "")
-        load_optimizer_tensors(t.optimizer, {k: v.to(t.device) for k, v in tensors.items()
-                                             if k.startswith(("opt.", "slow."))}, scalars["optimizer"])
+        # RAdam's step counters stay on the CPU (on CUDA they would force a sync every step)
+        load_optimizer_tensors(t.optimizer, {k: v if k.endswith(".step") else v.to(t.device)
+                                             for k, v in tensors.items() if k.startswith(("opt.", "slow."))},
+                               scalars["optimizer"])
         st.iteration = int(scalars["iteration"])
         st.best_acc = float(scalars["best_acc"])
         st.best_iteration = int(scalars["best_iteration"])

@@ -40,12 +40,13 @@ def _set_module(root: nn.Module, name: str, new: nn.Module) -> None:
 class FunctionalNet:
     """Runs `model` with given conv kernels; `scale[key]` multiplies each kernel's filters (the BN fold)."""
 
-    def __init__(self, model: nn.Module, layout: ConvLayout, *, fold_bn: bool = True,
+    def __init__(self, model: nn.Module, layout: ConvLayout, *, fold_bn: bool = True, input_size: int = 32,
                  channels_last: bool = False, log: Callable[[str], None] = lambda m: None) -> None:
         model = model.eval()
         self.layout = layout
         self.has_features = "return_features" in inspect.signature(model.forward).parameters
         self.channels_last = channels_last
+        self.input_size = input_size
         self.folded = False
         self.module = model
         self.scale: dict[str, Tensor] = {}
@@ -95,7 +96,7 @@ class FunctionalNet:
         dev = next(model.parameters()).device
         g = torch.Generator().manual_seed(0)
         first = self.layout.layers[0]
-        x = torch.randn(4, first.channels, 16, 16, generator=g).to(dev)
+        x = torch.randn(4, first.channels, self.input_size, self.input_size, generator=g).to(dev)
         sd = self._state(model)
         weights = {k: sd[k].detach() for k in self.layout.keys}
         params = {**const, **{k: w * scale[k].view(-1, 1, 1, 1) if k in scale else w for k, w in weights.items()}}

@@ -100,7 +100,7 @@ class NeRNTrainer:
         self.use_fmd = cfg["fmd_weight"] > 0
         self.use_kd = cfg["kd_weight"] > 0
         self.distill = self.use_fmd or self.use_kd
-        self.net = FunctionalNet(model, layout, fold_bn=cfg["fold_bn"],
+        self.net = FunctionalNet(model, layout, fold_bn=cfg["fold_bn"], input_size=self._input_size(),
                                  channels_last=resolve_auto(cfg["channels_last"], dev.type), log=self.ctx.log)
         self.teacher_params = self.net.params(layout.split(self.target_flat))
         self.predictor = KernelPredictor(emb_dim, cfg["hidden"], layout.out_dim, cfg["n_layers"]).to(dev)
@@ -109,15 +109,25 @@ class NeRNTrainer:
                                          cfg["weight_decay"], cfg["lookahead_k"], cfg["lookahead_alpha"])
         self.rnd = StepRandom(self.ctx.seed, dev)
         self.tf32 = resolve_auto(cfg["tf32"], dev.type)
-        self.autocast = (torch.autocast(dev.type, dtype=torch.bfloat16) if cfg["bf16"] else contextlib.nullcontext)
-        self._distill_fn: Callable = self._distill_losses
-        if cfg["compile"]:
-            self._distill_fn = torch.compile(self._distill_losses, dynamic=False)
+        self.autocast = ((lambda: torch.autocast(dev.type, dtype=torch.bfloat16)) if cfg["bf16"]
+                         else contextlib.nullcontext)
+        self._loss_fn: Callable = self._losses
+        if cfg["compile"]:  # the whole loss (predictor, student, teacher, losses); backward is compiled too
+            mode = None if cfg["compile"] is True else cfg["compile"]
+            self._loss_fn = torch.compile(self._losses, dynamic=False, mode=mode)
         self._sync()
         self.timings.setup = time.perf_counter() - t_start
         t0 = time.perf_counter()
         self._setup_data(model)
         self.timings.data = time.perf_counter() - t0
+
+    def _input_size(self) -> int:
+        try:
+            from ...data import dataset_info
+
+            return dataset_info(self.target.dataset).size
+        except Exception:  # noqa: BLE001 - unknown dataset: the fold check just uses 32x32
+            return 32
 
     def _setup_data(self, model: torch.nn.Module) -> None:
         cfg, dev = self.cfg, self.device
@@ -188,11 +198,9 @@ class NeRNTrainer:
         shape = (self.cfg["image_batch"], *self.input_shape)
         return noise_batch(shape, self.cfg["noise"], self.rnd.device_gen(it, "noise"), self.device)
 
-    def step(self, it: int) -> Tensor:
-        """One optimisation step; returns the detached (rec, kd, fmd, total) losses on the device."""
+    def _losses(self, idx: Tensor, x: Tensor | None) -> Tensor:
+        """(rec, kd, fmd, total) for sampled kernels `idx` and inputs `x` (None: warm-up, no KD/FMD)."""
         cfg = self.cfg
-        set_lr(self.optimizer, cosine_lr(it, cfg["iterations"], cfg["lr"], cfg["lr_min"]))
-        idx = self.sampler.sample(self.rnd, it)
         emb = self.embeddings()
         with torch.no_grad():
             full = self.predictor(emb.detach())
@@ -201,16 +209,23 @@ class NeRNTrainer:
         if self.crop is not None:
             flat = flat[self.crop]
         rec = reconstruction_loss(flat, self.target_flat, cfg["rec_loss"])
-        loss = rec
-        zero = rec.new_zeros(())
-        kd = fmd = zero
-        if self.distill and it >= cfg["loss_warmup"]:
-            kd, fmd = self._distill_fn(flat, self._inputs(it))
-            loss = rec + cfg["kd_weight"] * kd + cfg["fmd_weight"] * fmd
+        if x is None:
+            zero = rec.new_zeros(())
+            return torch.stack([rec, zero, zero, rec])
+        kd, fmd = self._distill_losses(flat, x)
+        return torch.stack([rec, kd, fmd, rec + cfg["kd_weight"] * kd + cfg["fmd_weight"] * fmd])
+
+    def step(self, it: int) -> Tensor:
+        """One optimisation step; returns the detached (rec, kd, fmd, total) losses on the device."""
+        cfg = self.cfg
+        set_lr(self.optimizer, cosine_lr(it, cfg["iterations"], cfg["lr"], cfg["lr_min"]))
+        idx = self.sampler.sample(self.rnd, it)
+        x = self._inputs(it) if self.distill and it >= cfg["loss_warmup"] else None
+        losses = self._loss_fn(idx, x)
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        losses[3].backward()
         self.optimizer.step()
-        return torch.stack([rec, kd, fmd, loss]).detach()
+        return losses.detach().clone()  # (a CUDA-graph output is overwritten by the next replay)
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()

@@ -37,12 +37,12 @@ def _rss_mib(field: str = "VmHWM") -> float:
     return int(Path("/proc/self/status").read_text().split(f"{field}:")[1].split()[0]) / 1024
 
 
-def _timed(fn):
-    """(result, seconds, extra peak RSS in MiB above the RSS at the start)."""
+def _timed(fn, *args, **kwargs):
+    """fn(*args, **kwargs) -> (result, seconds, extra peak RSS in MiB above the RSS at the start)."""
     Path("/proc/self/clear_refs").write_text("5")  # resets the peak (VmHWM) to the current RSS
     start = _rss_mib("VmRSS")
     t = time.perf_counter()
-    out = fn()
+    out = fn(*args, **kwargs)
     return out, time.perf_counter() - t, _rss_mib() - start
 
 
@@ -85,21 +85,20 @@ def measure(n: int, arch: str, kwargs: dict, workdir: Path, device: str) -> dict
     members = pd.DataFrame({"id": [f"m{i:07d}" for i in range(n)], "split": (split * (n // 10 + 1))[:n],
                             "group": "g", "row": range(n), "test_acc": 0.5})
     root = workdir / f"zoo_{arch}_{n}"
-    _, res["write_s"], res["write_peak_mib"] = _timed(lambda: write_zoo(root, card, members, weights))
+    _, res["write_s"], res["write_peak_mib"] = _timed(write_zoo, root, card, members, weights)
     del weights
     res["files_mib"] = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 2**20
-    zoo, res["load_s"], res["load_peak_mib"] = _timed(lambda: load_zoo(root))
+    zoo, res["load_s"], res["load_peak_mib"] = _timed(load_zoo, root)
     del zoo
-    zoo, res["load_noverify_s"], _ = _timed(lambda: load_zoo(root, verify=False))
-    ws, res["split_s"], res["split_peak_mib"] = _timed(lambda: zoo.weights(split="train"))
+    zoo, res["load_noverify_s"], _ = _timed(load_zoo, root, verify=False)
+    ws, res["split_s"], res["split_peak_mib"] = _timed(zoo.weights, split="train")
     res["split_members"] = len(ws)
     ids = list(zoo.members["id"].iloc[:: max(1, n // 1000)][:1000])
-    _, res["ids1000_s"], _ = _timed(lambda: zoo.weights(ids))
-    _, res["flat_s"], _ = _timed(lambda: ws.flat())
+    _, res["ids1000_s"], _ = _timed(zoo.weights, ids)
+    _, res["flat_s"], _ = _timed(ws.flat)
     rows = zoo.members.index[zoo.members["split"] == "train"].to_numpy()
     del zoo
-    ref, res["mmap_split_s"], res["mmap_split_peak_mib"] = _timed(
-        lambda: _mmap_rows(root / "weights" / "g.safetensors", rows))
+    ref, res["mmap_split_s"], res["mmap_split_peak_mib"] = _timed(_mmap_rows, root / "weights" / "g.safetensors", rows)
     assert all(torch.equal(ref[k], ws.tensors[k]) for k in ref), "mmap reference disagrees with Zoo.weights"
     del ref
     if device.startswith("cuda"):

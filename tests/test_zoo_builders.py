@@ -18,7 +18,7 @@ from wsbench.zoo_builders import build_zoo, counter_rng as rng
 from wsbench.zoo_builders import resnet_training, siren_inr, small_cnn  # noqa: F401  (registers the builders)
 from wsbench.zoo_builders.batched_training import (CnnArch, ImageData, MemberHParams, forward, init_params,
                                                    train_batch, unflatten)
-from wsbench.zoo_builders.planning import assign_splits, sample_runs, split_counts
+from wsbench.zoo_builders.planning import assign_splits, member_arch, sample_runs, split_counts
 
 DATA_DIR = "/work/shared/data"
 FIELDS = ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
@@ -175,7 +175,9 @@ def test_tiny_small_cnn_zoo_builds_reloads_and_its_metrics_are_true(tiny_cnn_zoo
     assert len(ws) == (m["split"] == "train").sum()
     test = load_split("mnist", "test", limit=256)
     row = m[m["epoch"] == 1].iloc[0]
-    net = build_arch("small_cnn", in_channels=1, activation=row["activation"]).eval()
+    name, kwargs = member_arch(zoo.card, row)
+    assert kwargs["activation"] == row["activation"] and kwargs["dropout"] == row["dropout"]
+    net = build_arch(name, **kwargs).eval()
     net.load_state_dict(zoo.state_dict(row["id"]))
     with torch.no_grad():
         acc = (net(test.x).argmax(1) == test.y).float().mean().item()

@@ -267,7 +267,30 @@ def _existing_ids(path: Path) -> set[str]:
     return ids
 
 
-def append_records(results_dir: str | os.PathLike, records: Iterable[ResultRecord]) -> Path:
+def _existing_run_keys(path: Path) -> set[str]:
+    """`extra.run_key` of the valid records in a store file (runs recorded already).
+
+    Only lines that parse as records count: a torn or corrupted line must not hide a run,
+    or re-running it would drop its records again for good."""
+    keys: set[str] = set()
+    if not path.exists():
+        return keys
+    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        for line in fh:
+            if '"run_key"' not in line:
+                continue
+            try:
+                record = ResultRecord.from_json(line)
+            except Exception:
+                continue
+            key = record.extra.get("run_key")
+            if isinstance(key, str):
+                keys.add(key)
+    return keys
+
+
+def append_records(results_dir: str | os.PathLike, records: Iterable[ResultRecord],
+                   *, skip_recorded_runs: bool = False) -> Path:
     """Append records to ``{task}.jsonl``; records already there (same record_id) are skipped.
 
     Returns the task file, or results_dir itself when the records span several tasks.
@@ -275,14 +298,17 @@ def append_records(results_dir: str | os.PathLike, records: Iterable[ResultRecor
     ``os.write`` on an O_APPEND fd and an fsync, so concurrent writers never interleave lines.
     On failure a WsbenchError names the file, which is truncated back to its previous size.
     """
-    paths, _ = append_records_counted(results_dir, records)
+    paths, _ = append_records_counted(results_dir, records, skip_recorded_runs=skip_recorded_runs)
     return paths[0] if len(paths) == 1 else Path(results_dir)
 
 
 def append_records_counted(
-    results_dir: str | os.PathLike, records: Iterable[ResultRecord]
+    results_dir: str | os.PathLike, records: Iterable[ResultRecord], *, skip_recorded_runs: bool = False
 ) -> tuple[list[Path], int]:
-    """Like :func:`append_records`; returns (task files touched, number of lines added)."""
+    """Like :func:`append_records`; returns (task files touched, number of lines added).
+
+    With skip_recorded_runs, records whose `extra["run_key"]` is in the file already are dropped
+    (checked under the lock, so the same run finished twice at once is recorded once)."""
     results_dir = Path(results_dir)
     by_task: dict[str, list[ResultRecord]] = {}
     for record in records:
@@ -299,8 +325,11 @@ def append_records_counted(
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
             seen = _existing_ids(path)
+            runs_done = _existing_run_keys(path) if skip_recorded_runs else set()
             lines = []
             for record in task_records:
+                if record.extra.get("run_key") in runs_done:
+                    continue
                 if record.record_id not in seen:
                     seen.add(record.record_id)
                     lines.append(record.to_json() + "\n")

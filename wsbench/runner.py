@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -123,7 +124,10 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
-        out[key.strip()] = yaml.safe_load(value)
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
     return out
 
 
@@ -161,6 +165,8 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
         TASKS.get(req.task)  # a misspelt task name fails before any zoo is loaded or built
     device = resolve_device(req.device)
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
+    if req.save:
+        check_writable(req.results_dir)
     if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded
         method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
     zoo = load_zoo(req.zoo, variant=req.zoo_variant)
@@ -195,8 +201,23 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
                                             "task_config": task_cfg}))
         _check_finite(records)
         if req.save and records:
-            append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key])
+            append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key],
+                           skip_recorded_runs=not req.force)
     return records
+
+
+def check_writable(results_dir: Path) -> None:
+    """Fail before the run, not after it, when the results cannot be written."""
+    created = [p for p in [results_dir, *results_dir.parents] if not p.exists()]
+    try:
+        results_dir.mkdir(parents=True, exist_ok=True)
+        probe = results_dir / f".write-probe-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+        for p in created:  # leave no empty folders behind: append_records makes them when it writes
+            p.rmdir()
+    except OSError as e:
+        raise ConfigError(f"--results-dir: cannot write results to {results_dir} ({e.strerror or e})") from None
 
 
 def _check_finite(records: list[ResultRecord]) -> None:

@@ -10,12 +10,13 @@ group's stacked tensors. Zoos are written atomically (staging folder + rename) a
 """
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -24,7 +25,7 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .errors import DataError, IntegrityError
-from .manifest import safe_relpath, verify_manifest, write_manifest
+from .manifest import MANIFEST, read_manifest, safe_relpath, verify_manifest, write_manifest
 from .weights import NetworkSpec, WeightSpace, spec_for_arch
 from .zoo_card import ZooCard, card_path, load_card
 
@@ -98,9 +99,16 @@ class Zoo:
                 group: str | None = None, check_finite: bool = True) -> WeightSpace:
         """WeightSpace of the given members (a frame or ids), or of a split, all of one group."""
         if members is None:
-            members = self.split(split, group) if split else self.members
+            if split:
+                members = self.split(split, group)
+            else:
+                members = self.members if group is None else self.members[self.members["group"] == group]
         elif not isinstance(members, pd.DataFrame):
-            members = pd.concat([self.member(m).to_frame().T for m in members])
+            ids = list(members)
+            unknown = sorted(set(ids) - set(self.members["id"]))
+            if unknown:
+                self.member(unknown[0])  # clear error with a did-you-mean
+            members = self.members.set_index("id", drop=False).loc[ids]
         groups = members["group"].unique()
         if len(groups) != 1:
             raise DataError(f"zoo {self.name}: members span groups {sorted(groups)}; pick one with group=")
@@ -111,9 +119,26 @@ class Zoo:
             ws.check_finite(where=f"zoo {self.name}: ")
         return ws
 
+    def member_arch(self, member_id: str) -> tuple[str, dict]:
+        """(arch, kwargs) that reproduce this member's function (see `member_arch`)."""
+        return member_arch(self.card, self.member(member_id))
+
     def state_dict(self, member_id: str) -> dict[str, Tensor]:
         self.member(member_id)  # clear error for an unknown id
         return self.weights(self.members[self.members["id"] == member_id]).state_dict(0)
+
+
+def member_arch(card: ZooCard, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """(arch, kwargs) that reproduce one member's function: the group's kwargs, overridden by the
+    member's own columns named in the card's `recipe.member_arch_kwargs` ({column: kwarg}), e.g. the
+    activation of a small-CNN zoo member (all activations share one group: same shapes)."""
+    arch = card.archs[row["group"]]
+    kwargs = dict(arch.get("kwargs", {}))
+    for column, kwarg in (card.recipe.get("member_arch_kwargs") or {}).items():
+        value = row.get(column) if hasattr(row, "get") else None
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            kwargs[kwarg] = value.item() if hasattr(value, "item") else value
+    return arch["arch"], kwargs
 
 
 def read_weight_file(path: Path, spec: NetworkSpec) -> dict[str, Tensor]:
@@ -166,6 +191,8 @@ def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, ver
     p = Path(name_or_path)
     if p.is_dir():
         root = p
+    elif os.sep in str(name_or_path) or str(name_or_path).startswith("."):
+        raise DataError(f"zoo folder {p} does not exist")
     else:
         from .registry import ZOOS
 
@@ -192,8 +219,14 @@ def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, ver
     except Exception as e:
         raise IntegrityError(f"{members_file} is not a readable parquet file ({e})") from None
     _validate_members(members, card, members_file)
-    for g in members["group"].unique():
-        safe_relpath(root, f"{WEIGHTS_DIR}/{g}.safetensors")
+    weight_files = [f"{WEIGHTS_DIR}/{g}.safetensors" for g in sorted(members["group"].unique())]
+    for rel in weight_files:
+        safe_relpath(root, rel)
+    if verify:  # every file the zoo is read from must be covered by the manifest
+        listed = read_manifest(root)["files"]
+        unlisted = [rel for rel in [CARD_FILE, MEMBERS_FILE, *weight_files] if rel not in listed]
+        if unlisted:
+            raise IntegrityError(f"{root}: {unlisted} not listed in {MANIFEST}, so unverified: refusing to load")
     zoo = Zoo(root, card, members.reset_index(drop=True))
     for g in zoo.groups:  # shapes, dtypes and row ranges are checked now, not at first use
         n = next(iter(zoo._group_tensors(g).values())).shape[0]
@@ -217,7 +250,7 @@ def write_zoo(root: str | os.PathLike, card: ZooCard, members: pd.DataFrame,
         for group, tensors in weights.items():
             spec = spec_for_arch(card.archs[group]["arch"], **card.archs[group].get("kwargs", {}))
             data = {k: tensors[k].detach().to("cpu", torch.float32).contiguous() for k in spec.keys}
-            save_file(data, str(stage / WEIGHTS_DIR / f"{group}.safetensors"))
+            save_file(data, str(safe_relpath(stage, f"{WEIGHTS_DIR}/{group}.safetensors")))
         members.reset_index(drop=True).to_parquet(stage / MEMBERS_FILE, index=False)
         card.save(stage / CARD_FILE)
         write_manifest(stage)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import os
+import re
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ import yaml
 from .errors import ConfigError, DataError
 
 CARD_FORMAT_VERSION = 1
+GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 CARDS_DIR = Path(__file__).resolve().parent.parent / "zoos"
 
 
@@ -62,6 +64,9 @@ class ZooCard:
         card = cls(**{k: copy.deepcopy(v) for k, v in d.items()})
         card.version = str(card.version)
         for g, a in card.archs.items():
+            if not isinstance(g, str) or not GROUP_NAME.match(g):
+                raise DataError(f"{where}: architecture group name {g!r} must be letters, digits, '_', '.', '-' "
+                                "(it names a file in the zoo folder)")
             if not isinstance(a, dict) or "arch" not in a:
                 raise DataError(f"{where}: archs.{g} must be a mapping with an 'arch' key")
         if "tiny" not in card.variants:

@@ -84,6 +84,11 @@ class Reconstructor(Method):
     def reconstruct(self, target: ReconstructionTarget, ctx: RunContext) -> Reconstruction:
         raise NotImplementedError
 
+    @classmethod
+    def supports(cls, spec: Any) -> tuple[bool, str]:
+        """(True, "") if this method can reconstruct networks of `spec`, else (False, reason)."""
+        return True, ""
+
 
 class Encoder(nn.Module, Method):
     """Maps a WeightSpace batch to a feature tensor [B, out_dim]."""

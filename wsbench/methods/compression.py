@@ -64,6 +64,12 @@ class _BudgetReconstructor(Reconstructor):
         self.budgets = _budgets(config, self.default_budgets, *self.budget_range, self.name)
         super().__init__(**config)
 
+    @classmethod
+    def supports(cls, spec: Any) -> tuple[bool, str]:
+        if not any(lay.kind == "conv" for lay in spec.layers):
+            return False, f"{cls.name} compresses conv kernels; {spec.describe()} has no conv layers"
+        return True, ""
+
     def reconstruct(self, target: ReconstructionTarget, ctx: RunContext) -> Reconstruction:
         keys = conv_keys(target)
         variants = {}
@@ -150,13 +156,17 @@ class Quantize(_BudgetReconstructor):
     budget_range = (1.0, 16.0)
     default_budgets = [2, 4, 8]
 
+    def __init__(self, **config: Any) -> None:
+        super().__init__(**config)
+        bad = [b for b in self.budgets if b != int(b)]
+        if bad:
+            raise ConfigError(f"quantize: bit widths must be integers, got {bad}")
+
     def label(self, budget: float) -> str:
         return f"quantize@{int(budget)}bit"
 
     def compress(self, target, keys, budget):
         bits = int(budget)
-        if bits != budget:
-            raise ConfigError(f"quantize: bit widths must be integers, got {budget}")
         levels = 2 ** bits - 1
         out, n_values = {}, 0
         for k in keys:

@@ -44,6 +44,15 @@ class ReconstructionTask(Task):
             raise ConfigError(f"reconstruction task: unknown options {unknown} (allowed: {sorted(ALLOWED)})")
         super().__init__(**config)
 
+    def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
+        ok, why = super().applicable(method_cls, zoo)
+        if ok:
+            for group in zoo.groups:
+                ok, why = method_cls.supports(zoo.spec(group))
+                if not ok:
+                    break
+        return ok, why
+
     def members(self, zoo: Zoo) -> list[str]:
         chosen = self.config.get("members")
         if chosen:
@@ -61,15 +70,15 @@ class ReconstructionTask(Task):
             ctx: RunContext) -> list[TaskResult]:
         from ..data import load_split
 
+        members = self.members(zoo)  # unknown ids fail before any data is loaded
         grayscale = bool(zoo.card.recipe.get("grayscale", False))
         limit = self.config.get("eval_limit")
         tests = {name: load_split(name, "test", grayscale=grayscale, limit=limit) for name in self.test_sets(zoo)}
         results = []
-        for member_id in self.members(zoo):
+        for member_id in members:
             row = zoo.member(member_id)
-            arch = zoo.card.archs[row["group"]]
-            target = ReconstructionTarget(member_id, arch["arch"], dict(arch.get("kwargs", {})),
-                                          zoo.state_dict(member_id), zoo.card.dataset)
+            arch, arch_kwargs = zoo.member_arch(member_id)  # e.g. a small-CNN member's own activation
+            target = ReconstructionTarget(member_id, arch, arch_kwargs, zoo.state_dict(member_id), zoo.card.dataset)
             cfg = merged_method_config(method_config, row["group"])
             method = method_cls(**cfg)
             ctx.log(f"[{method_cls.name}] reconstructing {zoo.name}/{member_id} on {ctx.device}")

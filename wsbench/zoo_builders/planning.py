@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 
 from ..errors import ConfigError
+from ..zoo import member_arch  # noqa: F401  (re-exported: builders use it)
 
 # sampling order is fixed: adding a grid key never changes the values of the keys before it
 GRID_ORDER = ("optimizer", "activation", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
@@ -110,16 +111,3 @@ def device_name(device) -> str:
     from ..evaluation import describe_device
 
     return describe_device(device)
-
-
-def member_arch(card, row: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
-    """(arch, kwargs) that reproduce one member's function: the group's kwargs, overridden by the
-    member's own columns named in the card's `recipe.member_arch_kwargs` ({column: kwarg}), e.g. the
-    activation of a small-CNN zoo member (all activations share one group: same shapes)."""
-    arch = card.archs[row["group"]]
-    kwargs = dict(arch.get("kwargs", {}))
-    for column, kwarg in (card.recipe.get("member_arch_kwargs") or {}).items():
-        value = row.get(column) if hasattr(row, "get") else None
-        if value is not None and not (isinstance(value, float) and math.isnan(value)):
-            kwargs[kwarg] = value.item() if hasattr(value, "item") else value
-    return arch["arch"], kwargs

@@ -42,7 +42,10 @@ def build_pretrained_resnet(card: ZooCard, ctx: BuildContext) -> BuildResult:
         digest = sha256_file(path)
         if digest != spec["sha256"]:
             raise IntegrityError(f"{path}: sha256 {digest[:12]}... does not match the card's {spec['sha256'][:12]}...")
-        sd = load_file(str(path))
+        try:
+            sd = load_file(str(path))
+        except Exception as e:  # a checksum-matching file that is still unreadable: say which
+            raise IntegrityError(f"{path} is not a readable safetensors file ({e})") from None
         model = build_arch(arch["arch"], **arch.get("kwargs", {}))
         model.load_state_dict(sd, strict=False)
         metrics = {}

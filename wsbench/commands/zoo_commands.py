@@ -65,7 +65,7 @@ def cmd_build_zoo(args: argparse.Namespace) -> int:
     if not quiet:
         print(f"building {card.name} ({variant}) on {device} into {root}", file=sys.stderr)
     zoo = build_zoo(card.name, variant=variant, device=device, out=root, progress=not quiet and sys.stderr.isatty(),
-                    overwrite=args.overwrite)
+                    overwrite=args.overwrite, log=(lambda m: None) if quiet else None)
     stats = zoo.card.recipe.get("build_stats", {})
     rate = stats.get("networks_per_s")
     _say(args, {"zoo": zoo.name, "variant": variant, "path": str(zoo.root), "members": len(zoo.members),

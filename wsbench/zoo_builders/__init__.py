@@ -38,7 +38,8 @@ class BuildResult:
 
 
 def build_zoo(name: str, *, variant: str | None = None, device: str | torch.device = "cpu",
-              out: str | Path | None = None, progress: bool = True, overwrite: bool = False):
+              out: str | Path | None = None, progress: bool = True, overwrite: bool = False,
+              log: Callable[[str], None] | None = None):
     """Build zoo `name` (a registered card) as `variant` into `out` (default: the zoo store)."""
     from .. import zoo as zoo_mod
     from ..registry import ZOOS
@@ -51,6 +52,8 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
     workdir.mkdir(parents=True, exist_ok=True)
     builder = BUILDERS.get(resolved.builder)
     ctx = BuildContext(device=torch.device(device), workdir=workdir, progress=progress)
+    if log is not None:
+        ctx.log = log
     result: BuildResult = builder(resolved, ctx)
     if result.stats:
         resolved.recipe = {**resolved.recipe, "build_stats": result.stats}

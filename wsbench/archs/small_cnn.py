@@ -1,6 +1,7 @@
 """The small CNN of published CNN zoos (Unterthiner et al. 2020, "Predicting Neural Network
 Accuracy from Weights"): n_conv conv layers (3x3, stride 2, `channels` filters), global average
 pooling, one linear layer. Defaults (3 x 16 channels, 1 input channel) give 4,970 parameters.
+`padding=0` matches the published Small CNN Zoo (Keras 'valid' padding); the suite's zoos use 1.
 Depth and width are arguments so that architecture families for transfer share one recipe.
 """
 from __future__ import annotations
@@ -28,13 +29,14 @@ class SmallCNN(nn.Module):
         n_conv: int = 3,
         activation: str = "relu",
         dropout: float = 0.0,
+        padding: int = 1,
     ) -> None:
         super().__init__()
         if n_conv < 1 or channels < 1:
             raise ValueError("n_conv and channels must be >= 1")
         self.activation_name, self.act, self.dropout = activation, _act(activation), dropout
         widths = [in_channels] + [channels] * n_conv
-        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=1) for a, b in zip(widths, widths[1:]))
+        self.convs = nn.ModuleList(nn.Conv2d(a, b, 3, stride=2, padding=padding) for a, b in zip(widths, widths[1:]))
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: Tensor) -> Tensor:

@@ -38,7 +38,7 @@ class BuildResult:
 
 
 def build_zoo(name: str, *, variant: str | None = None, device: str | torch.device = "cpu",
-              out: str | Path | None = None, progress: bool = True, overwrite: bool = False,
+              out: str | Path | None = None, progress: bool | None = None, overwrite: bool = False,
               log: Callable[[str], None] | None = None):
     """Build zoo `name` (a registered card) as `variant` into `out` (default: the zoo store)."""
     from .. import zoo as zoo_mod
@@ -51,6 +51,10 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
     workdir = root.with_name(f".{root.name}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     builder = BUILDERS.get(resolved.builder)
+    if progress is None:  # bars only on a terminal (not in CI, not in pipes)
+        from ..console import progress_enabled
+
+        progress = progress_enabled()
     ctx = BuildContext(device=torch.device(device), workdir=workdir, progress=progress)
     if log is not None:
         ctx.log = log

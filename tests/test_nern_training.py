@@ -185,7 +185,13 @@ def test_presets_are_valid_configs():
     root = Path(__file__).parents[1] / "baselines" / "nern"
     names = {p.stem for p in root.glob("*.yaml")}
     assert {"tiny", "quick", "paper_resnet20_h180", "paper_resnet56_h320_infilter"} <= names
+    from wsbench.runner import RESERVED, load_preset
+
     for p in root.glob("*.yaml"):
-        cfg = yaml.safe_load(p.read_text())
-        assert isinstance(cfg.get("description"), str) and cfg["description"], p.name
-        NeRN(**cfg)  # validates every key
+        raw = yaml.safe_load(p.read_text())
+        assert isinstance(raw.get("description"), str) and raw["description"], p.name
+        cfg = load_preset("nern", p.stem)  # `extends` and per-group presets resolved
+        base = {k: v for k, v in cfg.items() if k not in RESERVED}
+        NeRN(**base)  # validates every key
+        for over in (cfg.get("groups") or {}).values():
+            NeRN(**{**base, **over})

@@ -358,7 +358,7 @@ def test_ctrl_c_during_a_zoo_build_then_resume(tmp_path, capsys, monkeypatch, on
 
     monkeypatch.setattr(builder, "train_shard", train_shard)
     store = tmp_path / "zoo_store" / "small_cnn_mnist"
-    argv = ["--quiet", "build-zoo", "small_cnn_mnist", "--variant", "tiny", "--device", "cpu"]
+    argv = ["build-zoo", "small_cnn_mnist", "--variant", "tiny", "--device", "cpu"]
     capsys.readouterr()
     assert main(argv) == 130
     assert "interrupted" in capsys.readouterr().err

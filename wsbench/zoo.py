@@ -221,7 +221,8 @@ def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, ver
     _validate_members(members, card, members_file)
     weight_files = [f"{WEIGHTS_DIR}/{g}.safetensors" for g in sorted(members["group"].unique())]
     for rel in weight_files:
-        safe_relpath(root, rel)
+        if not safe_relpath(root, rel).is_file():
+            raise IntegrityError(f"{root / rel} is missing (members.parquet has members in its group)")
     if verify:  # every file the zoo is read from must be covered by the manifest
         listed = read_manifest(root)["files"]
         unlisted = [rel for rel in [CARD_FILE, MEMBERS_FILE, *weight_files] if rel not in listed]

@@ -1,5 +1,5 @@
 """Imports every module that registers architectures, methods, tasks, zoo builders and zoos
-(loaded lazily by the registry on first look-up). Modules not present are skipped."""
+(loaded lazily by the registry on first look-up)."""
 from __future__ import annotations
 
 import importlib
@@ -14,6 +14,7 @@ MODULES = (
     "methods.mlp",
     "methods.stat_features",
     "methods.graph",
+    "methods.nfn",
     "tasks.reconstruction",
     "tasks.property_prediction",
     "tasks.inr_classification",
@@ -35,11 +36,7 @@ def _register_cards() -> None:
 
 
 for _mod in MODULES:
-    try:
-        with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            importlib.import_module(f"wsbench.{_mod}")
-    except ModuleNotFoundError as e:  # a part not in this checkout yet
-        if not e.name or not e.name.startswith(f"wsbench.{_mod}"):
-            raise
+    with warnings.catch_warnings():  # torch_geometric's import warns about torch.jit.script
+        warnings.filterwarnings("ignore", category=FutureWarning)
+        importlib.import_module(f"wsbench.{_mod}")
 _register_cards()

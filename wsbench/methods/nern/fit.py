@@ -113,9 +113,8 @@ class Fitter:
                     vals = (acc_sum / n_acc).tolist()
                     self.last_losses = dict(zip(LOSS_NAMES, vals))
                     acc_sum, n_acc = None, 0
-                    if t.ctx.progress:
-                        t.ctx.log(f"[nern] it {it}/{cfg['iterations']} " +
-                                  " ".join(f"{k}={v:.4g}" for k, v in self.last_losses.items()))
+                    t.ctx.log(f"[nern] it {it}/{cfg['iterations']} " +  # a line, not a bar: also in CI logs
+                              " ".join(f"{k}={v:.4g}" for k, v in self.last_losses.items()))
                 if select and (it % cfg["eval_every"] == 0 or last):
                     self._evaluate()
                 if self.workdir is not None and (it % cfg["checkpoint_every"] == 0 or last or it == total):

@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     command_line = "python run_bench.py " + " ".join(shlex.quote(a) for a in argv)
+    ok = False
     try:
-        return _dispatch(args, command_line)
+        code = _dispatch(args, command_line)
+        ok = code == 0
+        return code
     except WsbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
@@ -117,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc(file=f)
         print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
         return 1
+    finally:
+        if "wsbench.distributed" in sys.modules:  # under torchrun: leave the process group (waiting
+            sys.modules["wsbench.distributed"].shutdown(wait=ok)  # for the others only after a success)
 
 
 def _dispatch(args: argparse.Namespace, command_line: str) -> int:
@@ -150,6 +156,10 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
                      zoo_variant=args.zoo_variant, results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir),
                      save=not args.no_save, force=args.force, progress=con.progress, command=command_line, log=con.log)
     records = run_benchmark(req)
+    from . import distributed
+
+    if not distributed.is_main():  # under torchrun, rank 0 alone reports
+        return 0
     con.summary(records, None if args.no_save else Path(args.results_dir))
     if args.push_to_hub:
         from .hub import push_results

@@ -8,6 +8,10 @@ start from) and `groups` (per architecture group overrides; a value may name ano
 A run is identified by its run key (task, versions, zoo, method, config, seed): a run whose
 records exist already is skipped (no duplicates), and its checkpoints live in `runs/<run key>/`
 so that an interrupted run resumes where it stopped.
+
+Under torchrun every rank runs the task (encoder tasks only: the encoder trains with DDP, see
+tasks.encoder_training); rank 0 alone decides which runs are recorded already, logs and appends
+the records, which are those of a single-process run (`device` names the number of processes).
 """
 from __future__ import annotations
 
@@ -23,6 +27,7 @@ from typing import Any, Callable
 import torch
 import yaml
 
+from . import distributed
 from .errors import ConfigError, DataError, NotApplicableError
 from .evaluation import describe_device
 from .methods.base import RunContext
@@ -163,9 +168,11 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     method_cls = METHODS.get(req.method)
     if req.task:
         TASKS.get(req.task)  # a misspelt task name fails before any zoo is loaded or built
-    device = resolve_device(req.device)
+    device = distributed.setup(resolve_device(req.device))
+    main = distributed.is_main()
+    log = req.log if main else (lambda _m: None)
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
-    if req.save:
+    if req.save and main:
         check_writable(req.results_dir)
     if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded
         method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
@@ -175,32 +182,39 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     ok, why = task.applicable(method_cls, zoo)
     if not ok:
         raise NotApplicableError(f"{why} (try `run_bench.py list` for what each method can do)")
-    existing = {r.extra.get("run_key") for r in read_records(req.results_dir)} if req.results_dir.exists() else set()
+    if distributed.world() > 1 and getattr(task, "capability", "") != "encoder":
+        raise ConfigError(f"task {task_name} runs in one process; torchrun with several processes is for "
+                          "encoder tasks and zoo building (run it without torchrun)")
+    existing: set = set()
+    if main and req.results_dir.exists():
+        existing = {r.extra.get("run_key") for r in read_records(req.results_dir)}
+    existing = distributed.broadcast_object(existing)
     records = []
     for seed in req.seeds:
         key = run_key(task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version,
                       zoo_variant=zoo.card.variant, method=req.method, method_config=method_cfg, task_config=task_cfg,
                       seed=seed)
         if key in existing and not req.force:
-            req.log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
+            log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
             continue
         workdir = req.runs_dir / key
         workdir.mkdir(parents=True, exist_ok=True)
-        ctx = RunContext(device=device, seed=seed, workdir=workdir, progress=req.progress, log=req.log)
+        ctx = RunContext(device=device, seed=seed, workdir=workdir, progress=req.progress and main, log=log)
         torch.manual_seed(seed)
         t0 = time.perf_counter()
         results = task.run(method_cls, method_cfg, zoo, ctx)
         wall = time.perf_counter() - t0
+        device_text = distributed.describe(describe_device(device))
         for r in results:
             records.append(ResultRecord.create(
                 task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version, split=r.split,
                 method=req.method, method_config=r.method_config or method_cfg, preset=preset, seed=seed,
                 metrics=r.metrics, higher_is_better=r.higher_is_better, status="ok", reason=None,
-                n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=describe_device(device),
+                n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=device_text,
                 command=req.command, extra={**r.extra, "run_key": key, "zoo_variant": zoo.card.variant,
                                             "task_config": task_cfg}))
         _check_finite(records)
-        if req.save and records:
+        if req.save and records and main:
             append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key],
                            skip_recorded_runs=not req.force)
     return records

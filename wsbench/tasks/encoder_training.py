@@ -8,6 +8,12 @@ generator)` added to the task loss. The validation split picks the best epoch; t
 the test split once, with `TrainedEncoder.predict`. Training throughput (networks/s) is measured
 over the optimisation steps only and logged.
 
+Under torchrun (wsbench.distributed) the encoder is wrapped in DistributedDataParallel: every rank
+draws the same shuffled list of batches (the seed's generator) and takes every world-th of them
+(padded so that all ranks take as many steps), gradients are averaged, and rank 0's validation
+scores pick the best epoch on every rank, so all ranks keep the same weights. Augmentation draws
+from a generator per rank. One optimiser step then sees world-size batches.
+
 Task options (the `task:` mapping of a preset): see TRAIN_DEFAULTS. A preset may nest options for
 one task under its name (`task: {epochs: 50, inr_classification: {inr_augment: true}}`).
 """
@@ -21,8 +27,9 @@ from typing import Any, Callable, Mapping, Sequence
 import pandas as pd
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from .. import distributed
 from ..errors import ConfigError, DataError
 from ..methods.base import Encoder, RunContext
 from ..metrics import accuracy, kendall_tau
@@ -212,6 +219,27 @@ def _better(new: dict[str, float], best: dict[str, float] | None, key: str) -> b
     return new[key] >= best[key] or best[key] != best[key]  # ties: the later epoch (official DWSNets)
 
 
+class _TrainStep(nn.Module):
+    """Forward pass plus the encoder's auxiliary loss, as one module for DistributedDataParallel."""
+
+    def __init__(self, model: Encoder) -> None:
+        super().__init__()
+        self.model = model
+        self.aux = getattr(model, "auxiliary_loss", None)
+
+    def forward(self, ws: WeightSpace, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
+        out = self.model(ws)
+        return out, (self.aux(ws, out, generator) if self.aux is not None else None)
+
+
+def _rank_batches(batches: list, rank: int, world: int) -> list:
+    """Every world-th batch from `rank`, the list padded cyclically so that all ranks get as many."""
+    if world == 1 or not batches:
+        return batches
+    padded = batches + [batches[i % len(batches)] for i in range((-len(batches)) % world)]
+    return padded[rank::world]
+
+
 def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], train: Sequence[GroupData],
                   val: Sequence[GroupData], opts: Mapping[str, Any], ctx: RunContext, *, classification: bool,
                   out_dim: int, batch_augment: Callable[[WeightSpace, torch.Generator], WeightSpace] | None = None,
@@ -234,6 +262,14 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
         trained.target_std = trained.target_std if trained.target_std > 1e-12 else 1.0
     opt = torch.optim.AdamW(model.parameters(), lr=opts["lr"], weight_decay=opts["weight_decay"], amsgrad=opts["amsgrad"])
     gen = ctx.generator(offset=17)
+    rank, world = distributed.rank(), distributed.world()
+    agen, ddp = gen, None  # augmentation generator; the DDP-wrapped training step
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        agen = ctx.generator(offset=1000 + rank)
+        torch.manual_seed(ctx.seed * 1_000_003 + 2000 + rank)  # dropout etc. differ per rank
+        ddp = DistributedDataParallel(_TrainStep(model), device_ids=None, find_unused_parameters=len(specs) > 1)
     select = opts["select_by"] if opts["select_by"] != "auto" else ("accuracy" if classification else "mse")
     if select != "last" and (select == "accuracy") != classification:
         raise ConfigError(f"select_by {select!r} does not fit a {'classification' if classification else 'regression'} task")
@@ -247,21 +283,25 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
         batches = [(gi, idx[i:i + opts["batch_size"]]) for gi, g in enumerate(train)
                    for idx in [torch.randperm(len(g), generator=gen)] for i in range(0, len(g), opts["batch_size"])]
         batches = [batches[i] for i in torch.randperm(len(batches), generator=gen).tolist() if len(batches[i][1]) > 1]
+        batches = _rank_batches(batches, rank, world)
         t0, loss_sum = time.perf_counter(), torch.zeros((), device=ctx.device)
         for gi, idx in batches:
             g = train[gi]
             ws, y = g.ws[idx.to(ctx.device)], g.y[idx.to(ctx.device)]
             if batch_augment is not None:
-                ws = batch_augment(ws, gen)
+                ws = batch_augment(ws, agen)
             ws = normalizers[g.ws.spec](ws)
             if augment is not None:
-                ws = augment(ws, gen)
-            out = model(ws)
+                ws = augment(ws, agen)
+            if ddp is not None:
+                out, extra = ddp(ws, agen)
+            else:
+                out = model(ws)
+                extra = aux(ws, out, gen) if aux is not None else None
             if classification:
                 loss = F.cross_entropy(out, y)
             else:
                 loss = F.mse_loss(out[:, 0], (y - trained.target_mean) / trained.target_std)
-            extra = aux(ws, out, gen) if aux is not None else None
             total = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)
             total.backward()
@@ -273,9 +313,14 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
         if ctx.device.type == "cuda":
             torch.cuda.synchronize(ctx.device)
         trained.train_s += time.perf_counter() - t0
-        record = {"epoch": epoch, "train_loss": float(loss_sum) / max(1, sum(len(b[1]) for b in batches))}
+        epoch_sum, epoch_n = float(loss_sum), sum(len(b[1]) for b in batches)
+        if world > 1:
+            epoch_sum, epoch_n = distributed.all_reduce_values([epoch_sum, epoch_n])
+        record = {"epoch": epoch, "train_loss": epoch_sum / max(1, epoch_n)}
         if epoch % opts["eval_every"] == 0 or epoch == opts["epochs"]:
-            scores = validation_scores(trained, val, opts["eval_batch_size"])
+            # rank 0 scores, every rank takes its decision (all ranks hold the same weights)
+            scores = validation_scores(trained, val, opts["eval_batch_size"]) if rank == 0 else None
+            scores = distributed.broadcast_object(scores) if world > 1 else scores
             record.update({f"val_{k}": v for k, v in scores.items()})
             if _better(scores, best, select):
                 best, trained.best_epoch = scores, epoch
@@ -285,7 +330,10 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
     assert best_state is not None  # the last epoch is always evaluated
     model.load_state_dict(best_state)
     trained.best_val = dict(best or {})
+    if world > 1:  # networks of all ranks over the slowest rank's training time
+        n_seen = int(distributed.all_reduce_values([n_seen])[0])
+        trained.train_s = distributed.all_reduce_values([trained.train_s], op="max")[0]
     trained.train_networks_per_s = n_seen / max(trained.train_s, 1e-9)
-    ctx.log(f"[{method_cls.name}] {label}: {opts['epochs']} epochs on {ctx.device}, "
+    ctx.log(f"[{method_cls.name}] {label}: {opts['epochs']} epochs on {distributed.describe(str(ctx.device))}, "
             f"{trained.train_networks_per_s:.0f} networks/s training throughput, best val epoch {trained.best_epoch}")
     return trained

@@ -3,6 +3,7 @@
     run_bench.py build-zoo small_cnn_mnist --variant tiny
     run_bench.py build-zoo siren_mnist --device cuda          (resumes an interrupted build)
     run_bench.py import-zoo small_cnn_zoo ~/data/smallcnnzoo/mnist unterthiner_mnist
+    torchrun --nproc_per_node 8 run_bench.py build-zoo siren_mnist --device cuda   (shards over 8 GPUs)
 
 Each handler returns an exit code; user errors are raised as WsbenchError (the CLI prints one line).
 """
@@ -56,16 +57,22 @@ def cmd_build_zoo(args: argparse.Namespace) -> int:
     variant = args.variant or card.default_variant
     card.variant_config(variant)  # ConfigError naming the variants
     root = Path(args.out) if args.out else built_zoo_path(card.name, variant)
+    from .. import distributed
+
+    main = distributed.is_main()  # under torchrun, rank 0 alone prints
     if (root / CARD_FILE).exists() and not args.overwrite:
-        _say(args, {"zoo": card.name, "variant": variant, "path": str(root), "built": False},
-             f"{card.name} ({variant}) is already built at {root}; pass --overwrite to build it again")
+        if main:
+            _say(args, {"zoo": card.name, "variant": variant, "path": str(root), "built": False},
+                 f"{card.name} ({variant}) is already built at {root}; pass --overwrite to build it again")
         return 0
-    device = resolve_device(args.device)
-    quiet = getattr(args, "quiet", False)
+    device = distributed.setup(resolve_device(args.device))  # under torchrun: this rank's GPU
+    quiet = getattr(args, "quiet", False) or not main
     if not quiet:
         print(f"building {card.name} ({variant}) on {device} into {root}", file=sys.stderr)
     zoo = build_zoo(card.name, variant=variant, device=device, out=root, progress=not quiet and sys.stderr.isatty(),
                     overwrite=args.overwrite, log=(lambda m: None) if quiet else None)
+    if not main:
+        return 0
     stats = zoo.card.recipe.get("build_stats", {})
     rate = stats.get("networks_per_s")
     _say(args, {"zoo": zoo.name, "variant": variant, "path": str(zoo.root), "members": len(zoo.members),

@@ -4,11 +4,16 @@ A builder is registered by name (the card's `builder` key) and called as
 `builder(card, ctx) -> BuildResult`; `build_zoo` resolves the variant, runs it and writes the zoo
 atomically. Builders that train many members save finished shards in `ctx.workdir` so that an
 interrupted build resumes where it stopped (see the resumable builders).
+
+Under torchrun (wsbench.distributed) a builder marked `shards_across_ranks` runs on every rank:
+rank r trains the shards it owns (r, r + W, ...) into the shared work folder, and rank 0
+assembles and writes the zoo, as a single process would. Other builders run on rank 0 alone.
+Every rank returns the written zoo.
 """
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -28,6 +33,32 @@ class BuildContext:
     workdir: Path  # scratch space that survives an interrupted build (resume)
     progress: bool = True
     log: Callable[[str], None] = field(default=lambda m: print(m, file=sys.stderr))
+    rank: int = 0  # this process under torchrun; shards k with k % world_size == rank are its own
+    world_size: int = 1
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: assembles and writes the zoo."""
+        return self.rank == 0
+
+    def owns(self, shard_index: int) -> bool:
+        """Whether this rank builds shard `shard_index`."""
+        return shard_index % self.world_size == self.rank
+
+    def barrier(self) -> None:
+        """Wait for every rank (nothing in a single process)."""
+        if self.world_size > 1:
+            from .. import distributed
+
+            distributed.barrier()
+
+    def gather(self, obj: Any) -> list[Any]:
+        """Every rank's `obj` in rank order; waits for all ranks (so for their shards)."""
+        if self.world_size == 1:
+            return [obj]
+        from .. import distributed
+
+        return distributed.all_gather_object(obj)
 
 
 @dataclass
@@ -37,10 +68,18 @@ class BuildResult:
     stats: dict[str, Any] = field(default_factory=dict)  # timings, networks/s (printed, kept in card)
 
 
+def shards_across_ranks(builder: Callable) -> Callable:
+    """Mark a builder that splits its shards over torchrun ranks (BuildContext.owns) and returns
+    its result on rank 0 only; unmarked builders run on rank 0 alone."""
+    builder.shards_across_ranks = True  # type: ignore[attr-defined]
+    return builder
+
+
 def build_zoo(name: str, *, variant: str | None = None, device: str | torch.device = "cpu",
               out: str | Path | None = None, progress: bool | None = None, overwrite: bool = False,
               log: Callable[[str], None] | None = None):
     """Build zoo `name` (a registered card) as `variant` into `out` (default: the zoo store)."""
+    from .. import distributed
     from .. import zoo as zoo_mod
     from ..registry import ZOOS
 
@@ -55,14 +94,28 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
         from ..console import progress_enabled
 
         progress = progress_enabled()
-    ctx = BuildContext(device=torch.device(device), workdir=workdir, progress=progress)
+    device = distributed.setup(device)
+    rank, world = distributed.rank(), distributed.world()
+    ctx = BuildContext(device=device, workdir=workdir, progress=progress and rank == 0, rank=rank, world_size=world)
     if log is not None:
         ctx.log = log
-    result: BuildResult = builder(resolved, ctx)
-    if result.stats:
-        resolved.recipe = {**resolved.recipe, "build_stats": result.stats}
-    z = zoo_mod.write_zoo(root, resolved, result.members, result.weights, overwrite=overwrite or root.exists())
-    import shutil
+    if rank != 0:
+        ctx.log = lambda _m: None
+    if getattr(builder, "shards_across_ranks", False):
+        result: BuildResult = builder(resolved, ctx)
+    elif rank == 0:  # a builder that knows nothing of ranks works alone
+        result = builder(resolved, replace(ctx, rank=0, world_size=1))
+    if rank != 0:
+        distributed.barrier()  # rank 0 writes the zoo
+        return zoo_mod.load_zoo(root)
+    stats = {**result.stats, "processes": world} if world > 1 else result.stats
+    if stats:
+        resolved.recipe = {**resolved.recipe, "build_stats": stats}
+    try:
+        z = zoo_mod.write_zoo(root, resolved, result.members, result.weights, overwrite=overwrite or root.exists())
+        import shutil
 
-    shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(workdir, ignore_errors=True)
+    finally:
+        distributed.barrier()
     return z

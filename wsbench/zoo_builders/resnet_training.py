@@ -6,6 +6,7 @@ members of `cifar10_resnet`, which the full variant includes (`include_pretraine
 
 ResNets are large enough to fill a GPU one at a time, so members train sequentially; every
 finished member is a shard in the work folder (an interrupted build resumes at the next member).
+Under torchrun each rank trains its own members (BuildContext.owns) and rank 0 assembles the zoo.
 """
 from __future__ import annotations
 
@@ -22,9 +23,9 @@ from ..archs import build_arch
 from ..errors import ConfigError
 from ..evaluation import accuracy
 from ..zoo_card import ZooCard
-from . import BUILDERS, BuildContext, BuildResult
+from . import BUILDERS, BuildContext, BuildResult, shards_across_ranks
 from .planning import device_name, progress
-from .resumable import ShardStore, assemble, card_fingerprint
+from .resumable import assemble, card_fingerprint, combine_reports, load_shards, open_store
 
 RECIPE_KEYS = {"epochs", "lr", "momentum", "weight_decay", "batch_size", "schedule", "warmup_epochs"}
 
@@ -123,17 +124,18 @@ def _pretrained_parts(card: ZooCard, ctx: BuildContext) -> list:
 
 
 @BUILDERS.register("resnet_training")
+@shards_across_ranks
 def build_resnet_training(card: ZooCard, ctx: BuildContext) -> BuildResult:
     from ..data import load_split
 
     t_start = time.perf_counter()
     members = _members(card)
     limit, eval_limit = card.recipe.get("train_images"), card.recipe.get("eval_limit")
-    store = ShardStore(ctx.workdir, card_fingerprint(card, {"device": ctx.device.type}), ctx.log)
+    store = open_store(ctx, card_fingerprint(card, {"device": ctx.device.type}))
     ids = [f"{m['group']}_{m['recipe']}_s{m['seed']}" for m in members]
     if len(set(ids)) != len(ids):
         raise ConfigError(f"zoo {card.name}: recipe.members lists a (group, recipe, seed) twice")
-    todo = [k for k, i in enumerate(ids) if not store.has(i)]
+    todo = [k for k, i in enumerate(ids) if ctx.owns(k) and not store.has(i)]
     train_seconds = 0.0
     if todo:
         train = load_split(card.dataset, "train_full", device=ctx.device, limit=limit)
@@ -165,15 +167,20 @@ def build_resnet_training(card: ZooCard, ctx: BuildContext) -> BuildResult:
                     f"{100 * metrics['test_acc_exact']:.2f}% (lossless subset) after {m['epochs']} epochs")
             store.save(ids[k], m["group"], pd.DataFrame([row]), sd)
         bar.close()
-    parts = [store.load(i) for i in ids]
+    totals = combine_reports(ctx.gather({"train_seconds": train_seconds, "trained": len(todo)}),
+                             maximum=("train_seconds",))  # every rank has saved its members
+    if not ctx.is_main:
+        return BuildResult(pd.DataFrame(), {})
+    train_seconds, n_trained = totals["train_seconds"], totals["trained"]
+    parts = load_shards(store, ids, ctx.world_size)
     if card.recipe.get("include_pretrained"):
         parts += _pretrained_parts(card, ctx)
     out, weights = assemble(parts, sort_by=["group", "id"])
     out = out.infer_objects()
     out.insert(1, "split", "test")  # every member is one network to reconstruct, as in cifar10_resnet
     out = out[["id", "split", "group", "row"] + [c for c in out.columns if c not in ("id", "split", "group", "row")]]
-    stats = {"device": device_name(ctx.device), "networks_total": len(out), "trained_now": len(todo),
+    stats = {"device": device_name(ctx.device), "networks_total": len(out), "trained_now": n_trained,
              "train_seconds": round(train_seconds, 3),
-             "networks_per_s": round(len(todo) / train_seconds, 5) if train_seconds else None,
+             "networks_per_s": round(n_trained / train_seconds, 5) if train_seconds else None,
              "wall_seconds": round(time.perf_counter() - t_start, 3)}
     return BuildResult(out.reset_index(drop=True), weights, stats)

@@ -7,6 +7,9 @@ weights). Each file is written to a temporary name and renamed, the parquet file
 counts as done only when both exist, so Ctrl-C at any moment leaves complete shards only. A
 restarted build skips the done shards; `plan.json` holds a fingerprint of the resolved card,
 and shards of a different recipe are discarded instead of being mixed in.
+
+Several processes (torchrun) share one work folder: rank 0 opens it first (tidying and checking
+the plan), each rank saves the shards it owns, and rank 0 loads them all once every rank is done.
 """
 from __future__ import annotations
 
@@ -57,12 +60,19 @@ def _atomic(path: Path, write: Callable[[str], None]) -> None:
 class ShardStore:
     """Finished shards of one build, in `workdir/shards`."""
 
-    def __init__(self, workdir: str | os.PathLike, fingerprint: str, log: Callable[[str], None] = print) -> None:
+    def __init__(self, workdir: str | os.PathLike, fingerprint: str, log: Callable[[str], None] = print,
+                 tidy: bool = True) -> None:
+        """`tidy=False` (ranks other than 0): open a folder rank 0 has tidied, remove nothing."""
         self.dir = Path(workdir) / "shards"
         self.dir.mkdir(parents=True, exist_ok=True)
+        plan = self.dir / "plan.json"
+        if not tidy:
+            if not plan.exists() or json.loads(plan.read_text()).get("fingerprint") != fingerprint:
+                raise IntegrityError(f"{self.dir}: the build plan of rank 0 is missing or differs from this rank's "
+                                     "(all ranks must see the same folder and build the same card on the same device type)")
+            return
         for stale in self.dir.glob(".*.tmp"):  # left by an interrupted write
             stale.unlink(missing_ok=True)
-        plan = self.dir / "plan.json"
         if plan.exists():
             old = json.loads(plan.read_text()).get("fingerprint")
             if old != fingerprint:
@@ -130,3 +140,36 @@ def assemble(parts: Sequence[tuple[str, pd.DataFrame, Mapping[str, Tensor]]], so
         weights[group] = {k: torch.cat([parts[p][2][k] for p in part_ids]).index_select(0, order) for k in keys}
         members.loc[idx, "row"] = range(len(idx))
     return members.drop(columns=["_part", "shard_row"]), weights
+
+
+def open_store(ctx: Any, fingerprint: str) -> ShardStore:
+    """The ShardStore of a build (`ctx`: a BuildContext); with several ranks, rank 0 opens it first."""
+    if ctx.world_size == 1:
+        return ShardStore(ctx.workdir, fingerprint, ctx.log)
+    store = ShardStore(ctx.workdir, fingerprint, ctx.log) if ctx.is_main else None
+    ctx.barrier()
+    return store if store is not None else ShardStore(ctx.workdir, fingerprint, ctx.log, tidy=False)
+
+
+def load_shards(store: ShardStore, shard_ids: Sequence[str], world_size: int = 1
+                ) -> list[tuple[str, pd.DataFrame, dict[str, Tensor]]]:
+    """Every shard, in order; with several ranks, first a check that the other ranks' shards are here."""
+    if world_size > 1:
+        missing = [s for s in shard_ids if not store.has(s)]
+        if missing:
+            raise IntegrityError(f"{len(missing)} shard(s) built by other ranks are not in {store.dir} (e.g. "
+                                 f"{missing[0]}): with several nodes, the zoo store must be on a file system they share")
+    return [store.load(s) for s in shard_ids]
+
+
+def combine_reports(reports: Sequence[Mapping[str, Any]], maximum: Sequence[str] = ()) -> dict[str, Any]:
+    """Per-rank build counters as one: numbers summed (keys in `maximum`: their maximum, e.g. seconds
+    the ranks spent side by side), other values from the first rank that has one."""
+    out: dict[str, Any] = {}
+    for rep in reports:
+        for k, v in rep.items():
+            if k not in out or (not out[k] and out[k] != 0):
+                out[k] = v
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out[k] = max(out[k], v) if k in maximum else out[k] + v
+    return out

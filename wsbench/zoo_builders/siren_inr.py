@@ -8,6 +8,8 @@ Initialisation follows `archs.siren` (first layer U(+-1/fan_in), later layers
 U(+-sqrt(6/fan_in)/omega0), biases U(+-1/sqrt(fan_in)) as nn.Linear), drawn per image from a
 counter-based generator seeded by the image. Splits by image as in DWSNets: the source test
 images are `test`, `val_size` source training images (seeded) are `val`, the rest `train`.
+Shards of `images_per_shard` images are kept in the work folder (resume); under torchrun each rank
+fits its own shards (BuildContext.owns) and rank 0 assembles the zoo.
 """
 from __future__ import annotations
 
@@ -22,10 +24,10 @@ from torch import Tensor
 from ..archs.siren import image_coords
 from ..errors import ConfigError
 from ..zoo_card import ZooCard
-from . import BUILDERS, BuildContext, BuildResult
+from . import BUILDERS, BuildContext, BuildResult, shards_across_ranks
 from . import counter_rng as rng
 from .planning import device_name, progress
-from .resumable import ShardStore, assemble, card_fingerprint
+from .resumable import assemble, card_fingerprint, combine_reports, load_shards, open_store
 
 
 def siren_shapes(hidden: int = 32, n_hidden: int = 2, in_dim: int = 2, out_dim: int = 1) -> list[tuple[str, tuple[int, ...]]]:
@@ -103,6 +105,7 @@ def _load_images(card: ZooCard, device: torch.device) -> dict[str, Any]:
 
 
 @BUILDERS.register("siren_inr")
+@shards_across_ranks
 def build_siren_inr(card: ZooCard, ctx: BuildContext) -> BuildResult:
     t_start = time.perf_counter()
     r = card.recipe
@@ -117,10 +120,11 @@ def build_siren_inr(card: ZooCard, ctx: BuildContext) -> BuildResult:
     n_train = len(images["train"][1])
     items = [("train", i) for i in range(n_train)] + [("test", i) for i in range(len(images["test"][1]))]
     shard_ids = [f"{group}-{k // per_shard:05d}" for k in range(0, len(items), per_shard)]
-    store = ShardStore(ctx.workdir, card_fingerprint(card, {"device": ctx.device.type}), ctx.log)
-    todo = [k for k, sid in enumerate(shard_ids) if not store.has(sid)]
-    bar = progress(len(items), f"build {card.name}", ctx.progress and bool(todo))
-    bar.update(len(items) - sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in todo))
+    store = open_store(ctx, card_fingerprint(card, {"device": ctx.device.type}))
+    todo = [k for k, sid in enumerate(shard_ids) if ctx.owns(k) and not store.has(sid)]
+    n_mine = sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in range(len(shard_ids)) if ctx.owns(k))
+    bar = progress(n_mine, f"build {card.name}", ctx.progress and bool(todo))
+    bar.update(n_mine - sum(len(items[k * per_shard:(k + 1) * per_shard]) for k in todo))
     fit_seconds, fitted = 0.0, 0
     for k in todo:
         chunk = items[k * per_shard:(k + 1) * per_shard]
@@ -145,7 +149,13 @@ def build_siren_inr(card: ZooCard, ctx: BuildContext) -> BuildResult:
             raise ConfigError(f"zoo {card.name}: SIREN fits diverged (non-finite weights) with lr={lr}; lower recipe.lr")
         store.save(shard_ids[k], group, pd.DataFrame(rows), params)
     bar.close()
-    members, weights = assemble([store.load(s) for s in shard_ids], sort_by=["source_split", "image_index"])
+    reports = ctx.gather({"fit_seconds": fit_seconds, "fitted": fitted})  # every rank has saved its shards
+    if not ctx.is_main:
+        return BuildResult(pd.DataFrame(), {})
+    totals = combine_reports(reports, maximum=("fit_seconds",))
+    fit_seconds, fitted = totals["fit_seconds"], totals["fitted"]
+    parts = load_shards(store, shard_ids, ctx.world_size)
+    members, weights = assemble(parts, sort_by=["source_split", "image_index"])
     val_size = int(r.get("val_size", 5000))
     train_pos = members.index[members["source_split"] == "train"].to_numpy()
     g = torch.Generator().manual_seed(int(card.seeds.get("split", 0)))

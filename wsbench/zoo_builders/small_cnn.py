@@ -5,7 +5,8 @@ Per run, hyper-parameters are sampled from the card's grid (optimizer, learning 
 decay, dropout, initialisation scale, activation, fraction of the training data); every run is
 checkpointed at the card's epochs, and each checkpoint is one member (`run_id` links them).
 Runs train many at once (batched_training), in shards of `members_per_shard` runs of one group
-and one activation; finished shards are kept in the work folder, so a build resumes.
+and one activation; finished shards are kept in the work folder, so a build resumes. Under
+torchrun each rank trains its own shards (BuildContext.owns) and rank 0 assembles the zoo.
 """
 from __future__ import annotations
 
@@ -17,10 +18,10 @@ import torch
 
 from ..errors import ConfigError
 from ..zoo_card import ZooCard
-from . import BUILDERS, BuildContext, BuildResult
+from . import BUILDERS, BuildContext, BuildResult, shards_across_ranks
 from .batched_training import ACTIVATIONS, OPTIMIZERS, CnnArch, ImageData, MemberHParams, train_batch, unflatten
 from .planning import assign_splits, device_name, progress, sample_runs
-from .resumable import ShardStore, assemble, card_fingerprint
+from .resumable import assemble, card_fingerprint, combine_reports, load_shards, open_store
 
 HPARAM_COLUMNS = ("optimizer", "lr", "weight_decay", "dropout", "init_scale", "activation", "train_fraction", "seed")
 DEFAULTS = {"optimizer": "adam", "activation": "relu", "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.0,
@@ -111,21 +112,25 @@ def train_shard(card: ZooCard, group: str, activation: str, run_idx: list[int], 
 
 
 @BUILDERS.register("small_cnn_zoo")
+@shards_across_ranks
 def build_small_cnn_zoo(card: ZooCard, ctx: BuildContext) -> BuildResult:
     t_start = time.perf_counter()
     runs, shards = plan(card)
     epochs, _ = _epochs_and_checkpoints(card)
-    store = ShardStore(ctx.workdir, card_fingerprint(card, {"device": ctx.device.type}), ctx.log)
+    store = open_store(ctx, card_fingerprint(card, {"device": ctx.device.type}))
     shard_ids = [f"{g}-{a}-{k:05d}" for k, (g, a, _) in enumerate(shards)]
-    todo = [k for k, sid in enumerate(shard_ids) if not store.has(sid)]
+    n_done = sum(store.has(sid) for sid in shard_ids)
+    todo = [k for k, sid in enumerate(shard_ids) if ctx.owns(k) and not store.has(sid)]
     n_total = sum(len(s[2]) for s in shards)
-    if len(todo) < len(shards):
-        ctx.log(f"{card.name}: resuming, {len(shards) - len(todo)} of {len(shards)} shards already built")
-    trained = {"train_seconds": 0.0, "runs": 0, "diverged_runs": 0}
+    if n_done:
+        ctx.log(f"{card.name}: resuming, {n_done} of {len(shards)} shards already built")
+    trained: dict[str, Any] = {"train_seconds": 0.0, "runs": 0, "diverged_runs": 0}
+    sources: dict[str, str] = {}
     if todo:
         data, sources = load_image_data(card, ctx.device)
-        bar = progress(n_total, f"build {card.name}", ctx.progress)
-        bar.update(n_total - sum(len(shards[k][2]) for k in todo))
+        n_mine = sum(len(s[2]) for k, s in enumerate(shards) if ctx.owns(k))
+        bar = progress(n_mine, f"build {card.name}", ctx.progress)
+        bar.update(n_mine - sum(len(shards[k][2]) for k in todo))
         for k in todo:
             group, act, idx = shards[k]
             per_step = len(idx) / max(1, epochs * -(-data.x_train.shape[0] // int(card.recipe.get("batch_size", 128))))
@@ -135,9 +140,13 @@ def build_small_cnn_zoo(card: ZooCard, ctx: BuildContext) -> BuildResult:
                 trained[key] += st[key]
             trained["steps_per_epoch"] = st["steps_per_epoch"]
         bar.close()
-    else:
-        sources = {}
-    members, weights = assemble([store.load(s) for s in shard_ids], sort_by=["group", "run_index", "epoch"])
+    reports = ctx.gather({**trained, "sources": sources})  # every rank has saved its shards
+    if not ctx.is_main:
+        return BuildResult(pd.DataFrame(), {})
+    trained = combine_reports(reports, maximum=("train_seconds", "steps_per_epoch"))
+    sources = trained.pop("sources")
+    parts = load_shards(store, shard_ids, ctx.world_size)
+    members, weights = assemble(parts, sort_by=["group", "run_index", "epoch"])
     split_cfg = card.splits or {}
     fractions = split_cfg.get("fractions", {"train": 0.7, "val": 0.1, "test": 0.2})
     by_run = assign_splits(range(len(runs)), fractions, int(card.seeds.get("split", 0)))

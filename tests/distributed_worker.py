@@ -1,8 +1,9 @@
 """Run by tests/test_distributed.py under torchrun (gloo, CPU): DDP checks that need several ranks.
 
-    python -m torch.distributed.run --nproc_per_node 2 --standalone tests/distributed_worker.py OUT.json
+    python -m torch.distributed.run --nproc_per_node 2 --standalone tests/distributed_worker.py OUT.json [CLI ARGS]
 
-Checks (rank 0 writes the findings to OUT.json):
+Checks (rank 0 writes the findings to OUT.json), then, given CLI ARGS, `run_bench.py CLI ARGS` in
+the same process group (one launch instead of two: starting ranks is the slow part on a small box):
 - gradient averaging: a DDP-wrapped layer's gradient equals the mean of the ranks' local gradients;
 - train_encoder under DDP: every rank ends with the same weights, history and best epoch, for an
   encoder with and without per-rank augmentation (mlp, mlp_permaug).
@@ -68,7 +69,7 @@ def train_everywhere(method: str) -> dict:
             "n_epochs": len(trained.history)}
 
 
-def main(out: str) -> None:
+def main(out: str, cli_args: list[str]) -> int:
     from wsbench import distributed
 
     distributed.setup("cpu")
@@ -78,8 +79,13 @@ def main(out: str) -> None:
     if distributed.is_main():
         with open(out, "w") as f:
             json.dump(report, f)
+    if cli_args:
+        from wsbench.cli import main as cli_main
+
+        return cli_main(cli_args)  # leaves the process group at its end
     distributed.shutdown()
+    return 0
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

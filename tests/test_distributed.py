@@ -177,3 +177,13 @@ def test_ddp_averages_gradients_and_keeps_the_ranks_equal(two_process_run):
     for method, r in report["encoders"].items():
         assert r["params_max_diff"] == 0.0, method  # same weights on both ranks after training
         assert r["history_equal"] and r["best_epoch_equal"] and r["n_epochs"] == 4, method
+
+
+def test_reconstruction_under_torchrun_is_refused_before_any_work(monkeypatch, tmp_path):
+    from wsbench.errors import ConfigError
+    from wsbench.runner import RunRequest, run_benchmark
+
+    monkeypatch.setattr(distributed, "world", lambda: 2)  # as under a 2-process launch
+    with pytest.raises(ConfigError, match="runs in one process"):
+        run_benchmark(RunRequest(method="magnitude_prune", zoo="cifar10_resnet", device="cpu", save=False,
+                                 results_dir=tmp_path, runs_dir=tmp_path / "runs", log=lambda _m: None))

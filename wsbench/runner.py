@@ -163,6 +163,10 @@ def run_key(**parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+_ONE_PROCESS = ("{what} runs in one process; torchrun with several processes is for encoder tasks and zoo "
+                "building (run it without torchrun)")
+
+
 def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     """Run and (unless req.save is False) append the records. Returns the new records."""
     method_cls = METHODS.get(req.method)
@@ -174,6 +178,8 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
     if req.save and main:
         check_writable(req.results_dir)
+    if distributed.world() > 1 and method_cls.capability == "reconstructor":
+        raise ConfigError(_ONE_PROCESS.format(what=f"method {req.method} (a reconstructor)"))
     if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded
         method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
     zoo = load_zoo(req.zoo, variant=req.zoo_variant)
@@ -183,8 +189,7 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     if not ok:
         raise NotApplicableError(f"{why} (try `run_bench.py list` for what each method can do)")
     if distributed.world() > 1 and getattr(task, "capability", "") != "encoder":
-        raise ConfigError(f"task {task_name} runs in one process; torchrun with several processes is for "
-                          "encoder tasks and zoo building (run it without torchrun)")
+        raise ConfigError(_ONE_PROCESS.format(what=f"task {task_name}"))
     existing: set = set()
     if main and req.results_dir.exists():
         existing = {r.extra.get("run_key") for r in read_records(req.results_dir)}

@@ -18,7 +18,7 @@ from PIL import Image
 from wsbench.data import load_split, random_crop_flip
 from wsbench.data_sources import decode_images
 
-REAL = Path(os.environ.get("WSBENCH_DATA_DIR", "/work/shared/data"))
+REAL = Path(os.environ.get("WSBENCH_DATA_DIR", "../shared/data"))
 needs_real = pytest.mark.skipif(not (REAL / "cifar10-jpeg" / "test.parquet").is_file(), reason="no data mirror")
 
 

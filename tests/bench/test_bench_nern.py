@@ -7,7 +7,9 @@ Run: .venv/bin/python -m pytest tests/bench/test_bench_nern.py --benchmark-only 
 from __future__ import annotations
 
 import math
+import os
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,12 +25,13 @@ from wsbench.methods.nern.losses import fmd_loss_reference, kd_loss
 from wsbench.methods.nern.optim import build_optimizer
 from wsbench.methods.nern.orderings import compute_positions
 
+DATA = Path(os.environ.get("WSBENCH_DATA_DIR", "../shared/data"))
 OFFICIAL = {"step_it_s": 0.36, "cross20": 4.4, "cross56": 13.9, "enc20": 5.1, "enc56": 12.6,
             "setup20": 9.7, "setup56": 27.2}
 
 
 def _target(depth: int) -> ReconstructionTarget:
-    sd = load_file(f"/work/shared/data/pretrained/resnet{depth}.safetensors")
+    sd = load_file(str(DATA / "pretrained" / f"resnet{depth}.safetensors"))
     return ReconstructionTarget(f"r{depth}", "resnet_cifar", {"depth": depth}, sd, "cifar10")
 
 

@@ -17,18 +17,11 @@ from PIL import Image
 
 from wsbench.data import load_split, random_crop_flip
 from wsbench.data_sources import decode_images
+from bench_timing import best_of
 
 REAL = Path(os.environ.get("WSBENCH_DATA_DIR", "../shared/data"))
 needs_real = pytest.mark.skipif(not (REAL / "cifar10-jpeg" / "test.parquet").is_file(), reason="no data mirror")
 
-
-def _best_of(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _report(name: str, ours: float, reference: float) -> None:
@@ -45,7 +38,7 @@ def test_bench_decode_cifar_jpegs(benchmark):
 
     ours = benchmark(decode_images, blobs, 3, 32)
     assert np.array_equal(ours, pil_loop())
-    _report("decode 2,000 CIFAR JPEGs", benchmark.stats.stats.min, _best_of(pil_loop))
+    _report("decode 2,000 CIFAR JPEGs", benchmark.stats.stats.min, best_of(pil_loop))
 
 
 @needs_real
@@ -75,5 +68,5 @@ def test_bench_random_crop_flip(benchmark):
     x = torch.randn(512, 3, 32, 32)
     out = benchmark(random_crop_flip, x, 4, torch.Generator().manual_seed(0))
     assert out.shape == x.shape
-    ref = _best_of(lambda: _crop_flip_loop(x, 4, torch.Generator().manual_seed(0)))
+    ref = best_of(lambda: _crop_flip_loop(x, 4, torch.Generator().manual_seed(0)))
     _report("random_crop_flip 512x3x32x32 vs per-image loop", benchmark.stats.stats.min, ref)

@@ -27,6 +27,7 @@ from wsbench.methods.dwsnet.layout import features_from_ws, layouts_for_spec
 from wsbench.metrics import kendall_tau
 from wsbench.registry import METHODS
 from wsbench.weights import WeightSpace, spec_for_arch
+from bench_timing import best_of
 
 ENCODERS = [n for n in METHODS.names() if METHODS.get(n).capability == "encoder"]
 ARCHS = {"siren": ("siren", {}), "small_cnn": ("small_cnn", {})}
@@ -46,14 +47,6 @@ def _zoo(key: str, n: int = BATCH) -> WeightSpace:
     torch.manual_seed(0)
     return WeightSpace.from_state_dicts(spec_for_arch(arch, **kw), [build_arch(arch, **kw).state_dict() for _ in range(n)])
 
-
-def _best_of(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def _report(name: str, ours: float, reference: float, n: int = BATCH) -> None:
@@ -76,7 +69,7 @@ def test_bench_forward(benchmark, name, arch):
     ref = _flat_linear(ws)
     with torch.no_grad():
         out = benchmark(enc, ws)
-        ref_s = _best_of(lambda: ref(ws.flat()))
+        ref_s = best_of(lambda: ref(ws.flat()))
     assert out.shape == (BATCH, 10) and torch.isfinite(out).all()
     _report(f"{name} forward, {BATCH} {arch} networks", benchmark.stats.stats.min, ref_s)
 
@@ -102,7 +95,7 @@ def test_bench_training_step(benchmark, name, arch):
         return loss.detach()
 
     loss = benchmark(step, enc, opt)
-    ref_s = _best_of(lambda: step(lambda w: ref(w.flat()), ref_opt))
+    ref_s = best_of(lambda: step(lambda w: ref(w.flat()), ref_opt))
     assert torch.isfinite(loss)
     _report(f"{name} training step (fwd+bwd+AdamW), {BATCH} {arch} networks", benchmark.stats.stats.min, ref_s)
 
@@ -146,7 +139,7 @@ def test_bench_dws_pooled_blocks_vs_one_linear_per_block(benchmark):
     with torch.no_grad():
         ours = benchmark(layer, xs)
         ref = reference()
-        ref_s = _best_of(reference)
+        ref_s = best_of(reference)
     for a, b in zip(ours, ref):
         assert torch.allclose(a, b, atol=1e-5)
     print(f"\n(pooled pairs: {len(naive)}, shared-group pairs: {len(layer.routes)})")

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from pathlib import Path
 
@@ -27,26 +26,11 @@ from wsbench.manifest import verify_manifest
 from wsbench.weights import WeightSpace, batched_forward, spec_for_arch
 from wsbench.zoo import load_zoo, write_zoo
 from wsbench.zoo_card import ZooCard
+from bench_timing import best_of, bench_threads  # noqa: F401 (bench_threads: a fixture)
 
 CNN = {"in_channels": 1, "num_classes": 10, "channels": 16, "n_conv": 3}  # 4,970 parameters
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("WSBENCH_BENCH_THREADS", "1")))
-    print(f"\n[torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}]")
-    yield
-    torch.set_num_threads(before)
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 def report(name: str, ours: float, reference: float) -> None:

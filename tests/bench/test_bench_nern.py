@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from wsbench.methods.nern.layout import ConvLayout
 from wsbench.methods.nern.losses import fmd_loss_reference, kd_loss
 from wsbench.methods.nern.optim import build_optimizer
 from wsbench.methods.nern.orderings import compute_positions
+from bench_timing import best_of
 
 DATA = Path(os.environ.get("WSBENCH_DATA_DIR", "../shared/data"))
 OFFICIAL = {"step_it_s": 0.36, "cross20": 4.4, "cross56": 13.9, "enc20": 5.1, "enc56": 12.6,
@@ -33,15 +33,6 @@ OFFICIAL = {"step_it_s": 0.36, "cross20": 4.4, "cross56": 13.9, "enc20": 5.1, "e
 def _target(depth: int) -> ReconstructionTarget:
     sd = load_file(str(DATA / "pretrained" / f"resnet{depth}.safetensors"))
     return ReconstructionTarget(f"r{depth}", "resnet_cifar", {"depth": depth}, sd, "cifar10")
-
-
-def best_of(fn, repeats: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def report(name: str, ours: float, reference: float, official: float | None = None, unit: str = "s") -> None:

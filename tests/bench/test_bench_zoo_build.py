@@ -9,7 +9,6 @@ speed-up is modest (the work is the same FLOPs); the GPU numbers come from scrip
 """
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -20,17 +19,11 @@ from wsbench.archs import build_arch
 from wsbench.zoo_builders import counter_rng as rng
 from wsbench.zoo_builders.batched_training import CnnArch, ImageData, MemberHParams, train_batch
 from wsbench.zoo_builders.siren_inr import fit_sirens
+from bench_timing import bench_threads  # noqa: F401 (a fixture)
 
 B, STEPS, BS = 32, 8, 32
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _threads():
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(os.environ.get("WSBENCH_BENCH_THREADS", "1")))
-    print(f"\n[torch threads {torch.get_num_threads()}, load average {os.getloadavg()[0]:.1f}]")
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("bench_threads")
 
 
 def _data() -> ImageData:

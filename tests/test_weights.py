@@ -57,13 +57,24 @@ def test_permuting_input_axis_changes_function(name, kwargs, xshape):
     assert (y0 - y1).abs().max() > 1e-3
 
 
-def test_batched_forward_matches_module():
+@pytest.mark.parametrize("impl", ["auto", "loop", "vmap"])
+def test_batched_forward_matches_module(impl):
     model, ws = _random_ws("resnet_cifar", {"depth": 20}, n=2)
     x = torch.randn(3, 3, 32, 32)
-    y = batched_forward(model, ws, x)
+    y = batched_forward(model, ws, x, impl=impl)
     m = build_arch("resnet_cifar", depth=20).eval()
     m.load_state_dict(ws.state_dict(1), strict=False)
     torch.testing.assert_close(y[1], m(x), rtol=1e-4, atol=1e-4)
+
+
+def test_batched_forward_per_network_inputs_agree_across_impls():
+    model, ws = _random_ws("small_cnn", {"in_channels": 1}, n=3)
+    x = torch.randn(3, 5, 1, 28, 28)
+    loop = batched_forward(model, ws, x, per_network_input=True, impl="loop")
+    torch.testing.assert_close(batched_forward(model, ws, x, per_network_input=True, impl="vmap"), loop,
+                               rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="impl"):
+        batched_forward(model, ws, x, impl="fast")
 
 
 def test_specs_are_right():

@@ -22,9 +22,9 @@ from ..metrics import accuracy
 from ..registry import TASKS
 from ..weights import WeightSpace
 from ..zoo import Zoo
-from .base import Task, TaskResult
+from .base import TaskResult
 from .encoder_training import group_data, split_frames, task_options
-from .property_prediction import as_list, check_groups, fit_models, predict, supports_groups, training_extra
+from .property_prediction import GroupedEncoderTask, fit_models, predict, training_extra
 
 
 def _uniform(n: int, *shape: int, bound: float, generator: torch.Generator | None) -> torch.Tensor:
@@ -56,10 +56,9 @@ def inr_augment(ws: WeightSpace, generator: torch.Generator | None = None, *, tr
 
 
 @TASKS.register("inr_classification")
-class INRClassification(Task):
+class INRClassification(GroupedEncoderTask):
     name = "inr_classification"
     version = 1
-    capability = "encoder"
     zoo_kinds = ("inr",)
     description = "classify the image an INR represents from the INR's weights (test accuracy, %)"
     extra_defaults: dict[str, Any] = {"target": "label", "groups": None, "inr_augment": False}
@@ -71,13 +70,6 @@ class INRClassification(Task):
             raise ConfigError(f"task {self.name!r}: option 'target' must be a column name")
         if not isinstance(self.opts["inr_augment"], bool):
             raise ConfigError(f"task {self.name!r}: option 'inr_augment' must be true or false")
-
-    def groups(self, zoo: Zoo) -> list[str]:
-        return check_groups(zoo, as_list(self.opts["groups"], "groups", self.name) or zoo.groups, "groups")
-
-    def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
-        ok, why = super().applicable(method_cls, zoo)
-        return supports_groups(method_cls, zoo, self.groups(zoo)) if ok else (ok, why)
 
     def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,
             ctx: RunContext) -> list[TaskResult]:

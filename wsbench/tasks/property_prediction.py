@@ -109,11 +109,24 @@ def regression_result(models: Models, test: Sequence[GroupData], method: str, me
                       extra={**extra, **training_extra(models)})
 
 
+class GroupedEncoderTask(Task):
+    """An encoder task on the zoo's `groups` option (default: every architecture group)."""
+
+    capability = "encoder"
+    opts: dict[str, Any]
+
+    def groups(self, zoo: Zoo) -> list[str]:
+        return check_groups(zoo, as_list(self.opts["groups"], "groups", self.name) or zoo.groups, "groups")
+
+    def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
+        ok, why = super().applicable(method_cls, zoo)
+        return supports_groups(method_cls, zoo, self.groups(zoo)) if ok else (ok, why)
+
+
 @TASKS.register("property_prediction")
-class PropertyPrediction(Task):
+class PropertyPrediction(GroupedEncoderTask):
     name = "property_prediction"
     version = 1
-    capability = "encoder"
     zoo_kinds = ("cnn",)
     description = "predict CNN test accuracy / generalisation gap from weights (Kendall tau, R^2, MSE on test)"
     extra_defaults: dict[str, Any] = {"target": "test_acc", "groups": None}
@@ -124,13 +137,6 @@ class PropertyPrediction(Task):
         self.targets = as_list(self.opts["target"], "target", self.name)
         if not self.targets:
             raise ConfigError(f"task {self.name!r}: option 'target' names no column")
-
-    def groups(self, zoo: Zoo) -> list[str]:
-        return check_groups(zoo, as_list(self.opts["groups"], "groups", self.name) or zoo.groups, "groups")
-
-    def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
-        ok, why = super().applicable(method_cls, zoo)
-        return supports_groups(method_cls, zoo, self.groups(zoo)) if ok else (ok, why)
 
     def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,
             ctx: RunContext) -> list[TaskResult]:

@@ -9,7 +9,7 @@ Every reconstruction variant (e.g. several budgets, or NeRN's pruned predictors)
 from __future__ import annotations
 
 import time
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 

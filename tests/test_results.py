@@ -145,16 +145,25 @@ def test_corrupted_line_skipped_with_warning(tmp_path):
     assert added == 1
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root ignores directory permissions")
-def test_read_only_dir_error_leaves_file_unchanged(tmp_path):
+def test_read_only_dir_error_leaves_file_unchanged(tmp_path, monkeypatch):
     path = append_records(tmp_path, [make_record()])
     before = path.read_bytes()
     os.chmod(path, 0o444)
     os.chmod(tmp_path, 0o555)
+    if os.geteuid() == 0:  # root ignores permission bits: the kernel's answer for others, simulated
+        real_open = os.open
+
+        def denying_open(file, flags, *a, **k):
+            if flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT):
+                raise PermissionError(13, "Permission denied", str(file))
+            return real_open(file, flags, *a, **k)
+
+        monkeypatch.setattr(os, "open", denying_open)
     try:
-        with pytest.raises(WsbenchError, match=str(path)):
+        with pytest.raises(WsbenchError, match=str(tmp_path)):
             append_records(tmp_path, [make_record(seed=9)])
     finally:
+        monkeypatch.undo()
         os.chmod(tmp_path, 0o755)
     assert path.read_bytes() == before
 

@@ -234,3 +234,14 @@ def test_a_column_shares_its_decimals():
     col = [h.text for h in grid.headers].index("tau ↑")
     assert [row[col].text for row in grid.rows] == ["66.20", "0.50", "0.00"]
     assert [row[col].bold for row in grid.rows] == [True, False, False]
+
+
+def test_rows_scored_on_different_item_counts_are_kept_apart_and_labelled():
+    recs = [make(seed=s, n_eval=n, metrics={"tau": 0.5 + s / 100, "mse": 1.0}) for n in (2000, 10000) for s in range(2)]
+    table = only_table(recs)
+    assert sorted(r.n_eval for r in table.rows) == [2000, 10000] and all(len(r.seeds) == 2 for r in table.rows)
+    grid = table_grid(table)
+    col = [c.text for c in grid.headers].index("Scored")
+    assert sorted(row[col].text for row in grid.rows) == ["10,000", "2,000"]
+    same = table_grid(only_table([make(seed=s) for s in range(2)]))
+    assert "Scored" not in [c.text for c in same.headers]  # shown only where rows differ

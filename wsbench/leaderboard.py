@@ -65,6 +65,7 @@ class Row:
     devices: tuple[str, ...]
     task_version: int
     zoo_version: str
+    n_eval: int | None = None  # items scored (test images, networks); rows differing in it are kept apart
 
     @property
     def name(self) -> str:
@@ -222,12 +223,12 @@ def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> l
     """Group records into rows (one per method/config/preset/member/status/version) over seeds."""
     groups: dict[tuple, dict[int, ResultRecord]] = {}
     for r in records:
-        key = (r.method, labels[r.record_id], r.preset, _member(r), r.status, r.task_version, r.zoo_version)
+        key = (r.method, labels[r.record_id], r.preset, _member(r), r.status, r.task_version, r.zoo_version, r.n_eval)
         seeds = groups.setdefault(key, {})
         if r.seed not in seeds or (r.date, r.record_id) > (seeds[r.seed].date, seeds[r.seed].record_id):
             seeds[r.seed] = r
     rows = []
-    for (method, label, preset, member, status, task_v, zoo_v), by_seed in groups.items():
+    for (method, label, preset, member, status, task_v, zoo_v, n_eval), by_seed in groups.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         names = sorted({m for r in recs for m in r.metrics})
         metrics = {m: Stat.of([r.metrics[m] for r in recs if m in r.metrics]) for m in names}
@@ -236,7 +237,8 @@ def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> l
         reasons = _sorted_set(r.reason for r in recs if r.reason)
         rows.append(Row(method, label, preset, member, status, "; ".join(reasons) or None, tuple(sorted(by_seed)),
                         metrics, Stat.of(params) if params else None, Stat.of(nbytes) if nbytes else None,
-                        Stat.of([r.wall_s for r in recs]), _sorted_set(r.device for r in recs), task_v, zoo_v))
+                        Stat.of([r.wall_s for r in recs]), _sorted_set(r.device for r in recs), task_v, zoo_v,
+                        n_eval))
     rows.sort(key=lambda w: (natural_key(w.member), w.method, natural_key(w.config), natural_key(w.preset)))
     rows.sort(key=lambda w: version_key(w.zoo_version), reverse=True)  # stable: newest versions first
     rows.sort(key=lambda w: (w.status != "ok", -w.task_version))

@@ -17,7 +17,8 @@ LEGEND = (
     "Cells are mean ± sample standard deviation over seeds (no ± with one seed); `Seeds` is the number "
     "of distinct seeds (a re-run seed counts once, newest record). ↑ higher is better, ↓ lower is better; "
     "**bold** marks the best mean of a column, within each zoo member (ties all bold; no bold when all "
-    "rows agree). `Params` is the size of "
+    "rows agree). `Scored` (shown where rows differ in it) is the number of test items the metrics "
+    "come from. `Params` is the size of "
     "the representation or model the record reports; `Wall` is the wall-clock time of the run that "
     "produced the row (one run may score several members or variants). Records from an older task or zoo "
     "version are listed apart and never compared."
@@ -81,10 +82,13 @@ def table_grid(table: Table, older: bool = False) -> Grid:
     has_member = any(r.member for r in rows)
     has_bytes = any(r.n_bytes for r in rows)
     has_notes = any(r.status != "ok" for r in rows)
+    has_eval = len({r.n_eval for r in rows}) > 1  # scored on different numbers of items: say so
     headers = [Cell("Task v"), Cell("Zoo v")] if older else []
     headers += [Cell("Member", title="zoo member the row scores")] if has_member else []
     headers += [Cell("Method"), Cell("Config"), Cell("Preset", title="budget preset of the run")]
-    headers += [Cell("Seeds", numeric=True)] + [metric_header(table, m) for m in metrics]
+    headers += [Cell("Seeds", numeric=True)]
+    headers += [Cell("Scored", numeric=True, title="items the metrics are computed on")] if has_eval else []
+    headers += [metric_header(table, m) for m in metrics]
     headers += [Cell("Params", numeric=True)] + ([Cell("Bytes", numeric=True)] if has_bytes else [])
     headers += [Cell("Wall", numeric=True), Cell("Device")] + ([Cell("Notes")] if has_notes else [])
     scales = {m: max(abs(r.metrics[m].mean) for r in rows if m in r.metrics and r.status == "ok") for m in metrics
@@ -95,6 +99,8 @@ def table_grid(table: Table, older: bool = False) -> Grid:
         cells += [Cell(row.member or "")] if has_member else []
         cells += [Cell(row.method), Cell(row.config), Cell(row.preset or "default")]
         cells.append(Cell(str(len(row.seeds)), numeric=True, title="seeds: " + ", ".join(map(str, row.seeds))))
+        if has_eval:
+            cells.append(Cell("–" if row.n_eval is None else f"{row.n_eval:,}", numeric=True))
         for m in metrics:
             if row.status != "ok":
                 cells.append(Cell("n/a", numeric=True))

@@ -96,7 +96,7 @@ def assert_untouched(before: dict[str, str], tmp_path: Path, *roots: Path) -> No
     assert snapshot(tmp_path / "res", tmp_path / "runs") == {}
 
 
-DATA_DIR = Path(os.environ.get("WSBENCH_DATA_DIR", "/work/shared/data"))
+from data_paths import DATA_DIR  # noqa: E402
 
 
 def offline_hub(monkeypatch) -> None:

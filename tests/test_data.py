@@ -19,7 +19,7 @@ from wsbench.data import (CIFAR10_GRAY_MEAN, CIFAR10_GRAY_STD, DATASETS, LUMA_WE
                           load_split, random_crop_flip)
 from wsbench.errors import ConfigError, DataError, UnknownNameError
 
-REAL = Path(os.environ.get("WSBENCH_DATA_DIR", "/work/shared/data"))
+from data_paths import DATA_DIR as REAL  # noqa: E402
 needs_real = pytest.mark.skipif(not (REAL / "mnist" / "test.parquet").is_file(), reason=f"no data mirror at {REAL}")
 
 

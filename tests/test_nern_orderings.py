@@ -11,7 +11,7 @@ from wsbench.methods.nern.orderings import (apply_ordering, compute_positions, g
                                             greedy_walk, greedy_walk_torch, inverse_permutation, ordering_index_bits,
                                             similarity_stack, undo_ordering)
 
-PRETRAINED = "/work/shared/data/pretrained/resnet20.safetensors"
+from data_paths import PRETRAINED_R20 as PRETRAINED  # noqa: E402
 
 
 def _cos(a: list[float], b: list[float]) -> float:

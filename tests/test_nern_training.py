@@ -17,7 +17,7 @@ from wsbench.methods.nern.fit import Fitter
 from wsbench.methods.nern.losses import fmd_loss_reference, kd_loss
 from wsbench.methods.nern.meta import magnitude_prune, sparse_index_bytes
 
-PRETRAINED = "/work/shared/data/pretrained/resnet20.safetensors"
+from data_paths import DATA_DIR, PRETRAINED_R20 as PRETRAINED  # noqa: E402
 TINY = dict(hidden=16, image_batch=8, weights_batch=512, ordering="none", selection="last", log_every=1000,
             prune_sparsities=[0.0], eval_batch=64)
 
@@ -129,7 +129,7 @@ def test_data_free_runs(target, noise):
 
 
 def test_reconstruct_end_to_end_with_variants(target, images, monkeypatch):
-    monkeypatch.setenv("WSBENCH_DATA_DIR", "/work/shared/data")
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
     cfg = yaml.safe_load(Path(__file__).parents[1].joinpath("baselines/nern/tiny.yaml").read_text())
     cfg["iterations"] = 6
     rec = NeRN(**cfg).reconstruct(target, RunContext(progress=False))

@@ -20,13 +20,13 @@ from wsbench.zoo_builders.batched_training import (CnnArch, ImageData, MemberHPa
                                                    train_batch, unflatten)
 from wsbench.zoo_builders.planning import assign_splits, member_arch, sample_runs, split_counts
 
-DATA_DIR = "/work/shared/data"
+from data_paths import DATA_DIR  # noqa: E402
 FIELDS = ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
 
 
 @pytest.fixture(autouse=True)
 def _env(monkeypatch, tmp_path_factory):
-    monkeypatch.setenv("WSBENCH_DATA_DIR", DATA_DIR)
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
     monkeypatch.setenv("WSBENCH_ZOO_DIR", str(tmp_path_factory.getbasetemp() / "zoo_store"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # 2 threads on a busy 2-core machine are several times slower than 1
@@ -153,7 +153,7 @@ def test_hyperparameter_sampling_and_splits():
 @pytest.fixture(scope="module")
 def tiny_cnn_zoo(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    mp.setenv("WSBENCH_DATA_DIR", DATA_DIR)
+    mp.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
     torch.set_num_threads(1)
     zoo = build_zoo("small_cnn_mnist", variant="tiny", out=tmp_path_factory.mktemp("cnn") / "zoo", progress=False)
     mp.undo()

@@ -6,7 +6,9 @@ One step (cf. the official `Trainer.train`, made cheaper with the same gradients
    flat weight vector. Only sampled kernels send gradient to the predictor (as the official code).
 2. Reconstruction loss over all weights; after the warm-up, the teacher (no grad) and the student
    (the same BN-folded module with the predicted kernels, via functional_call) see the same batch,
-   and the KD / FMD losses are added. During the warm-up the student is not run at all.
+   and the KD / FMD losses are added. During the warm-up (and without KD/FMD) neither the student
+   nor the full prediction runs: with the MSE, only the sampled rows carry gradient, so the step
+   predicts those alone (same gradient, a fraction of the cost).
 3. One backward, one optimizer step. Loss sums stay on the device; the host only reads them at
    log and evaluation intervals.
 """
@@ -94,6 +96,12 @@ class NeRNTrainer:
         self.target_flat = layout.flat_weights(sd).to(dev)
         idx = layout.crop_index()
         self.crop = idx.to(dev) if idx is not None else None
+        # for steps without KD/FMD: per-kernel targets and a mask of the entries that are real weights
+        self.target_table = layout.padded_kernels({k: v.cpu() for k, v in sd.items()}).to(dev)
+        valid = torch.ones(layout.n_kernels * layout.out_dim, device=dev)
+        if self.crop is not None:
+            valid = torch.zeros_like(valid).index_fill_(0, self.crop, 1.0)
+        self.valid = valid.view(layout.n_kernels, layout.out_dim)
         norms = layout.padded_kernels({k: v.cpu() for k, v in sd.items()}).norm(dim=1).to(dev)
         self.sampler = KernelSampler(layout.n_kernels, cfg["weights_batch"], cfg["kernel_sampling"],
                                      cfg["weighted_fraction"], norms)
@@ -198,10 +206,13 @@ class NeRNTrainer:
         shape = (self.cfg["image_batch"], *self.input_shape)
         return noise_batch(shape, self.cfg["noise"], self.rnd.device_gen(it, "noise"), self.device)
 
-    def _losses(self, idx: Tensor, x: Tensor | None) -> Tensor:
-        """(rec, kd, fmd, total) for sampled kernels `idx` and inputs `x` (None: warm-up, no KD/FMD)."""
+    def _losses(self, idx: Tensor, x: Tensor | None) -> tuple[Tensor, Tensor]:
+        """((rec, kd, fmd, total) to log, the objective to differentiate) for sampled kernels `idx`
+        and inputs `x` (None: warm-up or no distillation, so no KD/FMD)."""
         cfg = self.cfg
         emb = self.embeddings()
+        if x is None and cfg["rec_loss"] == "mse":
+            return self._sampled_rec_losses(emb, idx)
         with torch.no_grad():
             full = self.predictor(emb.detach())
         part = self.predictor(emb.index_select(0, idx))
@@ -211,9 +222,24 @@ class NeRNTrainer:
         rec = reconstruction_loss(flat, self.target_flat, cfg["rec_loss"])
         if x is None:
             zero = rec.new_zeros(())
-            return torch.stack([rec, zero, zero, rec])
+            return torch.stack([rec, zero, zero, rec]), rec
         kd, fmd = self._distill_losses(flat, x)
-        return torch.stack([rec, kd, fmd, rec + cfg["kd_weight"] * kd + cfg["fmd_weight"] * fmd])
+        total = rec + cfg["kd_weight"] * kd + cfg["fmd_weight"] * fmd
+        return torch.stack([rec, kd, fmd, total]), total
+
+    def _sampled_rec_losses(self, emb: Tensor, idx: Tensor) -> tuple[Tensor, Tensor]:
+        """The MSE step without predicting every kernel: only sampled kernels get gradient anyway, so
+        sum((pred - w)^2 over the sampled rows) / (all weights) has exactly the full MSE's gradient
+        (a kernel drawn m times counts m times, as in the full form). What is logged as `rec` is the
+        mean over the sampled weights, an estimate of the full MSE (exact at log/eval time is not
+        needed: evaluation predicts every kernel)."""
+        part = self.predictor(emb.index_select(0, idx))
+        mask = self.valid.index_select(0, idx)
+        sq = ((part - self.target_table.index_select(0, idx)) * mask).square().sum()
+        objective = sq / self.target_flat.numel()
+        est = sq.detach() / mask.sum().clamp_min(1.0)
+        zero = est.new_zeros(())
+        return torch.stack([est, zero, zero, est]), objective
 
     def step(self, it: int) -> Tensor:
         """One optimisation step; returns the detached (rec, kd, fmd, total) losses on the device."""
@@ -221,9 +247,9 @@ class NeRNTrainer:
         set_lr(self.optimizer, cosine_lr(it, cfg["iterations"], cfg["lr"], cfg["lr_min"]))
         idx = self.sampler.sample(self.rnd, it)
         x = self._inputs(it) if self.distill and it >= cfg["loss_warmup"] else None
-        losses = self._loss_fn(idx, x)
+        losses, objective = self._loss_fn(idx, x)
         self.optimizer.zero_grad(set_to_none=True)
-        losses[3].backward()
+        objective.backward()
         self.optimizer.step()
         return losses.detach().clone()  # (a CUDA-graph output is overwritten by the next replay)
 

@@ -155,3 +155,22 @@ def test_bench_training_step(benchmark):
     print(f"\ntraining step ResNet20 h180 KD+FMD 256/4096: ours {1 / ours:.2f} it/s ({ours:.3f} s), simple "
           f"reference {1 / ref:.2f} it/s ({ref / ours:.1f}x), official figure {OFFICIAL['step_it_s']} it/s "
           f"({1 / ours / OFFICIAL['step_it_s']:.1f}x); threads {torch.get_num_threads()}")
+
+
+def test_bench_warmup_step(benchmark):
+    """ResNet20, h=180, a step without KD/FMD (the warm-up of the official ResNet56 config, 10,000
+    iterations): only the sampled kernels predicted vs every kernel predicted (the official form)."""
+    t = _target(20)
+    cfg = dict(hidden=180, ordering="none", selection="last", iterations=1000, kd_weight=0.0, fmd_weight=0.0)
+    images = torch.zeros(8, 3, 32, 32)
+    tr = NeRN(**cfg).trainer(t, RunContext(progress=False), train_images=images)
+    full = NeRN(**cfg, rec_loss="rmse").trainer(t, RunContext(progress=False), train_images=images)  # full form
+    counter = iter(range(10**6))
+    for _ in range(2):
+        tr.step(next(counter))
+        full.step(next(counter))
+    benchmark.pedantic(lambda: tr.step(next(counter)), rounds=10, iterations=1)
+    ours = benchmark.stats.stats.median
+    ref = min(best_of(lambda: full.step(next(counter)), 1) for _ in range(5))
+    print(f"\nwarm-up step ResNet20 h180 (4,096 kernels): ours {ours * 1e3:.1f} ms, every kernel predicted "
+          f"{ref * 1e3:.1f} ms ({ref / ours:.1f}x)")

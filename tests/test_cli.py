@@ -85,3 +85,21 @@ def test_reconstruction_run_end_to_end(tmp_path, capsys):
     if (REPO / "wsbench" / "leaderboard.py").exists():
         assert main(["leaderboard", "--results-dir", str(res), "--out", str(tmp_path / "lb")]) == 0
         assert "magnitude_prune" in (tmp_path / "lb" / "README.md").read_text()
+
+
+@needs_data
+def test_method_that_cannot_read_a_held_out_architecture_is_recorded_not_applicable(tmp_path, capsys):
+    """cross_architecture with a fixed-architecture encoder: exit 0, one not_applicable record per seed
+    with the reason (shown on the leaderboard), nothing trained; the same run again adds nothing."""
+    res = tmp_path / "res"
+    argv = ["--method", "mlp", "--zoo", "cnn_families_mnist", "--zoo-variant", "tiny", "--task", "cross_architecture",
+            "--preset", "quick", "--seeds", "0", "1", "--set", "task.train_groups=[d2w8,d3w16]",
+            "--set", "task.eval_groups=[d4w32]", "--results-dir", str(res), "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    assert "not applicable" in capsys.readouterr().err
+    records = read_records(res)
+    assert [(r.seed, r.status) for r in records] == [(0, "not_applicable"), (1, "not_applicable")]
+    assert all("not architecture-agnostic" in r.reason and "d4w32" in r.reason and not r.metrics for r in records)
+    assert main(argv) == 0 and len(read_records(res)) == 2
+    assert main(["leaderboard", "--results-dir", str(res), "--out", str(tmp_path / "lb")]) == 0
+    assert "not applicable: method 'mlp' is not architecture-agnostic" in (tmp_path / "lb" / "README.md").read_text()

@@ -225,9 +225,10 @@ def test_cross_dataset_transfer(tmp_path):
 def test_cross_architecture_transfer_and_not_applicable(tmp_path):
     zoo = load_zoo(make_cnn_zoo(tmp_path / "fam"))
     task = TASKS.get("cross_architecture")(train_groups=["c2x4"], epochs=2, batch_size=8)
-    ok, why = task.applicable(METHODS.get("dwsnet"), zoo)
+    assert task.applicable(METHODS.get("dwsnet"), zoo) == (True, "")  # it can do the task...
+    ok, why = task.reads_every_network(METHODS.get("dwsnet"), zoo)  # ...but not read the held-out family
     assert not ok and "not architecture-agnostic" in why
-    assert task.applicable(METHODS.get("neural_graph"), zoo) == (True, "")
+    assert task.reads_every_network(METHODS.get("neural_graph"), zoo) == (True, "")
     (r,) = task.run(METHODS.get("neural_graph"), {"hidden_dim": 8, "n_layers": 1}, zoo, ctx())
     assert r.extra["eval_groups"] == ["c3x3"] and r.n_eval == 9
     assert any("unseen in training" in n for n in r.extra["notes"])

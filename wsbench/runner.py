@@ -190,6 +190,7 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
         raise NotApplicableError(f"{why} (try `run_bench.py list` for what each method can do)")
     if distributed.world() > 1 and getattr(task, "capability", "") != "encoder":
         raise ConfigError(_ONE_PROCESS.format(what=f"task {task_name}"))
+    readable, unread_why = task.reads_every_network(method_cls, zoo)
     existing: set = set()
     if main and req.results_dir.exists():
         existing = {r.extra.get("run_key") for r in read_records(req.results_dir)}
@@ -201,6 +202,17 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
                       seed=seed)
         if key in existing and not req.force:
             log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
+            continue
+        if not readable:  # recorded, so that the leaderboard shows the method as not applicable
+            log(f"seed {seed}: not applicable: {unread_why}")
+            records.append(ResultRecord.create(
+                task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version, split="test",
+                method=req.method, method_config=method_cfg, preset=preset, seed=seed, metrics={},
+                higher_is_better={}, status="not_applicable", reason=unread_why, n_train=0, n_eval=0, n_params=None,
+                wall_s=0.0, device=distributed.describe(describe_device(device)), command=req.command,
+                extra={"run_key": key, "zoo_variant": zoo.card.variant, "task_config": task_cfg}))
+            if req.save and main:
+                append_records(req.results_dir, records[-1:], skip_recorded_runs=not req.force)
             continue
         workdir = req.runs_dir / key
         workdir.mkdir(parents=True, exist_ok=True)

@@ -43,6 +43,12 @@ class Task:
             return False, f"task {self.name!r} scores {'/'.join(self.zoo_kinds)} zoos; {zoo.name} is a {zoo.card.kind} zoo"
         return True, ""
 
+    def reads_every_network(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
+        """(True, "") or (False, why) when the method can do the task but cannot read some network it
+        would be scored on (an unseen architecture): the run then records "not applicable" with the
+        reason, so the leaderboard shows it, instead of failing."""
+        return True, ""
+
     def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,
             ctx: RunContext) -> list[TaskResult]:
         raise NotImplementedError

@@ -80,10 +80,14 @@ class TransferTask(Task):
         ok, why = supports_groups(method_cls, zoo, self.train_groups(zoo))
         if not ok:
             return ok, why
-        train_specs = {zoo.spec(g) for g in self.train_groups(zoo)}
         for ez in self.eval_zoos(zoo):
             if ez.card.kind not in self.zoo_kinds:
                 return False, f"task {self.name!r}: eval zoo {ez.name} is a {ez.card.kind} zoo"
+        return True, ""
+
+    def reads_every_network(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
+        train_specs = {zoo.spec(g) for g in self.train_groups(zoo)}
+        for ez in self.eval_zoos(zoo):
             groups = self.eval_groups(zoo, ez)
             ok, why = supports_groups(method_cls, ez, groups)
             if not ok:

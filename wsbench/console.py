@@ -52,6 +52,8 @@ class Console:
             member = r.extra.get("member") or ""
             shown = {k: v for k, v in r.metrics.items() if k in KEY_METRICS or k.startswith(("tau", "r2", "acc"))}
             metrics = "  ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:8])
+            if r.status != "ok":
+                metrics = f"not applicable: {r.reason}"
             rows.append((r.method, label, member, str(r.seed), metrics))
         widths = [max(len(x[i]) for x in rows + [("method", "variant", "member", "seed", "")]) for i in range(4)]
         header = ("method", "variant", "member", "seed")

@@ -245,3 +245,10 @@ def test_rows_scored_on_different_item_counts_are_kept_apart_and_labelled():
     assert sorted(row[col].text for row in grid.rows) == ["10,000", "2,000"]
     same = table_grid(only_table([make(seed=s) for s in range(2)]))
     assert "Scored" not in [c.text for c in same.headers]  # shown only where rows differ
+
+
+def test_not_applicable_rows_do_not_add_a_scored_column():
+    recs = [make(seed=s, n_eval=9) for s in range(2)]
+    recs.append(make(method="mlp", status="not_applicable", reason="cannot read d4w32", metrics={},
+                     higher_is_better={}, n_eval=0))
+    assert "Scored" not in [c.text for c in table_grid(only_table(recs)).headers]

@@ -82,7 +82,7 @@ def table_grid(table: Table, older: bool = False) -> Grid:
     has_member = any(r.member for r in rows)
     has_bytes = any(r.n_bytes for r in rows)
     has_notes = any(r.status != "ok" for r in rows)
-    has_eval = len({r.n_eval for r in rows}) > 1  # scored on different numbers of items: say so
+    has_eval = len({r.n_eval for r in rows if r.status == "ok"}) > 1  # scored on different numbers of items
     headers = [Cell("Task v"), Cell("Zoo v")] if older else []
     headers += [Cell("Member", title="zoo member the row scores")] if has_member else []
     headers += [Cell("Method"), Cell("Config"), Cell("Preset", title="budget preset of the run")]
@@ -100,7 +100,7 @@ def table_grid(table: Table, older: bool = False) -> Grid:
         cells += [Cell(row.method), Cell(row.config), Cell(row.preset or "default")]
         cells.append(Cell(str(len(row.seeds)), numeric=True, title="seeds: " + ", ".join(map(str, row.seeds))))
         if has_eval:
-            cells.append(Cell("–" if row.n_eval is None else f"{row.n_eval:,}", numeric=True))
+            cells.append(Cell("–" if row.n_eval is None or row.status != "ok" else f"{row.n_eval:,}", numeric=True))
         for m in metrics:
             if row.status != "ok":
                 cells.append(Cell("n/a", numeric=True))

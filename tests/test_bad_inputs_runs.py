@@ -38,13 +38,6 @@ def _env(tmp_path, tmp_path_factory, monkeypatch):
     offline_hub(monkeypatch)
 
 
-@pytest.fixture
-def one_thread():
-    """One intra-op thread: on a loaded 2-core machine two OpenMP threads make training 10-25x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture

@@ -30,13 +30,7 @@ from wsbench.methods.sne import chunk_plan
 from wsbench.registry import METHODS
 from wsbench.weights import WeightSpace, spec_for_arch
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: on a busy 2-core machine, intra-op threads make them ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 ENCODERS = [n for n in METHODS.names() if METHODS.get(n).capability == "encoder"]

@@ -27,14 +27,7 @@ class _Split:
         self.x, self.y = x, y
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny tensors gain nothing from 2 threads, and a shared, busy machine makes every parallel
-    region wait for a descheduled thread (10x slower steps)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

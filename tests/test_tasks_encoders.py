@@ -30,13 +30,7 @@ from wsbench.weights import WeightSpace, batched_forward, spec_for_arch
 from wsbench.zoo import load_zoo, write_zoo
 from wsbench.zoo_card import ZooCard
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Many small ops: on a busy 2-core machine, intra-op threads make them ~100x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 CNN_FAMILIES = {"c2x4": {"channels": 4, "n_conv": 2, "num_classes": 3},

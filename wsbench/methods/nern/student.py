@@ -51,7 +51,7 @@ class FunctionalNet:
         self.module = model
         self.scale: dict[str, Tensor] = {}
         self.const: dict[str, Tensor] = {}
-        if fold_bn:
+        if fold_bn and _conv_bn_pairs(model):  # nothing to fold in a network without BatchNorm
             folded = self._fold(model)
             if folded is not None:
                 self.module, self.scale, self.const = folded

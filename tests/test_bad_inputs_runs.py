@@ -22,7 +22,8 @@ import torch
 
 from wsbench.cli import main
 from wsbench.results import read_records
-from test_bad_inputs import DATA_DIR, REPO, assert_user_error, cli, make_zoo, offline_hub, run_on, snapshot
+from test_bad_inputs import (DATA_DIR, REPO, _isolated_store, assert_user_error, cli, make_zoo,  # noqa: F401
+                             run_on, snapshot, zoo)
 
 needs_data = pytest.mark.skipif(not (DATA_DIR / "mnist" / "test.parquet").is_file(),
                                 reason=f"the MNIST mirror {DATA_DIR}/mnist is not available")
@@ -30,19 +31,7 @@ QUICK = ["--set", "task.eval_limit=32", "--set", "budgets=[0.5]"]
 ONE = QUICK + ["--member", "m3"]  # one network, one budget: one record per seed
 
 
-@pytest.fixture(autouse=True)
-def _env(tmp_path, tmp_path_factory, monkeypatch):
-    monkeypatch.setenv("WSBENCH_ZOO_DIR", str(tmp_path / "zoo_store"))
-    monkeypatch.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
-    monkeypatch.setenv("WSBENCH_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "image_cache"))
-    offline_hub(monkeypatch)
-
-
-
-
-@pytest.fixture
-def zoo(tmp_path) -> Path:
-    return make_zoo(tmp_path / "zoo")
+pytestmark = pytest.mark.usefixtures("_isolated_store")  # zoo store in tmp, real data, no network
 
 
 def result_lines(tmp_path: Path) -> list[str]:

@@ -16,12 +16,12 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ..errors import ConfigError, NotApplicableError
+from ..errors import ConfigError
 from ..registry import METHODS
-from ..weights import NetworkSpec, WeightSpace
-from .base import Encoder
+from ..weights import WeightSpace
 from .dwsnet.layer import DWSLayer, InvariantHead, relu_dropout
-from .dwsnet.layout import Axis, TensorLayout, chain_problem, features_from_ws, layouts_for_spec
+from .dwsnet.layout import Axis, TensorLayout, features_from_ws, layouts_for_spec
+from .dwsnet.model import ChainEncoder
 from .mlp import SpecArg, check_config, checked_specs
 
 
@@ -40,7 +40,7 @@ def np_layouts(layouts: list[TensorLayout]) -> list[TensorLayout]:
     return out
 
 
-class NeuralFunctional(Encoder):
+class NeuralFunctional(ChainEncoder):
     symmetry: ClassVar[str] = "hnp"
     invariant: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 3, "head_dim": 64, "dropout": 0.0}
@@ -62,14 +62,8 @@ class NeuralFunctional(Encoder):
         self.head = nn.Sequential(InvariantHead(inner, H, c["head_dim"], reduction="mean"), nn.ReLU(),
                                   nn.Linear(c["head_dim"], out_dim))
 
-    @classmethod
-    def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
-        why = chain_problem(spec)
-        return (not why, why)
-
     def forward(self, ws: WeightSpace) -> Tensor:
-        if ws.spec != self.spec:
-            raise NotApplicableError(f"{self.name} was built for {self.spec.describe()}, got {ws.spec.describe()}")
+        self.check_spec(ws)
         xs = features_from_ws(ws, self.layouts)
         for i, layer in enumerate(self.layers):
             xs = layer(xs if i == 0 else relu_dropout(xs, self.config["dropout"], self.training))

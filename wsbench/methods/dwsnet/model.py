@@ -25,8 +25,21 @@ from .layout import chain_problem, features_from_ws, layouts_for_spec
 CHOICES = {"reduction": ("max", "mean", "sum"), "set_layer": ("sab", "ds")}
 
 
+class ChainEncoder(Encoder):
+    """An encoder built for one chain-structured spec (layers in sequence: MLPs, INRs, plain CNNs)."""
+
+    @classmethod
+    def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
+        why = chain_problem(spec)
+        return (not why, why)
+
+    def check_spec(self, ws: WeightSpace) -> None:
+        if ws.spec != self.spec:
+            raise NotApplicableError(f"{self.name} was built for {self.spec.describe()}, got {ws.spec.describe()}")
+
+
 @METHODS.register("dwsnet")
-class DWSNet(Encoder):
+class DWSNet(ChainEncoder):
     name: ClassVar[str] = "dwsnet"
     description: ClassVar[str] = "Deep Weight Space Network: equivariant layers between weight spaces (Navon et al. 2023)"
     invariant: ClassVar[bool] = True
@@ -56,14 +69,8 @@ class DWSNet(Encoder):
         self.norms = nn.ModuleList(TensorBatchNorm(len(self.layouts), H) for _ in range(n_hidden)) if c["bn"] else None
         self.head = InvariantHead(self.layouts, H, out_dim, reduction=c["reduction"], n_fc_layers=c["n_out_fc"])
 
-    @classmethod
-    def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
-        why = chain_problem(spec)
-        return (not why, why)
-
     def forward(self, ws: WeightSpace) -> Tensor:
-        if ws.spec != self.spec:
-            raise NotApplicableError(f"dwsnet was built for {self.spec.describe()}, got {ws.spec.describe()}")
+        self.check_spec(ws)
         p = self.config["dropout"]
         xs = self.layers[0](features_from_ws(ws, self.layouts))
         for i, layer in enumerate(self.layers[1:]):

@@ -18,9 +18,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pandas as pd
+import torch
 from torch import Tensor
 
-from ..errors import ConfigError, DataError
+from ..errors import ConfigError, DataError, IntegrityError
 from ..registry import Registry
 from ..zoo_card import ZooCard
 
@@ -28,6 +29,21 @@ READERS: Registry = Registry("zoo format")
 IMPORTED_VARIANT = "imported"
 
 ReaderResult = tuple[ZooCard, pd.DataFrame, dict[str, dict[str, Tensor]]]
+
+
+def load_tensor_checkpoint(path: Path, reader: str, unwrap: str | None = None) -> dict[str, Tensor]:
+    """A published checkpoint read with weights_only=True (never unrestricted pickle), which must be a
+    state dict of tensors (optionally wrapped under `unwrap`); IntegrityError naming the file otherwise."""
+    try:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise IntegrityError(f"{reader}: {path} is not a plain tensor checkpoint (read with weights_only=True, "
+                             f"never unrestricted pickle): {type(e).__name__}: {str(e)[:200]}") from None
+    if unwrap is not None and isinstance(sd, dict) and isinstance(sd.get(unwrap), dict):
+        sd = sd[unwrap]
+    if not isinstance(sd, dict) or not all(isinstance(v, Tensor) for v in sd.values()):
+        raise IntegrityError(f"{reader}: {path} does not hold a state dict of tensors")
+    return sd
 Reader = Callable[..., ReaderResult]
 
 

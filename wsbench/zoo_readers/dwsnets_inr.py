@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, DataError, IntegrityError
-from . import READERS, ReaderResult, imported_card
+from . import READERS, ReaderResult, imported_card, load_tensor_checkpoint
 
 _FOLDER = re.compile(r"_(training|testing)_(\d+)_(\d+)$")
 
@@ -61,19 +61,6 @@ def _from_folder(root: Path) -> dict[str, dict[str, list]]:
 def _guess_dataset(path: Path) -> str:
     low = str(path.resolve()).lower()
     return "fashion_mnist" if ("fashion" in low or "fmnist" in low) else "mnist" if "mnist" in low else "unknown"
-
-
-def _state_dict(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise IntegrityError(f"dwsnets_inr: {path} is not a plain tensor checkpoint (loaded with weights_only=True, "
-                             f"never unrestricted pickle): {type(e).__name__}: {str(e)[:200]}") from None
-    if isinstance(sd, dict) and isinstance(sd.get("state_dict"), dict):
-        sd = sd["state_dict"]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise IntegrityError(f"dwsnets_inr: {path} does not hold a state dict of tensors")
-    return sd
 
 
 def convert(sd: dict[str, torch.Tensor], where: Path) -> dict[str, torch.Tensor]:
@@ -114,7 +101,7 @@ def read_dwsnets_inr(path: Path, name: str, *, limit: int | None = None) -> Read
             raise DataError(f"dwsnets_inr: split {split} has {len(paths)} paths but {len(labels)} labels")
         for p, label in list(zip(paths, labels))[:limit]:
             f = _locate(p, base)
-            sd = convert(_state_dict(f), f)
+            sd = convert(load_tensor_checkpoint(f, "dwsnets_inr", unwrap="state_dict"), f)
             sh = {k: tuple(v.shape) for k, v in sd.items()}
             if shapes is None:
                 shapes = sh

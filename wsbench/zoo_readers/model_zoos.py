@@ -24,7 +24,7 @@ from torch import nn
 from ..errors import DataError, IntegrityError
 from ..registry import ARCHS
 from ..zoo_builders.planning import assign_splits
-from . import READERS, ReaderResult, imported_card
+from . import READERS, ReaderResult, imported_card, load_tensor_checkpoint
 
 # (out channels, kernel, max-pool after) per conv block, and whether every block has a Dropout module
 # regardless of the rate (CNN3 adds them unconditionally in the original code)
@@ -74,17 +74,6 @@ def modelzoo_cnn(**kwargs: Any) -> ModelZooCNN:
 
 if "modelzoo_cnn" not in ARCHS._entries:  # noqa: SLF001 (no registry look-up: it would import builtins)
     ARCHS.add("modelzoo_cnn", modelzoo_cnn)
-
-
-def _load_checkpoint(path: Path) -> dict[str, torch.Tensor]:
-    try:
-        sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise IntegrityError(f"model_zoos: {path} is not a plain tensor checkpoint (read with weights_only=True, "
-                             f"never unrestricted pickle): {type(e).__name__}: {str(e)[:200]}") from None
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
-        raise IntegrityError(f"model_zoos: {path} does not hold a state dict of tensors")
-    return sd
 
 
 def _read_results(folder: Path) -> dict[int, dict[str, Any]]:
@@ -138,7 +127,7 @@ def read_model_zoos(path: Path, name: str, *, limit: int | None = None) -> Reade
             f = ck / "checkpoints"
             if not f.exists():
                 continue
-            sd = _load_checkpoint(f)
+            sd = load_tensor_checkpoint(f, "model_zoos")
             if not all(torch.isfinite(v).all() for v in sd.values()):
                 dropped, diverged = dropped + 1, True
                 continue

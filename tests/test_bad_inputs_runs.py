@@ -22,8 +22,8 @@ import torch
 
 from wsbench.cli import main
 from wsbench.results import read_records
-from test_bad_inputs import (DATA_DIR, REPO, _isolated_store, assert_user_error, cli, make_zoo,  # noqa: F401
-                             run_on, snapshot, zoo)
+from bad_input_helpers import (DATA_DIR, REPO, _isolated_store, assert_user_error, cli, make_zoo,  # noqa: F401
+                               run_on, snapshot, zoo)
 
 needs_data = pytest.mark.skipif(not (DATA_DIR / "mnist" / "test.parquet").is_file(),
                                 reason=f"the MNIST mirror {DATA_DIR}/mnist is not available")
@@ -283,7 +283,7 @@ def test_same_run_twice_at_once_is_recorded_once(zoo, tmp_path, capsys, monkeypa
 # ----------------------------------------------------------------------------- zoo builds
 
 def _toy_weights():
-    from test_bad_inputs import toy_card
+    from bad_input_helpers import toy_card
     from wsbench.archs import build_arch
 
     card = toy_card()

@@ -25,7 +25,7 @@ import torch
 from wsbench.errors import DataError, WsbenchError
 from wsbench.manifest import sha256_file, write_manifest
 from wsbench.zoo import load_zoo, write_zoo
-from test_bad_inputs import make_zoo, toy_card
+from bad_input_helpers import make_zoo, toy_card
 try:  # fixtures of the local fake Hub
     from test_hub import hf_env, server  # noqa: F401
 except ImportError:  # hub tests not in this checkout: the hub test below is skipped

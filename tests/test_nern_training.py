@@ -14,7 +14,8 @@ from wsbench.errors import ConfigError
 from wsbench.methods.base import ReconstructionTarget, RunContext
 from wsbench.methods.nern import NeRN
 from wsbench.methods.nern.fit import Fitter
-from wsbench.methods.nern.losses import fmd_loss_reference, kd_loss
+from wsbench.methods.nern.losses import alias_resnet_maps, fmd_loss_reference, kd_loss
+from wsbench.methods.nern.optim import centralize_gradients_
 from wsbench.methods.nern.meta import magnitude_prune, sparse_index_bytes
 
 from data_paths import DATA_DIR, PRETRAINED_R20 as PRETRAINED  # noqa: E402
@@ -48,7 +49,8 @@ def _trainer(target, images, tmp=None, **cfg):
 
 def test_step_gradient_equals_official_formulation(target, images):
     """Official: predict all kernels with autograd, keep the graph only for the sampled ones, run the
-    (unfolded, with BatchNorm) student. Here: no-grad full prediction + sampled rows, BN folded."""
+    (unfolded, with BatchNorm) student; RMSE over all weights, aliased FMD maps (bn1, sum, sum),
+    gradients centralised by Ranger. Here: no-grad full prediction + sampled rows, BN folded."""
     tr = _trainer(target, images, iterations=10, fmd_weight=1e-2, kd_weight=1e-2, kernel_sampling="uniform",
                   augment=False)
     it = 0
@@ -69,9 +71,10 @@ def test_step_gradient_equals_official_formulation(target, images):
     with torch.no_grad():
         t_logits, t_maps = model(x, return_features=True)
     s_logits, s_maps = functional_call(model, params, (x,), {"return_features": True})
-    loss = (flat - tr2.target_flat).square().mean() + 1e-2 * kd_loss(s_logits, t_logits) \
-        + 1e-2 * fmd_loss_reference(s_maps, t_maps)
+    loss = (flat - tr2.target_flat).square().mean().sqrt() + 1e-2 * kd_loss(s_logits, t_logits) \
+        + 1e-2 * fmd_loss_reference(alias_resnet_maps(s_maps), alias_resnet_maps(t_maps))
     loss.backward()
+    centralize_gradients_(tr2.predictor.parameters())  # what the official Ranger does before its step
     for a, b in zip(ours, tr2.predictor.parameters()):
         assert float((a - b.grad).norm() / b.grad.norm()) < 1e-4
 
@@ -84,7 +87,7 @@ def test_tiny_run_lowers_losses(target, images):
     last = torch.stack([tr.step(it) for it in range(55, 60)]).mean(0)
     rec0, _, fmd0, total0 = first.tolist()
     rec1, _, fmd1, total1 = last.tolist()
-    assert rec1 < 0.8 * rec0 and fmd1 < fmd0 and total1 < total0
+    assert rec1 ** 2 < 0.8 * rec0 ** 2 and fmd1 < fmd0 and total1 < total0  # rec is an RMSE: MSE down 20 %
 
 
 @pytest.mark.parametrize("sampling", ["mixed", "uniform"])
@@ -190,18 +193,20 @@ def test_presets_are_valid_configs():
             NeRN(**{**base, **over})
 
 
+@pytest.mark.parametrize("rec_loss", ["rmse", "mse"])
 @pytest.mark.parametrize("sampling", ["uniform", "mixed"])
-def test_warmup_step_predicts_only_sampled_kernels_with_the_full_mse_gradient(sampling):
+def test_warmup_step_predicts_only_sampled_kernels_with_the_full_loss_gradient(sampling, rec_loss):
     """Without KD/FMD the step predicts the sampled rows alone; its gradient equals the full form's
-    (every kernel predicted, MSE over all weights), also with 1x1 kernels cropped from the 3x3 output
-    (ResNet20 option B) and with kernels drawn twice (norm-weighted draws with replacement)."""
+    (every kernel predicted, RMSE or MSE over all weights), also with 1x1 kernels cropped from the
+    3x3 output (ResNet20 option B) and with kernels drawn twice (norm-weighted draws with
+    replacement). At step 0 the RMSE scale comes from a fresh full prediction, so it is exact."""
     from wsbench.archs import build_arch
 
     torch.manual_seed(0)
     sd = build_arch("resnet_cifar", depth=20, shortcut="B").state_dict()
     tgt = ReconstructionTarget("r20b", "resnet_cifar", {"depth": 20, "shortcut": "B"}, sd, "cifar10")
     cfg = dict(TINY, iterations=10, kd_weight=1e-2, fmd_weight=1e-2, loss_warmup=5, kernel_sampling=sampling,
-               weighted_fraction=1.0 if sampling == "mixed" else 0.2)
+               weighted_fraction=1.0 if sampling == "mixed" else 0.2, rec_loss=rec_loss)
     tr = NeRN(**cfg).trainer(tgt, RunContext(seed=1, progress=False), train_images=torch.zeros(8, 3, 32, 32))
     assert tr.crop is not None  # mixed kernel sizes
     idx = tr.sampler.sample(tr.rnd, 0)
@@ -211,7 +216,10 @@ def test_warmup_step_predicts_only_sampled_kernels_with_the_full_mse_gradient(sa
     part = ref.predictor(ref.emb.index_select(0, idx))
     flat = full.detach().index_put((idx,), part).reshape(-1)[ref.crop]
     rec = (flat - ref.target_flat).square().mean()
+    if rec_loss == "rmse":
+        rec = rec.sqrt()
     rec.backward()
+    centralize_gradients_(ref.predictor.parameters())
     for a, b in zip(tr.predictor.parameters(), ref.predictor.parameters()):
         assert float((a.grad - b.grad).norm() / b.grad.norm()) < 1e-5
     assert float(losses[1]) == 0.0 and float(losses[2]) == 0.0

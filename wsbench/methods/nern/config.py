@@ -1,11 +1,23 @@
-"""NeRN's config: every key, its default (the official ResNet20 h180 crossfilter config where the
-paper is silent; the paper where the two differ) and its validation (ConfigError naming the key)."""
+"""NeRN's config: every key, its default and its validation (ConfigError naming the key).
+
+Defaults follow the official code's measured behaviour (maorash/NeRN @5017576, ResNet20 h180
+crossfilter) wherever it and the paper's text differ; the paper's reading of each such choice is
+kept as a documented option:
+
+| key | official (default) | paper text / other options |
+|---|---|---|
+| coordinates | raw integer (l, f, c) | local (l/L, f/F_l, c/C_l), global |
+| rec_loss | rmse (`L2Loss`) | mse |
+| gradient_centralization | true (Ranger centres every >= 2-D gradient whatever `use_gc` says) | false |
+| fmd_aliasing | auto = on for CIFAR ResNets (bn1, sum, sum per block) | false: (bn1, bn2, sum) |
+| one_by_one | cosine (1x1 kernels grouped by sign) | l2 |
+"""
 from __future__ import annotations
 
 from typing import Any
 
 from ...errors import ConfigError
-from .embeddings import EMBEDDINGS, NORMALIZATIONS
+from .embeddings import COORDINATES, EMBEDDINGS
 from .losses import KD_LOSSES, REC_LOSSES
 from .optim import OPTIMIZERS
 from .orderings import ONE_BY_ONE_RULES, ORDERINGS
@@ -18,15 +30,17 @@ DEFAULTS: dict[str, Any] = {
     "embedding": "positional",  # positional | learned | random (ablations)
     "levels": 40,  # K: 6K = 240 input values
     "base": 0.76,  # smooth embeddings; 1.25 = non-smooth ablation
-    "normalization": "local",  # (l/L, f/F_l, c/C_l); "global" as the official option
+    "coordinates": "raw",  # official: raw integer (l, f, c); "local" (l/L, f/F, c/C) / "global" = paper-text readings
     "ordering": "crossfilter",  # none | crossfilter | infilter
-    "one_by_one": "l2",  # 1x1 kernels: paper l2 distance; "cosine" = official
+    "one_by_one": "cosine",  # 1x1 kernels: official cosine (= sign); "l2" = the paper's text
     # losses
-    "rec_loss": "mse",  # paper; "rmse" = official L2Loss
+    "rec_loss": "rmse",  # official L2Loss (sqrt of the all-weight MSE); "mse" = ablation
+    "rmse_refresh_every": 10,  # steps without KD/FMD: the all-weight RMSE that scales the sampled
+    # gradient is recomputed from a full prediction every this many steps (1 = every step, exact)
     "kd_loss": "stable_kl",  # official StableKLDivLoss form of KL(teacher||student); "kl" exact
     "kd_weight": 1e-4,  # beta (ResNet20 official)
     "fmd_weight": 1e-4,  # alpha
-    "fmd_aliasing": False,  # official in-place quirk: BN2 map replaced by the residual sum
+    "fmd_aliasing": "auto",  # official in-place quirk (BN2 map = residual sum); auto = on for resnet_cifar
     "loss_warmup": 0,  # iterations with alpha = beta = 0 (ResNet56 official: 10000)
     # batches
     "iterations": 68600,  # 350 epochs x 196 batches of 256
@@ -47,6 +61,7 @@ DEFAULTS: dict[str, Any] = {
     "weight_decay": 1e-3,
     "lookahead_k": 6,
     "lookahead_alpha": 0.5,
+    "gradient_centralization": True,  # official Ranger: every >= 2-D gradient minus its row mean
     # model selection (validation split carved from the training set; never the test set)
     "selection": "val",  # val | last
     "eval_every": 2000,
@@ -69,18 +84,20 @@ DEFAULTS: dict[str, Any] = {
 
 # keys that change nothing in the result: a resumed run may differ in them
 NON_RESULT_KEYS = {"eval_batch", "checkpoint_every", "log_every", "description", "ordering_memory_mb"}
+# keys renamed or removed, with what to write instead
+RENAMED = {"normalization": "coordinates (raw | local | global)"}
 
 CHOICES = {
-    "embedding": EMBEDDINGS, "normalization": NORMALIZATIONS, "ordering": ORDERINGS, "one_by_one": ONE_BY_ONE_RULES,
+    "embedding": EMBEDDINGS, "coordinates": COORDINATES, "ordering": ORDERINGS, "one_by_one": ONE_BY_ONE_RULES,
     "rec_loss": REC_LOSSES, "kd_loss": KD_LOSSES, "kernel_sampling": KERNEL_SAMPLINGS, "data": ("task", "noise"),
     "noise": NOISES, "optimizer": OPTIMIZERS, "selection": ("val", "last"),
 }
 POS_INTS = ("hidden", "levels", "iterations", "image_batch", "weights_batch", "eval_every", "eval_batch",
-            "checkpoint_every", "log_every", "lookahead_k")
+            "checkpoint_every", "log_every", "lookahead_k", "rmse_refresh_every")
 NONNEG_FLOATS = ("kd_weight", "fmd_weight", "lr_min", "eps", "weight_decay")
-BOOLS = ("fmd_aliasing", "augment", "fold_bn", "bf16")
+BOOLS = ("augment", "fold_bn", "bf16", "gradient_centralization")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-AUTO_BOOLS = ("channels_last", "tf32")
+AUTO_BOOLS = ("channels_last", "tf32", "fmd_aliasing")
 
 
 def _err(key: str, msg: str, value: Any) -> ConfigError:
@@ -97,6 +114,9 @@ def _is_num(v: Any) -> bool:
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Defaults merged with `config`, every value checked; raises ConfigError naming the key."""
+    for old, new in RENAMED.items():
+        if old in config:
+            raise ConfigError(f"nern: config key {old!r} was replaced by {new}")
     unknown = sorted(set(config) - set(DEFAULTS))
     if unknown:
         raise ConfigError(f"nern: unknown config keys {unknown} (known: {', '.join(sorted(DEFAULTS))})")

@@ -1,8 +1,11 @@
 """Kernel coordinates and their embeddings (paper sec. 3.1 and 3.4).
 
-Kernel (l, f, c) of layer l (F_l filters, C_l channels, L layers) gets the normalised coordinate
-(l/L, f/F_l, c/C_l) (the official `local` mode; `global` divides all three by the largest layer
-dimension, as the official option). Each coordinate p is encoded at K levels as
+Kernel (l, f, c) of layer l (F_l filters, C_l channels, L layers) is encoded from its RAW integer
+indices (`raw`, what the official code does: its normalised indices are computed and never read;
+measured side by side, raw coordinates learn ~4x faster, because neighbouring kernels' encodings
+are 3.8 apart instead of 0.13). The paper's text reads as normalised coordinates, kept as options:
+`local` (l/L, f/F_l, c/C_l) and `global` (all three divided by the largest layer dimension). Each
+coordinate p is encoded at K levels as
 [sin(p b^k pi), cos(p b^k pi)]_k (interleaved per level), and the three encodings are
 concatenated [layer | filter | channel]: 6K values (240 for K=40). b = 0.76 is the smooth
 embedding of every official config; b = 1.25 the non-smooth one (paper sec. 4.5).
@@ -21,12 +24,13 @@ from torch import Tensor
 from .layout import ConvLayout
 
 EMBEDDINGS = ("positional", "learned", "random")
-NORMALIZATIONS = ("local", "global")
+COORDINATES = ("raw", "local", "global")
 
 
-def kernel_coordinates(layout: ConvLayout, positions: Sequence[Tensor], normalization: str = "local",
+def kernel_coordinates(layout: ConvLayout, positions: Sequence[Tensor], coordinates: str = "raw",
                        device: torch.device | str = "cpu") -> Tensor:
-    """(n_kernels, 3) float64 coordinates; kernel i of layer l sits at slot positions[l][i]."""
+    """(n_kernels, 3) float64 coordinates; kernel i of layer l sits at slot positions[l][i] =
+    f * C_l + c of its (possibly reordered) position."""
     n_layers = len(layout.layers)
     gmax = max(max(l.shape) for l in layout.layers)  # official `global`: the largest dimension of any shape
     parts = []
@@ -34,12 +38,14 @@ def kernel_coordinates(layout: ConvLayout, positions: Sequence[Tensor], normaliz
         pos = pos.to(device)
         f = torch.div(pos, layer.channels, rounding_mode="floor").double()
         c = (pos % layer.channels).double()
-        if normalization == "local":
+        if coordinates == "raw":
+            coords = (torch.full_like(f, float(li)), f, c)
+        elif coordinates == "local":
             coords = (torch.full_like(f, li / n_layers), f / layer.filters, c / layer.channels)
-        elif normalization == "global":
+        elif coordinates == "global":
             coords = (torch.full_like(f, li / gmax), f / gmax, c / gmax)
         else:
-            raise ValueError(f"unknown coordinate normalization {normalization!r}")
+            raise ValueError(f"unknown kernel coordinates {coordinates!r}")
         parts.append(torch.stack(coords, 1))
     return torch.cat(parts)
 

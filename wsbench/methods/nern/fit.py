@@ -53,7 +53,7 @@ class Fitter:
         tensors.update(opt_t)
         scalars = {"identity": self.identity, "iteration": st.iteration, "best_acc": st.best_acc,
                    "best_iteration": st.best_iteration, "history": st.history, "optimizer": opt_s,
-                   "has_best": st.best is not None}
+                   "has_best": st.best is not None, "rmse_all": t.rmse_all}
         save_checkpoint(self.workdir, tensors, scalars)
 
     def _resume(self) -> None:
@@ -73,6 +73,7 @@ class Fitter:
         st.best_acc = float(scalars["best_acc"])
         st.best_iteration = int(scalars["best_iteration"])
         st.history = list(scalars["history"])
+        t.rmse_all = scalars.get("rmse_all")
         if scalars["has_best"]:
             st.best = {k[len("best."):]: v.to(t.device) for k, v in tensors.items() if k.startswith("best.")}
         self.resumed_from = st.iteration

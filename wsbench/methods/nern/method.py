@@ -41,14 +41,14 @@ class NeRN(Reconstructor):
         return NeRNTrainer(self.cfg, target, ctx, **data)
 
     def _check_target(self, target: ReconstructionTarget) -> None:
-        if self.cfg["fmd_weight"] > 0 or self.cfg["fmd_aliasing"]:
+        if self.cfg["fmd_weight"] > 0 or self.cfg["fmd_aliasing"] is True:
             model = target.build_model("cpu")
             import inspect
 
             if "return_features" not in inspect.signature(model.forward).parameters:
                 raise NotApplicableError(f"nern: fmd_weight > 0 needs feature maps, which architecture "
                                          f"{target.arch!r} does not provide; set fmd_weight: 0")
-            if self.cfg["fmd_aliasing"] and target.arch != "resnet_cifar":
+            if self.cfg["fmd_aliasing"] is True and target.arch != "resnet_cifar":
                 raise NotApplicableError("nern: fmd_aliasing is the official ResNet quirk; only for resnet_cifar")
 
     def reconstruct(self, target: ReconstructionTarget, ctx: RunContext) -> Reconstruction:

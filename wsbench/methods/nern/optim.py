@@ -3,7 +3,9 @@
 RAdam: torch.optim.RAdam with decoupled weight decay (p <- p (1 - lr wd), applied to every
 parameter, biases included, as the official Ranger). Lookahead (Zhang et al. 2019): every k
 steps the slow weights move alpha of the way to the fast ones and the fast weights are reset to
-them. The learning rate follows lr_t = lr_min + (lr - lr_min)(1 + cos(pi t / T)) / 2, the closed
+them. Gradient centralisation (Yong et al. 2020), on in the official Ranger whatever its `use_gc`
+flag says: before each step every gradient with >= 2 dimensions loses its mean over all but the
+first dimension (a Linear weight's row means); biases are left alone. The learning rate follows lr_t = lr_min + (lr - lr_min)(1 + cos(pi t / T)) / 2, the closed
 form of CosineAnnealingLR stepped once per iteration; being a function of t alone, a resumed run
 gets exactly the same schedule.
 """
@@ -55,17 +57,32 @@ class Lookahead:
         self.counter = int(state["counter"])
 
 
+@torch.no_grad()
+def centralize_gradients_(params: Iterable[Tensor]) -> None:
+    """g <- g - mean(g over every dimension but the first), for each gradient with >= 2 dimensions."""
+    for p in params:
+        g = p.grad
+        if g is not None and g.dim() >= 2:
+            g.sub_(g.mean(dim=tuple(range(1, g.dim())), keepdim=True))
+
+
 def build_optimizer(params: Iterable[Tensor], kind: str, lr: float, betas: tuple[float, float], eps: float,
-                    weight_decay: float, lookahead_k: int, lookahead_alpha: float):
+                    weight_decay: float, lookahead_k: int, lookahead_alpha: float,
+                    gradient_centralization: bool = False):
     params = list(params)
     foreach = True
     if kind == "ranger":
         inner = torch.optim.RAdam(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
                                   decoupled_weight_decay=True, foreach=foreach)
-        return Lookahead(inner, lookahead_k, lookahead_alpha)
-    if kind == "adam":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, foreach=foreach)
-    raise ValueError(f"unknown optimizer {kind!r}")
+        opt = Lookahead(inner, lookahead_k, lookahead_alpha)
+    elif kind == "adam":
+        inner = opt = torch.optim.AdamW(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay,
+                                        foreach=foreach)
+    else:
+        raise ValueError(f"unknown optimizer {kind!r}")
+    if gradient_centralization:
+        inner.register_step_pre_hook(lambda _opt, _args, _kwargs: centralize_gradients_(params))
+    return opt
 
 
 def cosine_lr(iteration: int, total: int, lr: float, lr_min: float) -> float:

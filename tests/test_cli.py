@@ -78,9 +78,16 @@ def test_reconstruction_run_end_to_end(tmp_path, capsys):
     assert lo["acc_recon_cifar10_exact"] <= hi["acc_recon_cifar10_exact"] + 1.0
     assert hi["acc_drop"] < 5 and hi["compression_ratio"] > 1.2
     assert by["magnitude_prune@0.8"].command.startswith("python run_bench.py")
-    # the same run again is recognised and not duplicated
+    # the same run again is recognised and not duplicated, and its recorded result is shown again,
+    # with every recorded reconstruction of the same member beside it
     assert main(argv) == 0
     assert len(read_records(res)) == 2
+    out = capsys.readouterr().out
+    assert "nothing new was run; the recorded result of this run:" in out and "magnitude_prune@0.3" in out
+    table = out[out.index("recorded reconstructions of cifar10_resnet"):]
+    marked = [line for line in table.splitlines() if line.startswith("*")]
+    assert len(marked) == 2 and all("resnet20_pretrained" in line for line in marked)
+    assert "original resnet20_pretrained:" in table
     # the leaderboard is generated from the records
     if (REPO / "wsbench" / "leaderboard.py").exists():
         assert main(["leaderboard", "--results-dir", str(res), "--out", str(tmp_path / "lb")]) == 0

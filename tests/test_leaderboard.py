@@ -138,6 +138,18 @@ def test_markdown_escapes_table_breaking_text():
     assert "x\\|y" in lines[-1]
 
 
+def test_preset_descriptions_from_the_records_are_listed_under_the_table():
+    old = make(preset="quick", extra={"preset_description": "old words"}, date="2025-01-01T00:00:00+00:00")
+    new = make(preset="quick", seed=1, extra={"preset_description": "CPU schedule | 6,000 steps"},
+               date="2025-02-01T00:00:00+00:00")
+    paper = make(method="b", preset="paper", extra={"preset_description": "the paper's configuration"})
+    bare = make(method="c", preset="cpu")  # a record made before descriptions were recorded
+    text = render_markdown([only_table([old, new, paper, bare])], [], "results", 4)
+    notes = text[text.index("Presets:\n"):].splitlines()
+    assert notes[2:4] == ["- `paper`: the paper's configuration", "- `quick`: CPU schedule \\| 6,000 steps"]
+    assert "old words" not in text and "`cpu`:" not in text  # the newest description; none invented
+
+
 def write_results(path: Path, records: list[ResultRecord]) -> Path:
     append_records(path, records)
     return path

@@ -155,12 +155,13 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
                      preset=args.preset, config_path=args.config, overrides=args.overrides, members=args.member,
                      zoo_variant=args.zoo_variant, results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir),
                      save=not args.no_save, force=args.force, progress=con.progress, command=command_line, log=con.log)
-    records = run_benchmark(req)
+    recorded: list = []
+    records = run_benchmark(req, recorded)
     from . import distributed
 
     if not distributed.is_main():  # under torchrun, rank 0 alone reports
         return 0
-    con.summary(records, None if args.no_save else Path(args.results_dir))
+    con.summary(records, None if args.no_save else Path(args.results_dir), recorded)
     if args.push_to_hub:
         from .hub import push_results
 

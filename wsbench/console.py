@@ -38,14 +38,30 @@ class Console:
         else:
             print(text)
 
-    def summary(self, records: Iterable[Any], results_dir: Path | None) -> None:
-        records = list(records)
+    def summary(self, records: Iterable[Any], results_dir: Path | None, recorded: Iterable[Any] = ()) -> None:
+        """The new records; then those of requested runs that were recorded already; then, for
+        reconstruction, every recorded row of the same zoo members (other presets, baselines)."""
+        records, recorded = list(records), list(recorded)
         if self.as_json:
             print(json.dumps([r.as_dict() for r in records], sort_keys=True))
             return
-        if not records:
+        if records:
+            self._table(records)
+            if results_dir is not None:
+                print(f"{len(records)} record(s) appended to {results_dir}/{records[0].task}.jsonl")
+        elif recorded:
+            print("nothing new was run; the recorded result of this run:")
+            self._table(recorded)
+        else:
             print("nothing new was run (all requested runs are recorded already)")
-            return
+        shown = records + recorded
+        if results_dir is not None and shown and shown[0].task == "reconstruction":
+            from .results import read_records
+
+            print()
+            print(reconstruction_comparison(read_records(results_dir), shown))
+
+    def _table(self, records: list[Any]) -> None:
         rows = []
         for r in records:
             label = r.extra.get("label") or ""
@@ -63,5 +79,43 @@ class Console:
         r0 = records[0]
         print(f"task {r0.task} v{r0.task_version} | zoo {r0.zoo} v{r0.zoo_version} | device {r0.device} | "
               f"{r0.wall_s:.1f} s")
-        if results_dir is not None:
-            print(f"{len(records)} record(s) appended to {results_dir}/{r0.task}.jsonl")
+
+
+def reconstruction_comparison(all_records: list[Any], shown: list[Any]) -> str:
+    """Every recorded reconstruction row of the members in `shown` (same zoo and version), one line
+    per (member, method, preset, variant, scored test items), seeds averaged; `shown`'s rows marked."""
+    from statistics import fmean
+
+    r0 = shown[0]
+    members = {r.extra.get("member") for r in shown}
+    mine = {(r.method, r.preset, r.extra.get("label"), r.extra.get("member"), r.n_eval) for r in shown}
+    groups: dict[tuple, list[Any]] = {}
+    for r in all_records:
+        if (r.task, r.zoo, r.zoo_version, r.status) != ("reconstruction", r0.zoo, r0.zoo_version, "ok") \
+                or r.extra.get("member") not in members:
+            continue
+        key = (r.method, r.preset, r.extra.get("label"), r.extra.get("member"), r.n_eval)
+        groups.setdefault(key, []).append(r)
+    header = ("", "member", "method", "preset", "variant", "scored", "seeds", "acc %", "exact %", "params x", "bytes x",
+              "device")
+    rows = []
+    for key, recs in sorted(groups.items(), key=lambda kv: (kv[0][3] or "", -fmean(
+            r.metrics.get("acc_recon", 0.0) for r in kv[1]))):
+        def mean(metric: str, fmt: str) -> str:
+            vals = [r.metrics[metric] for r in recs if metric in r.metrics]
+            return format(fmean(vals), fmt) if vals else "-"
+        rows.append(("*" if key in mine else "", key[3] or "", key[0], key[1] or "-", key[2] or "-", str(key[4]),
+                     str(len({r.seed for r in recs})), mean("acc_recon", ".2f"), mean("acc_recon_cifar10_exact", ".2f"),
+                     mean("compression_ratio", ".2f"), mean("bytes_ratio", ".2f"), recs[-1].device.split(" (")[0]))
+    widths = [max(len(x[i]) for x in rows + [header]) for i in range(len(header))]
+    lines = [f"recorded reconstructions of {r0.zoo} v{r0.zoo_version} (* = this run; acc = reconstructed test "
+             f"accuracy on the first test set, exact = on cifar10_exact; x = compression):",
+             "  ".join(h.ljust(w) for h, w in zip(header, widths))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+    for member in sorted(m for m in members if m):
+        r = next(r for r in shown if r.extra.get("member") == member)
+        if "acc_orig" in r.metrics:
+            exact = r.metrics.get("acc_orig_cifar10_exact")
+            lines.append(f"original {member}: {r.metrics['acc_orig']:.2f} %"
+                         + (f" / exact {exact:.2f} %" if exact is not None else ""))
+    return "\n".join(lines)

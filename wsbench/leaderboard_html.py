@@ -94,7 +94,16 @@ def html_provenance(prov: Provenance) -> str:
             f"<pre>{commands}</pre>\n<p>Presets: {html.escape(', '.join(prov.presets))}. "
             f"Devices: {html.escape(', '.join(prov.devices))}. "
             f"Commits: {', '.join(f'<code>{html.escape(c)}</code>' for c in prov.commits)}. "
-            f"Record dates: {html.escape(prov.first_date)} to {html.escape(prov.last_date)}.</p>\n</details>")
+            f"Record dates: {html.escape(prov.first_date)} to {html.escape(prov.last_date)}.</p>\n</details>"
+            + html_preset_notes(prov))
+
+
+def html_preset_notes(prov: Provenance) -> str:
+    if not prov.preset_notes:
+        return ""
+    items = "".join(f"<li><code>{html.escape(n)}</code>: {html.escape(t)}</li>" for n, t in prov.preset_notes)
+    return f'\n<p class="presets">Presets:</p><ul class="presets">{items}</ul>'
+
 
 
 def html_plot(plot: "Plot") -> str:

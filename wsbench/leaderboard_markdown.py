@@ -151,7 +151,14 @@ def markdown_provenance(prov: Provenance) -> list[str]:
     lines.append(f"Presets: {', '.join(prov.presets)}. Devices: {', '.join(prov.devices)}. "
                  f"Commits: {', '.join(f'`{c}`' for c in prov.commits)}. "
                  f"Record dates: {prov.first_date} to {prov.last_date}.")
-    return lines + ["", "</details>", ""]
+    return lines + ["", "</details>", ""] + preset_notes_markdown(prov)
+
+
+def preset_notes_markdown(prov: Provenance) -> list[str]:
+    """What each preset of the table is (parity run, CPU schedule, paper configuration...)."""
+    if not prov.preset_notes:
+        return []
+    return ["Presets:", ""] + [f"- `{name}`: {_md_escape(text)}" for name, text in prov.preset_notes] + [""]
 
 
 def render_markdown(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int) -> str:

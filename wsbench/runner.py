@@ -167,8 +167,9 @@ _ONE_PROCESS = ("{what} runs in one process; torchrun with several processes is 
                 "building (run it without torchrun)")
 
 
-def run_benchmark(req: RunRequest) -> list[ResultRecord]:
-    """Run and (unless req.save is False) append the records. Returns the new records."""
+def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -> list[ResultRecord]:
+    """Run and (unless req.save is False) append the records. Returns the new records; the records
+    of runs skipped because they are recorded already are appended to `recorded` when given."""
     method_cls = METHODS.get(req.method)
     if req.task:
         TASKS.get(req.task)  # a misspelt task name fails before any zoo is loaded or built
@@ -176,6 +177,8 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
     main = distributed.is_main()
     log = req.log if main else (lambda _m: None)
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
+    preset_note = {"preset_description": " ".join(load_preset(req.method, preset).get("description", "").split())} \
+        if preset else {}
     if req.save and main:
         check_writable(req.results_dir)
     if distributed.world() > 1 and method_cls.capability == "reconstructor":
@@ -192,8 +195,10 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
         raise ConfigError(_ONE_PROCESS.format(what=f"task {task_name}"))
     readable, unread_why = task.reads_every_network(method_cls, zoo)
     existing: set = set()
+    stored: list[ResultRecord] = []
     if main and req.results_dir.exists():
-        existing = {r.extra.get("run_key") for r in read_records(req.results_dir)}
+        stored = read_records(req.results_dir)
+        existing = {r.extra.get("run_key") for r in stored}
     existing = distributed.broadcast_object(existing)
     records = []
     for seed in req.seeds:
@@ -202,6 +207,8 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
                       seed=seed)
         if key in existing and not req.force:
             log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
+            if recorded is not None:
+                recorded += [r for r in stored if r.extra.get("run_key") == key]
             continue
         if not readable:  # recorded, so that the leaderboard shows the method as not applicable
             log(f"seed {seed}: not applicable: {unread_why}")
@@ -210,7 +217,7 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
                 method=req.method, method_config=method_cfg, preset=preset, seed=seed, metrics={},
                 higher_is_better={}, status="not_applicable", reason=unread_why, n_train=0, n_eval=0, n_params=None,
                 wall_s=0.0, device=distributed.describe(describe_device(device)), command=req.command,
-                extra={"run_key": key, "zoo_variant": zoo.card.variant, "task_config": task_cfg}))
+                extra={"run_key": key, "zoo_variant": zoo.card.variant, "task_config": task_cfg, **preset_note}))
             if req.save and main:
                 append_records(req.results_dir, records[-1:], skip_recorded_runs=not req.force)
             continue
@@ -229,7 +236,7 @@ def run_benchmark(req: RunRequest) -> list[ResultRecord]:
                 metrics=r.metrics, higher_is_better=r.higher_is_better, status="ok", reason=None,
                 n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=device_text,
                 command=req.command, extra={**r.extra, "run_key": key, "zoo_variant": zoo.card.variant,
-                                            "task_config": task_cfg}))
+                                            "task_config": task_cfg, **preset_note}))
         _check_finite(records)
         if req.save and records and main:
             append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key],

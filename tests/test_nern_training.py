@@ -112,6 +112,28 @@ def test_resume_continues_the_same_run(target, images, tmp_path, sampling):
         Fitter(_trainer(target, images, tmp_path / "b", **{**cfg, "hidden": 17})).run()
 
 
+def test_kd_for_the_last_part_starts_from_a_reconstruction_only_run(target, images, tmp_path):
+    """A run that switches KD/FMD on after a warm-up is, up to there, the reconstruction-only run of
+    the same schedule: it starts from that run's checkpoint (beside it in the runs folder) and
+    ends exactly where running it from scratch ends."""
+    base = dict(iterations=8, checkpoint_every=4, selection="val", eval_every=3)
+    tail = dict(base, kd_weight=1e-2, fmd_weight=1e-2, loss_warmup=5)
+    Fitter(_trainer(target, images, tmp_path / "runs" / "a", kd_weight=0.0, fmd_weight=0.0, **base)).run(stop_after=4)
+    Fitter(_trainer(target, images, tmp_path / "runs" / "x", **dict(base, hidden=17, kd_weight=0.0,
+                                                                    fmd_weight=0.0))).run(stop_after=4)
+    straight = Fitter(_trainer(target, images, tmp_path / "alone" / "s", **tail))
+    straight.run()
+    forked = Fitter(_trainer(target, images, tmp_path / "runs" / "b", **tail))
+    forked.run()
+    assert forked.warm_start == {"run": "a", "iteration": 4} and forked.resumed_from == 4  # not "x" (other size)
+    for (k, a), (_, b) in zip(straight.t.predictor.state_dict().items(), forked.t.predictor.state_dict().items()):
+        assert torch.equal(a, b), k
+    assert [h["val_acc"] for h in straight.t.state.history] == [h["val_acc"] for h in forked.t.state.history]
+    early = Fitter(_trainer(target, images, tmp_path / "runs" / "c", **dict(tail, loss_warmup=3)))
+    early.run(stop_after=1)  # KD from iteration 3 on: a checkpoint at 4 is not on its path
+    assert early.warm_start is None and early.resumed_from == 0
+
+
 @pytest.mark.parametrize("noise", ["gaussian", "uniform"])
 def test_data_free_runs(target, noise):
     tr = NeRN(**{**TINY, "data": "noise", "noise": noise, "iterations": 3}).trainer(target, RunContext(progress=False))

@@ -92,6 +92,47 @@ def load_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[dict[str, 
     return tensors, scalars
 
 
+# config keys that change nothing before the first KD/FMD step (images are only drawn for KD/FMD)
+DISTILL_ONLY_KEYS = frozenset({"kd_weight", "fmd_weight", "loss_warmup", "kd_loss", "fmd_aliasing", "data", "noise",
+                               "image_batch", "augment", "train_limit", "bf16"})
+
+
+def reconstruction_only_until(config: dict[str, Any]) -> int:
+    """Iterations before which every step of a run with `config` is reconstruction-only."""
+    if config.get("kd_weight", 0) == 0 and config.get("fmd_weight", 0) == 0:
+        return int(config["iterations"])
+    return int(config.get("loss_warmup", 0))
+
+
+def find_prefix_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
+    """A checkpoint of another run beside `workdir` (e.g. runs/<other key>/) that this run would have
+    reached itself: same member, weights, seed and config except keys that only matter for KD/FMD,
+    taken at an iteration before either run's first KD/FMD step. The latest such: (folder, identity).
+
+    This lets a run with KD/FMD switched on for the last part of a schedule start from a
+    reconstruction-only run of the same schedule instead of repeating its steps."""
+    ours = json.loads(json.dumps(identity, sort_keys=True, default=float))
+    best: tuple[int, Path, dict[str, Any]] | None = None
+    if not workdir.parent.is_dir():
+        return None
+    for other in sorted(workdir.parent.iterdir()):
+        if other == workdir or not (other / CKPT_NAME).is_file() or not (other / JSON_NAME).is_file():
+            continue
+        try:
+            info = json.loads((other / JSON_NAME).read_text())
+            theirs, it = info["identity"], int(info["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if any(theirs.get(k) != ours.get(k) for k in ("member_id", "weights_digest", "seed")):
+            continue
+        a, b = theirs.get("config", {}), ours["config"]
+        if any(a.get(k) != b.get(k) for k in set(a) | set(b) if k not in DISTILL_ONLY_KEYS):
+            continue
+        if it <= min(reconstruction_only_until(a), reconstruction_only_until(b)) and (best is None or it > best[0]):
+            best = (it, other, theirs)
+    return None if best is None else (best[1], best[2])
+
+
 def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
     out = []
     cur = json.loads(json.dumps(current, sort_keys=True, default=float))

@@ -6,7 +6,8 @@ import time
 import torch
 from torch import Tensor
 
-from .checkpoint import load_checkpoint, run_identity, save_checkpoint, state_dict_digest
+from .checkpoint import (find_prefix_checkpoint, load_checkpoint, run_identity, save_checkpoint,
+                         state_dict_digest)
 from .config import NON_RESULT_KEYS
 from .optim import load_optimizer_tensors, optimizer_tensors
 from .trainer import NeRNTrainer
@@ -39,6 +40,7 @@ class Fitter:
         self.identity = run_identity(trainer.cfg, NON_RESULT_KEYS, trainer.target.member_id,
                                      state_dict_digest(trainer.target.state_dict), ctx.seed)
         self.resumed_from = 0
+        self.warm_start: dict[str, object] | None = None  # another run's checkpoint this run started from
         self.last_losses: dict[str, float] = {}
 
     # ------------------------------------------------------------------ checkpoint
@@ -61,7 +63,15 @@ class Fitter:
             return
         loaded = load_checkpoint(self.workdir, self.identity)
         if loaded is None:
-            return
+            prefix = find_prefix_checkpoint(self.workdir, self.identity)
+            if prefix is None:
+                return
+            loaded = load_checkpoint(*prefix)
+            if loaded is None:
+                return
+            self.warm_start = {"run": prefix[0].name, "iteration": int(loaded[1]["iteration"])}
+            self.t.ctx.log(f"[nern] starting from {prefix[0]} at iteration {loaded[1]['iteration']}: that run "
+                           f"is this one up to there (it differs only in KD/FMD settings, not yet used)")
         tensors, scalars = loaded
         t, st = self.t, self.t.state
         _load_state(t, tensors, "")
@@ -77,7 +87,8 @@ class Fitter:
         if scalars["has_best"]:
             st.best = {k[len("best."):]: v.to(t.device) for k, v in tensors.items() if k.startswith("best.")}
         self.resumed_from = st.iteration
-        t.ctx.log(f"[nern] resumed from {self.workdir} at iteration {st.iteration}")
+        if self.warm_start is None:
+            t.ctx.log(f"[nern] resumed from {self.workdir} at iteration {st.iteration}")
 
     # ------------------------------------------------------------------ loop
     def _evaluate(self) -> None:

@@ -74,6 +74,7 @@ class NeRN(Reconstructor):
             "iterations": st.iteration,
             "iterations_this_run": trained,
             "resumed_from": fitter.resumed_from,
+            "warm_start": fitter.warm_start,
             "it_per_s": trained / tm.training if tm.training > 0 else None,
             "time_ordering_s": tm.ordering, "time_encodings_s": tm.encodings, "time_setup_s": tm.setup,
             "time_data_s": tm.data, "time_training_s": tm.training, "time_eval_s": tm.evaluation,

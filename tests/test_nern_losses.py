@@ -109,3 +109,40 @@ def test_ranger_weight_decay_is_decoupled():
     p.grad = torch.zeros(2)
     opt.step()  # zero gradient: only the decay p <- p (1 - lr wd) acts
     assert torch.allclose(p.detach(), torch.full((2,), 1 - 0.1 * 0.5))
+
+
+def test_gradient_centralisation_removes_row_means_of_matrices_only():
+    w = torch.nn.Parameter(torch.randn(4, 6))
+    b = torch.nn.Parameter(torch.randn(4))
+    opt = build_optimizer([w, b], "ranger", 0.1, (0.5, 0.999), 1e-5, 0.0, 6, 0.5, gradient_centralization=True)
+    gw, gb = torch.randn(4, 6) + 3.0, torch.randn(4) + 3.0
+    w.grad, b.grad = gw.clone(), gb.clone()
+    opt.step()
+    assert torch.allclose(w.grad, gw - gw.mean(1, keepdim=True)) and w.grad.mean(1).abs().max() < 1e-6
+    assert torch.equal(b.grad, gb)  # 1-D gradients are left alone, as in the official Ranger
+
+
+def test_kd_has_no_nan_when_a_teacher_probability_underflows():
+    teacher = torch.tensor([[200.0, 0.0, -200.0]])  # softmax underflows to exactly 0 for the last class
+    student = torch.zeros(1, 3, requires_grad=True)
+    loss = kd_loss(student, teacher)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(student.grad).all()
+
+
+@pytest.mark.parametrize("weighted", [False, True])
+def test_sampled_total_estimate_is_unbiased(weighted):
+    from wsbench.methods.nern.sampling import KernelSampler, StepRandom
+
+    g = torch.Generator().manual_seed(0)
+    norms = torch.rand(500, generator=g) + 0.1
+    x = torch.rand(500, generator=g) ** 4  # heavy-tailed per-kernel errors
+    sampler = KernelSampler(500, 64, "mixed", 1.0 if weighted else 0.0, norms)
+    rnd = StepRandom(0, torch.device("cpu"))
+    estimates = []
+    for it in range(3000):
+        idx, branch = sampler.sample_branch(rnd, it)
+        assert branch == weighted
+        estimates.append(float((x[idx] * sampler.total_weights(idx, branch)).sum()))
+    mean = sum(estimates) / len(estimates)
+    assert mean == pytest.approx(float(x.sum()), rel=0.02)

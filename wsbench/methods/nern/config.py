@@ -35,8 +35,10 @@ DEFAULTS: dict[str, Any] = {
     "one_by_one": "cosine",  # 1x1 kernels: official cosine (= sign); "l2" = the paper's text
     # losses
     "rec_loss": "rmse",  # official L2Loss (sqrt of the all-weight MSE); "mse" = ablation
-    "rmse_refresh_every": 10,  # steps without KD/FMD: the all-weight RMSE that scales the sampled
-    # gradient is recomputed from a full prediction every this many steps (1 = every step, exact)
+    "rmse_scale": "sampled",  # steps without KD/FMD, RMSE loss: the all-weight RMSE that scales the
+    # sampled gradient is an unbiased estimate from the step's own sampled kernels ("sampled", no extra
+    # cost, no staleness), or comes from a full prediction every `rmse_refresh_every` steps ("refresh")
+    "rmse_refresh_every": 10,  # 1 = a full prediction every step: exactly the official gradient
     "kd_loss": "stable_kl",  # official StableKLDivLoss form of KL(teacher||student); "kl" exact
     "kd_weight": 1e-4,  # beta (ResNet20 official)
     "fmd_weight": 1e-4,  # alpha
@@ -90,7 +92,7 @@ RENAMED = {"normalization": "coordinates (raw | local | global)"}
 CHOICES = {
     "embedding": EMBEDDINGS, "coordinates": COORDINATES, "ordering": ORDERINGS, "one_by_one": ONE_BY_ONE_RULES,
     "rec_loss": REC_LOSSES, "kd_loss": KD_LOSSES, "kernel_sampling": KERNEL_SAMPLINGS, "data": ("task", "noise"),
-    "noise": NOISES, "optimizer": OPTIMIZERS, "selection": ("val", "last"),
+    "noise": NOISES, "optimizer": OPTIMIZERS, "selection": ("val", "last"), "rmse_scale": ("refresh", "sampled"),
 }
 POS_INTS = ("hidden", "levels", "iterations", "image_batch", "weights_batch", "eval_every", "eval_batch",
             "checkpoint_every", "log_every", "lookahead_k", "rmse_refresh_every")

@@ -56,12 +56,24 @@ class KernelSampler:
         self.probs = norms / norms.sum() if norms.sum() > 0 else torch.ones_like(norms) / len(norms)
 
     def sample(self, rnd: StepRandom, iteration: int) -> Tensor:
+        return self.sample_branch(rnd, iteration)[0]
+
+    def sample_branch(self, rnd: StepRandom, iteration: int) -> tuple[Tensor, bool]:
+        """(kernel indices, whether they are the norm-weighted draws with replacement)."""
         g = rnd.device_gen(iteration, "kernels")
         if self.weighted_fraction > 0 and rnd.coin(iteration) < self.weighted_fraction:
-            return torch.multinomial(self.probs, self.batch, replacement=True, generator=g)
+            return torch.multinomial(self.probs, self.batch, replacement=True, generator=g), True
         if self.batch == self.n:
-            return torch.arange(self.n, device=self.probs.device)
-        return torch.randperm(self.n, generator=g, device=self.probs.device)[:self.batch]
+            return torch.arange(self.n, device=self.probs.device), False
+        return torch.randperm(self.n, generator=g, device=self.probs.device)[:self.batch], False
+
+    def total_weights(self, idx: Tensor, weighted: bool) -> Tensor:
+        """Per drawn kernel, the weight that makes sum(w_i x_i) an unbiased estimate of the sum of x
+        over all kernels: n_kernels / batch for distinct uniform draws, 1 / (batch p_i) for draws
+        with replacement from p."""
+        if weighted:
+            return 1.0 / (self.batch * self.probs.index_select(0, idx))
+        return torch.full(idx.shape, self.n / idx.numel(), device=idx.device)
 
 
 class ImageBatches:

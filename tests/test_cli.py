@@ -63,6 +63,23 @@ def test_usage_error_exit_code():
 
 
 @needs_data
+def test_a_method_version_bump_reruns_instead_of_reusing_records(tmp_path, capsys, monkeypatch):
+    from wsbench.methods.compression import MagnitudePrune
+
+    res = tmp_path / "res"
+    argv = ["--quiet", "--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny",
+            "--set", "budgets=[0.5]", "--set", "task.eval_limit=100", "--results-dir", str(res),
+            "--runs-dir", str(tmp_path / "runs")]
+    assert main(argv) == 0
+    assert [r.extra["method_version"] for r in read_records(res)] == [1]
+    monkeypatch.setattr(MagnitudePrune, "version", 2)  # the implementation changed: the old record is not this run
+    assert main(argv) == 0
+    assert [r.extra["method_version"] for r in read_records(res)] == [1, 2]
+    assert main(argv) == 0 and len(read_records(res)) == 2  # and the new one is reused
+    capsys.readouterr()
+
+
+@needs_data
 def test_reconstruction_run_end_to_end(tmp_path, capsys):
     res, runs = tmp_path / "res", tmp_path / "runs"
     argv = ["--quiet", "--method", "magnitude_prune", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny",

@@ -177,7 +177,8 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     main = distributed.is_main()
     log = req.log if main else (lambda _m: None)
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
-    preset_note = {"preset_description": " ".join(load_preset(req.method, preset).get("description", "").split())} \
+    record_notes = {"method_version": method_cls.version}
+    record_notes |= {"preset_description": " ".join(load_preset(req.method, preset).get("description", "").split())} \
         if preset else {}
     if req.save and main:
         check_writable(req.results_dir)
@@ -202,9 +203,10 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     existing = distributed.broadcast_object(existing)
     records = []
     for seed in req.seeds:
+        versioned = {"method_version": method_cls.version} if method_cls.version != 1 else {}  # v1 keys unchanged
         key = run_key(task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version,
                       zoo_variant=zoo.card.variant, method=req.method, method_config=method_cfg, task_config=task_cfg,
-                      seed=seed)
+                      seed=seed, **versioned)
         if key in existing and not req.force:
             log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
             if recorded is not None:
@@ -217,7 +219,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
                 method=req.method, method_config=method_cfg, preset=preset, seed=seed, metrics={},
                 higher_is_better={}, status="not_applicable", reason=unread_why, n_train=0, n_eval=0, n_params=None,
                 wall_s=0.0, device=distributed.describe(describe_device(device)), command=req.command,
-                extra={"run_key": key, "zoo_variant": zoo.card.variant, "task_config": task_cfg, **preset_note}))
+                extra={"run_key": key, "zoo_variant": zoo.card.variant, "task_config": task_cfg, **record_notes}))
             if req.save and main:
                 append_records(req.results_dir, records[-1:], skip_recorded_runs=not req.force)
             continue
@@ -236,7 +238,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
                 metrics=r.metrics, higher_is_better=r.higher_is_better, status="ok", reason=None,
                 n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=device_text,
                 command=req.command, extra={**r.extra, "run_key": key, "zoo_variant": zoo.card.variant,
-                                            "task_config": task_cfg, **preset_note}))
+                                            "task_config": task_cfg, **record_notes}))
         _check_finite(records)
         if req.save and records and main:
             append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key],

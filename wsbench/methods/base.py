@@ -73,6 +73,9 @@ class Method:
     name: ClassVar[str] = ""
     capability: ClassVar[str] = ""  # "reconstructor" | "encoder"
     description: ClassVar[str] = ""
+    # Bump when a change alters what the method computes for the same config: the version is part of
+    # the run key (from 2 on), so older records are not taken for a run of today's code.
+    version: ClassVar[int] = 1
 
 
 class Reconstructor(Method):

@@ -29,6 +29,9 @@ def kept_params(target: ReconstructionTarget, predicted: list[str]) -> int:
 @METHODS.register("nern")
 class NeRN(Reconstructor):
     name: ClassVar[str] = "nern"
+    # 2: the official code's measured behaviour (raw coordinates, RMSE with the sampled-kernel RMSE
+    #    estimate, gradient centralisation, aliased FMD maps, cosine 1x1 rule)
+    version: ClassVar[int] = 2
     description: ClassVar[str] = ("neural representation of a CNN's conv kernels: an MLP from kernel coordinates to "
                                   "kernels, trained with reconstruction + KD + feature-map losses (ICLR 2023)")
 
@@ -87,6 +90,7 @@ class NeRN(Reconstructor):
             "permutation_bits": perm_bits,
             "student_bn_folded": trainer.net.folded,
             "device": str(trainer.device),
+            "resolved_config": {k: v for k, v in cfg.items() if k != "description"},  # every key, defaults included
         }
         variants: dict[str, Reconstruction] = {}
         base_state = {k: v.detach().clone() for k, v in trainer.predictor.state_dict().items()}

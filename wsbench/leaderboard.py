@@ -301,6 +301,16 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise WsbenchError(f"cannot write leaderboard file {path}: {exc.strerror or exc}") from None
 
 
+def parity_reports(out_dir: Path) -> list[tuple[str, str]]:
+    """(path relative to out_dir, title) of every parity/*.md beside the leaderboard (first heading)."""
+    reports = []
+    for md in sorted((out_dir / "parity").glob("*.md")):
+        first = md.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
+        title = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else md.stem
+        reports.append((f"parity/{md.name}", title))
+    return reports
+
+
 def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results",
                          out_dir: str | os.PathLike = "leaderboards") -> list[Path]:
     """Regenerate README.md, index.html and plots/*.png in out_dir from results_dir/*.jsonl.
@@ -326,8 +336,9 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
         for stale in sorted(plot_dir.glob("*.png")):
             if stale.name not in keep:
                 stale.unlink()
-    for name, text in (("README.md", render_markdown(tables, plots, source, len(records))),
-                       ("index.html", render_html(tables, plots, source, len(records)))):
+    parity = parity_reports(out_dir)
+    for name, text in (("README.md", render_markdown(tables, plots, source, len(records), parity)),
+                       ("index.html", render_html(tables, plots, source, len(records), parity))):
         write_atomic(out_dir / name, text.encode("utf-8"))
         written.append(out_dir / name)
     return written

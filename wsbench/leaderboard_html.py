@@ -114,8 +114,9 @@ def html_plot(plot: "Plot") -> str:
             f"<figcaption>{html.escape(plot.caption)}</figcaption></figure>")
 
 
-def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int) -> str:
-    """The whole index.html."""
+def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int,
+                parity: Sequence[tuple[str, str]] = ()) -> str:
+    """The whole index.html; `parity`: (relative path, title) of the parity reports."""
     esc = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -130,6 +131,9 @@ def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n
         parts.append(f'<p class="legend">{_inline_md(LEGEND)}</p>')
         parts.append("<nav><h2>Contents</h2><ul>" + "".join(
             f'<li><a href="#{t.slug}">{esc(t.title)}</a></li>' for t in tables) + "</ul></nav>")
+        if parity:
+            parts.append('<p class="parity">Parity with the original implementations: ' + ", ".join(
+                f'<a href="{esc(path)}">{esc(title)}</a>' for path, title in parity) + "</p>")
     by_table: dict[str, list[Plot]] = {}
     for plot in plots:
         by_table.setdefault(plot.table_slug, []).append(plot)

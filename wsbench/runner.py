@@ -32,7 +32,7 @@ from .errors import ConfigError, DataError, NotApplicableError
 from .evaluation import describe_device
 from .methods.base import RunContext
 from .registry import METHODS, TASKS
-from .results import ResultRecord, append_records, read_records
+from .results import ResultRecord, append_records, current_git_commit, read_records
 from .zoo import Zoo, load_zoo
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
@@ -170,6 +170,7 @@ _ONE_PROCESS = ("{what} runs in one process; torchrun with several processes is 
 def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -> list[ResultRecord]:
     """Run and (unless req.save is False) append the records. Returns the new records; the records
     of runs skipped because they are recorded already are appended to `recorded` when given."""
+    current_git_commit()  # read now: a long run's records name the commit it started from, not a later HEAD
     method_cls = METHODS.get(req.method)
     if req.task:
         TASKS.get(req.task)  # a misspelt task name fails before any zoo is loaded or built

@@ -204,3 +204,41 @@ def test_records_frame_columns():
     assert math.isnan(frame["metric.weight_mse"].iloc[1])  # missing metric -> empty cell, not a record NaN
     assert frame["seed"].tolist() == [0, 1]
     assert records_frame([]).empty
+
+
+def test_merge_records_from_a_returned_folder(tmp_path, capsys):
+    """What a GPU session brings back (any *.jsonl below a folder, records of several tasks, maybe a
+    broken or altered line) is appended to the store once; the folder itself is only read."""
+    from wsbench.cli import main
+
+    store = tmp_path / "store"
+    append_records(store, [make_record(seed=0)])
+    back = tmp_path / "out" / "gpu"
+    back.mkdir(parents=True)
+    tampered = json.loads(make_record(seed=9).to_json())
+    tampered["metrics"] = {k: v + 1 for k, v in tampered["metrics"].items()}  # id no longer matches
+    lines = [make_record(seed=0).to_json(), make_record(seed=1).to_json(),
+             make_record(seed=2, task="property_prediction").to_json(), "{not json", json.dumps(tampered)]
+    (back / "records.jsonl").write_text("\n".join(lines) + "\n")
+    before = (back / "records.jsonl").read_bytes()
+    assert main(["merge-records", str(tmp_path / "out"), "--results-dir", str(store)]) == 0
+    out, err = capsys.readouterr()
+    assert "merged 2 new record(s)" in out and "(1 already there)" in out and "2 line(s) were not valid" in out
+    assert err.count("skipped: ") == 2 and "records.jsonl:4" in err and "records.jsonl:5" in err
+    assert sorted((r.task, r.seed) for r in read_records(store)) == [
+        ("property_prediction", 2), ("reconstruction", 0), ("reconstruction", 1)]
+    assert (back / "records.jsonl").read_bytes() == before
+    assert main(["merge-records", str(tmp_path / "out"), "--results-dir", str(store)]) == 0
+    assert "merged 0 new record(s)" in capsys.readouterr().out and len(read_records(store)) == 3
+
+
+@pytest.mark.parametrize("make_folder,needle", [(False, "is not a folder"), (True, "no *.jsonl files")])
+def test_merge_records_bad_folder_is_one_clear_error(tmp_path, capsys, make_folder, needle):
+    from wsbench.cli import main
+
+    folder = tmp_path / "back"
+    if make_folder:
+        folder.mkdir()
+    assert main(["merge-records", str(folder), "--results-dir", str(tmp_path / "store")]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "store").exists()

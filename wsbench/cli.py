@@ -16,7 +16,7 @@ from pathlib import Path
 from . import __version__
 from .errors import WsbenchError
 
-SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo")
+SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo", "merge-records")
 
 EPILOG = """examples:
   run_bench.py list                                        what can be run
@@ -70,6 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     pull = sub.add_parser("pull", help="merge result records from a Hub dataset repo into the local store")
     pull.add_argument("repo")
     pull.add_argument("--results-dir", default="leaderboards/results")
+    mr = sub.add_parser("merge-records", help="append the result records found below a folder (e.g. what a GPU "
+                                               "session returned) to the local store, skipping duplicates")
+    mr.add_argument("folder")
+    mr.add_argument("--results-dir", default="leaderboards/results")
     pz = sub.add_parser("push-zoo", help="push a built zoo folder to a Hub dataset repo")
     pz.add_argument("name", help="zoo name or folder")
     pz.add_argument("repo")
@@ -142,6 +146,8 @@ def _dispatch(args: argparse.Namespace, command_line: str) -> int:
         paths = generate_leaderboard(args.results_dir, args.out)
         con.done({"written": [str(p) for p in paths]}, f"leaderboard written: {', '.join(str(p) for p in paths)}")
         return 0
+    if args.command == "merge-records":
+        return _cmd_merge_records(args, con)
     if args.command in ("push", "pull", "push-zoo"):
         return _cmd_hub(args, con)
     return args.handler(args)  # sub-commands registered by other modules
@@ -167,6 +173,20 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
 
         url = push_results(args.push_to_hub, Path(args.results_dir))
         con.log(f"pushed records to {url}")
+    return 0
+
+
+def _cmd_merge_records(args: argparse.Namespace, con) -> int:
+    from .results import merge_record_files
+
+    report = merge_record_files(args.folder, args.results_dir)
+    for line in report.bad_lines:
+        con.log(f"skipped: {line}")
+    text = (f"merged {report.added} new record(s) into {args.results_dir} ({report.read - report.added} already "
+            f"there) from {len(report.files)} file(s)"
+            + (f"; {len(report.bad_lines)} line(s) were not valid records" if report.bad_lines else ""))
+    con.done({"added": report.added, "read": report.read, "files": [str(p) for p in report.files],
+              "bad_lines": report.bad_lines}, text)
     return 0
 
 

@@ -387,6 +387,41 @@ def read_records(results_dir: str | os.PathLike) -> list[ResultRecord]:
     return list(records.values())
 
 
+@dataclasses.dataclass
+class MergeReport:
+    files: list[Path]
+    read: int  # valid records found
+    added: int  # lines appended to the store
+    bad_lines: list[str]  # "file:line: why" of lines that are not valid records
+
+
+def merge_record_files(source: str | os.PathLike, results_dir: str | os.PathLike) -> MergeReport:
+    """Append the records of every *.jsonl below `source` (e.g. what a GPU session returned) to the
+    store in `results_dir`, one file per task; records already there (same id) are skipped, and so is
+    any line that is not a valid, unaltered record (reported). `source` is only read."""
+    source = Path(source)
+    if not source.is_dir():
+        raise ConfigError(f"merge-records: {source} is not a folder")
+    files = sorted(p for p in source.rglob("*.jsonl") if p.is_file())
+    if not files:
+        raise ConfigError(f"merge-records: no *.jsonl files below {source}")
+    records: dict[str, ResultRecord] = {}
+    bad: list[str] = []
+    for path in files:
+        with open(path, "r", encoding="utf-8", errors="replace") as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = ResultRecord.from_json(line)
+                except ConfigError as exc:
+                    bad.append(f"{path}:{lineno}: {exc}")
+                    continue
+                records.setdefault(record.record_id, record)
+    added = append_records_counted(results_dir, records.values())[1] if records else 0
+    return MergeReport(files, len(records), added, bad)
+
+
 def records_frame(records: Iterable[ResultRecord]) -> "pandas.DataFrame":  # noqa: F821
     """Flat table: one row per record; ``metric.<name>``, ``higher_is_better.<name>``,
     ``version.<pkg>`` columns; method_config and extra as JSON strings."""

@@ -127,3 +127,24 @@ def test_method_that_cannot_read_a_held_out_architecture_is_recorded_not_applica
     assert main(argv) == 0 and len(read_records(res)) == 2
     assert main(["leaderboard", "--results-dir", str(res), "--out", str(tmp_path / "lb")]) == 0
     assert "not applicable: method 'mlp' is not architecture-agnostic" in (tmp_path / "lb" / "README.md").read_text()
+
+
+def test_set_and_config_file_win_over_per_group_preset_values(tmp_path):
+    """`--set iterations=...` under `--preset paper` reaches every architecture group (the group presets
+    used to override it silently); keys the user did not give keep their per-group values."""
+    import torch
+
+    from wsbench.runner import RunRequest, method_and_task_config
+    from wsbench.tasks.reconstruction import merged_method_config
+
+    req = RunRequest(method="nern", zoo="cifar10_resnet", preset="paper", overrides=["iterations=100"])
+    _, cfg, _ = method_and_task_config(req, torch.device("cpu"))
+    r56 = merged_method_config(cfg, "resnet56")
+    assert r56["iterations"] == 100 and r56["hidden"] == 320 and r56["loss_warmup"] == 10000
+    assert merged_method_config(cfg, "resnet20")["iterations"] == 100
+    config = tmp_path / "c.yaml"
+    config.write_text("eval_every: 7\n")
+    req = RunRequest(method="nern", zoo="cifar10_resnet", preset="paper", config_path=str(config))
+    _, cfg, _ = method_and_task_config(req, torch.device("cpu"))
+    assert merged_method_config(cfg, "resnet56")["eval_every"] == 7
+    assert merged_method_config(cfg, "resnet56")["iterations"] == 68600

@@ -137,15 +137,24 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
 
 
 def method_and_task_config(req: RunRequest, device: torch.device) -> tuple[str | None, dict, dict]:
+    """(preset name, method config, task config). What the user gives (a --config file, --set) wins over
+    the preset, also over its per-group values: `--set iterations=100` under a preset with
+    `groups: {resnet56: paper_resnet56_h320}` applies to every group."""
     preset = resolve_preset_name(req.method, req.preset, device)
     data = load_preset(req.method, preset) if preset else {}
+    user_keys: set[str] = set()
     if req.config_path:
         extra = _read_yaml(Path(req.config_path))
         data = {**data, **extra, "task": {**data.get("task", {}), **extra.get("task", {})}}
+        user_keys |= set(extra) - RESERVED
     over = parse_overrides(req.overrides)
     task_over = {k[len("task."):]: v for k, v in over.items() if k.startswith("task.")}
     method_cfg = {k: v for k, v in data.items() if k not in RESERVED - {"groups"}}
     method_cfg |= {k: v for k, v in over.items() if not k.startswith("task.")}
+    user_keys |= {k for k in over if not k.startswith("task.")}
+    if method_cfg.get("groups") and user_keys:
+        method_cfg["groups"] = {g: {k: v for k, v in grp.items() if k not in user_keys}
+                                for g, grp in method_cfg["groups"].items()}
     task_cfg = {**(data.get("task") or {}), **task_over}
     if req.members:
         task_cfg["members"] = req.members

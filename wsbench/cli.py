@@ -177,7 +177,7 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
 
 
 def _cmd_merge_records(args: argparse.Namespace, con) -> int:
-    from .results import merge_record_files
+    from .record_merge import merge_record_files
 
     report = merge_record_files(args.folder, args.results_dir)
     for line in report.bad_lines:

@@ -31,7 +31,8 @@ from huggingface_hub import errors as hf_errors  # noqa: E402
 
 from .errors import ConfigError, DataError, IntegrityError, WsbenchError  # noqa: E402
 from .manifest import MANIFEST, read_manifest, verify_manifest  # noqa: E402
-from .results import ResultRecord, append_records_counted, read_records, records_frame  # noqa: E402
+from .results import (ResultRecord, append_records_counted, parse_record_lines, read_records,  # noqa: E402
+                      records_frame)
 
 hf_constants.HF_HUB_DISABLE_XET = True  # in case huggingface_hub was imported before this module
 
@@ -269,14 +270,11 @@ def pull_results(
                 endpoint=endpoint, token=token, local_dir=tmp,
             )
         records: list[ResultRecord] = []
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    records.append(ResultRecord.from_json(line))
-                except ConfigError as exc:
-                    warnings.warn(f"{repo_id}/{RECORDS_JSONL}:{lineno}: skipped corrupted record ({exc})", stacklevel=2)
+        for lineno, record in parse_record_lines(path):
+            if isinstance(record, ConfigError):
+                warnings.warn(f"{repo_id}/{RECORDS_JSONL}:{lineno}: skipped corrupted record ({record})", stacklevel=2)
+            else:
+                records.append(record)
     _, added = append_records_counted(results_dir, records)
     return added
 

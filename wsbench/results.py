@@ -23,7 +23,7 @@ import sys
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
 from .errors import ConfigError, WsbenchError
 
@@ -374,52 +374,23 @@ def read_records(results_dir: str | os.PathLike) -> list[ResultRecord]:
         return []
     records: dict[str, ResultRecord] = {}
     for path in sorted(results_dir.glob("*.jsonl")):
-        with open(path, "r", encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = ResultRecord.from_json(line)
-                except ConfigError as exc:
-                    warnings.warn(f"{path}:{lineno}: skipped corrupted result record ({exc})", stacklevel=2)
-                    continue
+        for lineno, record in parse_record_lines(path):
+            if isinstance(record, ConfigError):
+                warnings.warn(f"{path}:{lineno}: skipped corrupted result record ({record})", stacklevel=2)
+            else:
                 records.setdefault(record.record_id, record)
     return list(records.values())
 
 
-@dataclasses.dataclass
-class MergeReport:
-    files: list[Path]
-    read: int  # valid records found
-    added: int  # lines appended to the store
-    bad_lines: list[str]  # "file:line: why" of lines that are not valid records
-
-
-def merge_record_files(source: str | os.PathLike, results_dir: str | os.PathLike) -> MergeReport:
-    """Append the records of every *.jsonl below `source` (e.g. what a GPU session returned) to the
-    store in `results_dir`, one file per task; records already there (same id) are skipped, and so is
-    any line that is not a valid, unaltered record (reported). `source` is only read."""
-    source = Path(source)
-    if not source.is_dir():
-        raise ConfigError(f"merge-records: {source} is not a folder")
-    files = sorted(p for p in source.rglob("*.jsonl") if p.is_file())
-    if not files:
-        raise ConfigError(f"merge-records: no *.jsonl files below {source}")
-    records: dict[str, ResultRecord] = {}
-    bad: list[str] = []
-    for path in files:
-        with open(path, "r", encoding="utf-8", errors="replace") as fh:
-            for lineno, line in enumerate(fh, start=1):
-                if not line.strip():
-                    continue
+def parse_record_lines(path: str | os.PathLike) -> Iterator[tuple[int, "ResultRecord | ConfigError"]]:
+    """(line number, the record or why the line is not a valid record) for each non-empty line."""
+    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, start=1):
+            if line.strip():
                 try:
-                    record = ResultRecord.from_json(line)
+                    yield lineno, ResultRecord.from_json(line)
                 except ConfigError as exc:
-                    bad.append(f"{path}:{lineno}: {exc}")
-                    continue
-                records.setdefault(record.record_id, record)
-    added = append_records_counted(results_dir, records.values())[1] if records else 0
-    return MergeReport(files, len(records), added, bad)
+                    yield lineno, exc
 
 
 def records_frame(records: Iterable[ResultRecord]) -> "pandas.DataFrame":  # noqa: F821

@@ -1,6 +1,8 @@
 """wsbench.data: tiny parquet mirrors written here, the real mirror when present, augmentation."""
 from __future__ import annotations
 
+import hashlib
+
 import io
 import json
 import os
@@ -77,7 +79,9 @@ def test_tiny_mirror_shapes_labels_and_normalisation(mirror):
     assert raw.x.dtype == torch.float32 and raw.y.dtype == torch.int64 and not raw.normalized
     assert raw.y.tolist() == mirror["y"]["test"]
     assert torch.equal(raw.x, _chw(mirror["cifar"]["test"]))  # PNG is lossless
-    assert raw.source == str(mirror["root"] / "cifar10-jpeg" / "test.parquet")
+    digest = hashlib.sha256((mirror["root"] / "cifar10-jpeg" / "test.parquet").read_bytes()).hexdigest()[:16]
+    assert raw.source == f"cifar10-jpeg/test.parquet sha256:{digest}"  # no machine path in records
+    assert load_split("cifar10", "test").source == raw.source  # the same from the cache
     norm = load_split("cifar10", "test")
     mean, std = torch.tensor(CIFAR_MEAN).view(1, 3, 1, 1), torch.tensor(CIFAR_STD).view(1, 3, 1, 1)
     assert norm.normalized and torch.allclose(norm.x, (raw.x - mean) / std, atol=1e-6)
@@ -269,7 +273,7 @@ def test_real_mnist_test_set(real):
 def test_real_cifar10_exact_matches_cifar10_rows(real):
     exact = load_split("cifar10_exact", "test", normalize=False)
     assert len(exact) == 1017 and exact.y[:10].tolist() == [3, 8, 8, 0, 6, 6, 1, 6, 3, 1]
-    assert exact.index.tolist() == list(range(1017)) and exact.source.endswith("cifar10-exact-subset/test.parquet")
+    assert exact.index.tolist() == list(range(1017)) and exact.source.startswith("cifar10-exact-subset/test.parquet sha256:")
     jpeg = load_split("cifar10", "test", normalize=False)
     assert len(jpeg) == 10000 and torch.equal(jpeg.y[exact.index], exact.y)
     mad = (jpeg.x[exact.index] - exact.x).abs().mean().item() * 255

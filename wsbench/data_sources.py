@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .errors import DataError
 
-CACHE_FORMAT = 1  # bump when the cached layout changes; old files are then ignored and replaced
+CACHE_FORMAT = 2  # bump when the cached layout changes; old files are then ignored and replaced
 
 
 @dataclass
@@ -176,7 +176,24 @@ def read_parquet_split(path: Path, image_column: str, channels: int, size: int, 
             raise DataError(f"{path}: could not be read ({e})") from e
         return _table_to_raw(table, str(path), image_column, channels, size, num_classes)
 
-    return _cached(stem, key, shape, num_classes, str(path), build)
+    return _cached(stem, key, shape, num_classes, lambda: portable_source(path), build)
+
+
+def portable_source(path: Path) -> str:
+    """What a record says of a mirror file: its path inside WSBENCH_DATA_DIR (not this machine's
+    absolute path) and the first 16 hex digits of its sha256, e.g.
+    "cifar10-jpeg/test.parquet sha256:0123456789abcdef"."""
+    root = data_dir()
+    resolved = path.resolve()
+    try:
+        name = resolved.relative_to(root.resolve()).as_posix() if root is not None else path.name
+    except ValueError:
+        name = path.name
+    h = hashlib.sha256()
+    with open(resolved, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            h.update(chunk)
+    return f"{name} sha256:{h.hexdigest()[:16]}"
 
 
 def read_hub_split(hub_id: str, split: str, image_column: str, channels: int, size: int,
@@ -197,26 +214,28 @@ def read_hub_split(hub_id: str, split: str, image_column: str, channels: int, si
         return _table_to_raw(table, where, image_column, channels, size, num_classes)
 
     return _cached(f"hub-{hub_id.replace('/', '--')}-{split}", f"hub|{hub_id}|{split}|{fingerprint}",
-                   shape, num_classes, hub_id, build)
+                   shape, num_classes, lambda: hub_id, build)
 
 
 # ---------------------------------------------------------------------------- cache
 
 
-def _cached(stem: str, key: str, shape: tuple[int, ...], num_classes: int, source: str, build: Any) -> RawSplit:
+def _cached(stem: str, key: str, shape: tuple[int, ...], num_classes: int, describe: Any, build: Any) -> RawSplit:
+    """The decoded split from the cache, else `build()` and cache it. `describe()` names the source in
+    records (computed on a miss only, e.g. a file checksum, and kept in the cache)."""
     digest = hashlib.sha256(f"{CACHE_FORMAT}|{key}".encode()).hexdigest()[:16]
     root = cache_dir()
     px_path, meta_path = root / f"{stem}-{digest}.pixels.npy", root / f"{stem}-{digest}.labels.npz"
-    hit = _load_cache(px_path, meta_path, shape, num_classes, source)
+    hit = _load_cache(px_path, meta_path, shape, num_classes)
     if hit is not None:
         return hit
     raw = build()
-    raw.source = source
+    raw.source = source = describe()
     if raw.pixels.shape != shape:
         raise DataError(f"{source}: decoded {raw.pixels.shape[0]} images, expected {shape[0]}")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _atomic_save(meta_path, lambda f: np.savez(f, labels=raw.labels, index=raw.index))
+        _atomic_save(meta_path, lambda f: np.savez(f, labels=raw.labels, index=raw.index, source=np.array(source)))
         _atomic_save(px_path, lambda f: np.save(f, raw.pixels))
         for old in root.glob(f"{stem}-*"):  # earlier versions of the same source (older mtime or size)
             if old not in (px_path, meta_path) and not old.name.endswith(".tmp"):
@@ -227,15 +246,14 @@ def _cached(stem: str, key: str, shape: tuple[int, ...], num_classes: int, sourc
     return raw
 
 
-def _load_cache(px_path: Path, meta_path: Path, shape: tuple[int, ...], num_classes: int,
-                source: str) -> RawSplit | None:
+def _load_cache(px_path: Path, meta_path: Path, shape: tuple[int, ...], num_classes: int) -> RawSplit | None:
     """The cached split, or None when absent or not exactly what it should be."""
     if not (px_path.exists() and meta_path.exists()):
         return None
     try:
         pixels = np.load(px_path, mmap_mode="c", allow_pickle=False)
         with np.load(meta_path, allow_pickle=False) as meta:
-            labels, index = meta["labels"], meta["index"]
+            labels, index, source = meta["labels"], meta["index"], str(meta["source"])
     except (OSError, ValueError, KeyError, EOFError):
         return None
     n = shape[0]

@@ -71,14 +71,21 @@ class Console:
             if r.status != "ok":
                 metrics = f"not applicable: {r.reason}"
             rows.append((r.method, label, member, str(r.seed), metrics))
-        widths = [max(len(x[i]) for x in rows + [("method", "variant", "member", "seed", "")]) for i in range(4)]
-        header = ("method", "variant", "member", "seed")
-        print("  ".join(h.ljust(w) for h, w in zip(header, widths)) + "  metrics")
-        for row in rows:
-            print("  ".join(c.ljust(w) for c, w in zip(row[:4], widths)) + "  " + row[4])
+        print("\n".join(aligned(("method", "variant", "member", "seed", "metrics"), rows)))
         r0 = records[0]
         print(f"task {r0.task} v{r0.task_version} | zoo {r0.zoo} v{r0.zoo_version} | device {r0.device} | "
               f"{r0.wall_s:.1f} s")
+
+
+def aligned(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> list[str]:
+    """Header and rows as lines, every column but the last padded to its widest cell."""
+    widths = [max(len(x[i]) for x in rows + [header]) for i in range(len(header) - 1)]
+    return ["  ".join([c.ljust(w) for c, w in zip(row, widths)] + [row[-1]]) for row in [header, *rows]]
+
+
+def _mean_cell(records: list[Any], metric: str) -> str:
+    vals = [r.metrics[metric] for r in records if metric in r.metrics]
+    return f"{sum(vals) / len(vals):.2f}" if vals else "-"
 
 
 def reconstruction_comparison(all_records: list[Any], shown: list[Any]) -> str:
@@ -101,17 +108,12 @@ def reconstruction_comparison(all_records: list[Any], shown: list[Any]) -> str:
     rows = []
     for key, recs in sorted(groups.items(), key=lambda kv: (kv[0][3] or "", -fmean(
             r.metrics.get("acc_recon", 0.0) for r in kv[1]))):
-        def mean(metric: str, fmt: str) -> str:
-            vals = [r.metrics[metric] for r in recs if metric in r.metrics]
-            return format(fmean(vals), fmt) if vals else "-"
+        means = [_mean_cell(recs, m) for m in ("acc_recon", "acc_recon_cifar10_exact", "compression_ratio", "bytes_ratio")]
         rows.append(("*" if key in mine else "", key[3] or "", key[0], key[1] or "-", key[2] or "-", str(key[4]),
-                     str(len({r.seed for r in recs})), mean("acc_recon", ".2f"), mean("acc_recon_cifar10_exact", ".2f"),
-                     mean("compression_ratio", ".2f"), mean("bytes_ratio", ".2f"), recs[-1].device.split(" (")[0]))
-    widths = [max(len(x[i]) for x in rows + [header]) for i in range(len(header))]
+                     str(len({r.seed for r in recs})), *means, recs[-1].device.split(" (")[0]))
     lines = [f"recorded reconstructions of {r0.zoo} v{r0.zoo_version} (* = this run; acc = reconstructed test "
-             f"accuracy on the first test set, exact = on cifar10_exact; x = compression):",
-             "  ".join(h.ljust(w) for h, w in zip(header, widths))]
-    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)) for row in rows]
+             f"accuracy on the first test set, exact = on cifar10_exact; x = compression):"]
+    lines += aligned(header, rows)
     for member in sorted(m for m in members if m):
         r = next(r for r in shown if r.extra.get("member") == member)
         if "acc_orig" in r.metrics:

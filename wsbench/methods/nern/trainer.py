@@ -267,12 +267,17 @@ class NeRNTrainer:
         """Mean squared error of every predicted weight against the original (one full prediction)."""
         return float((self.predicted_flat() - self.target_flat).square().mean())
 
-    def _rec_scale(self, it: int) -> Tensor:
-        if self.cfg["rec_loss"] == "mse":
-            return self._one
-        if self.rmse_all is None or it % self.cfg["rmse_refresh_every"] == 0:
+    def _rec_scale(self, it: int, idx: Tensor, weighted: bool) -> tuple[Tensor, Tensor | None]:
+        """For a step without KD/FMD: (gradient scale, per-draw weights of the sampled RMSE estimate or
+        None); see the module docstring."""
+        cfg = self.cfg
+        if cfg["rec_loss"] == "mse":
+            return self._one, None
+        if cfg["rmse_scale"] == "sampled":
+            return self._one, self.sampler.total_weights(idx, weighted)
+        if self.rmse_all is None or it % cfg["rmse_refresh_every"] == 0:
             self.rmse_all = max(self.full_mse(), 1e-30) ** 0.5
-        return torch.tensor(0.5 / self.rmse_all, device=self.device)
+        return torch.tensor(0.5 / self.rmse_all, device=self.device), None
 
     def step(self, it: int) -> Tensor:
         """One optimisation step; returns the detached (rec, kd, fmd, total) losses on the device."""
@@ -280,10 +285,8 @@ class NeRNTrainer:
         set_lr(self.optimizer, cosine_lr(it, cfg["iterations"], cfg["lr"], cfg["lr_min"]))
         idx, weighted = self.sampler.sample_branch(self.rnd, it)
         x = self._inputs(it) if self.distill and it >= cfg["loss_warmup"] else None
-        if x is None and cfg["rec_loss"] == "rmse" and cfg["rmse_scale"] == "sampled":
-            losses, objective = self._loss_fn(idx, x, self._one, self.sampler.total_weights(idx, weighted))
-        else:
-            losses, objective = self._loss_fn(idx, x, self._one if x is not None else self._rec_scale(it))
+        scale, total_w = (self._one, None) if x is not None else self._rec_scale(it, idx, weighted)
+        losses, objective = self._loss_fn(idx, x, scale, total_w)
         self.optimizer.zero_grad(set_to_none=True)
         objective.backward()
         self.optimizer.step()

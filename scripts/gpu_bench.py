@@ -9,8 +9,8 @@
   68.6k-iteration schedule, crossfilter ordering times for ResNet20/56);
 - zoos: scripts/gpu_build_zoos.py bench (networks/s of batched small-CNN and SIREN training, speed-up
   over one network at a time).
-The summary (`gpu_bench_summary.json`, in --out, default $OUT or .) names the device; the
-committed copy of an H100 run lives in leaderboards/.
+The summary (`gpu_bench_summary.json`, in --out, default $OUT or .) names the device; on a
+lease, scripts/gpu_session.py runs it (encoders) and its output comes back through $OUT.
 """
 from __future__ import annotations
 
@@ -33,13 +33,15 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def encoder_throughput(device: torch.device, batch: int = 256, steps: int = 10) -> dict:
+def encoder_throughput(device: torch.device, batch: int = 256, steps: int = 10, out: dict | None = None,
+                       on_result=lambda: None) -> dict:
+    """networks/s of each encoder, filled into `out` one by one (`on_result` after each: partial results survive)."""
     from wsbench.methods.base import Encoder
     from wsbench.registry import METHODS
     from wsbench.weights import WeightSpace, spec_for_arch
 
     specs = {"siren": spec_for_arch("siren"), "small_cnn": spec_for_arch("small_cnn", in_channels=1)}
-    out: dict = {}
+    out = {} if out is None else out
     for name in METHODS.names():
         cls = METHODS.get(name)
         if not (isinstance(cls, type) and issubclass(cls, Encoder)):
@@ -70,18 +72,27 @@ def encoder_throughput(device: torch.device, batch: int = 256, steps: int = 10) 
             except Exception as e:  # one failing encoder is recorded, not fatal
                 out[key] = {"error": f"{type(e).__name__}: {e}"}
             print(f"{key:32s} {out[key]}", flush=True)
+            on_result()
     return out
 
 
 def run_script(args: list[str], out_json: Path, timeout: int) -> dict:
+    """Run a sub-benchmark, its output streamed to ours; a timeout is recorded, with what it wrote so far."""
     t0 = time.perf_counter()
-    proc = subprocess.run([sys.executable, *args], cwd=ROOT, timeout=timeout, capture_output=True, text=True)
-    result = {"rc": proc.returncode, "wall_s": time.perf_counter() - t0, "stdout_tail": proc.stdout[-3000:],
-              "stderr_tail": proc.stderr[-2000:]}
+    try:
+        rc: int | str = subprocess.run([sys.executable, *args], cwd=ROOT, timeout=timeout).returncode
+    except subprocess.TimeoutExpired:
+        rc = "timed_out"
+    result: dict = {"rc": rc, "wall_s": time.perf_counter() - t0}
     if out_json.exists():
         result["result"] = json.loads(out_json.read_text())
-    print(proc.stdout[-3000:], proc.stderr[-1000:], sep="\n", flush=True)
     return result
+
+
+def write_summary(path: Path, summary: dict) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    os.replace(tmp, path)
 
 
 def main() -> int:
@@ -91,23 +102,28 @@ def main() -> int:
     ap.add_argument("--timeout", type=int, default=240, help="seconds per sub-benchmark")
     ap.add_argument("--batch", type=int, default=256, help="encoders: networks per step")
     ap.add_argument("--steps", type=int, default=10, help="encoders: timed steps")
+    ap.add_argument("--device", default="auto", help="auto (cuda when present) | cpu | cuda")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    path = out / "gpu_bench_summary.json"
+    auto = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(auto if args.device == "auto" else args.device)
     summary: dict = {"device": torch.cuda.get_device_name(0) if device.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
                      "torch": torch.__version__, "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     if "encoders" not in args.skip:
-        summary["encoders"] = encoder_throughput(device, args.batch, args.steps)
+        summary["encoders"] = {}
+        encoder_throughput(device, args.batch, args.steps, summary["encoders"], lambda: write_summary(path, summary))
     if "nern" not in args.skip:
         summary["nern"] = run_script(["scripts/gpu_bench_nern.py", "--out", str(out / "nern_gpu_bench.json")],
                                      out / "nern_gpu_bench.json", args.timeout)
+        write_summary(path, summary)
     if "zoos" not in args.skip:
         # gpu_build_zoos prints its figures (networks/s, speed-up, non-determinism): kept as stdout_tail
-        summary["zoos"] = run_script(["scripts/gpu_build_zoos.py", "bench", "--device", device.type, "--budget", "60"],
+        summary["zoos"] = run_script(["scripts/gpu_build_zoos.py", "bench", "--device", device.type, "--budget", "60",
+                                      "--json", str(out / "zoo_gpu_bench.json")],
                                      out / "zoo_gpu_bench.json", args.timeout)
-    path = out / "gpu_bench_summary.json"
-    path.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
+    write_summary(path, summary)
     print(f"summary written to {path}")
     return 0
 

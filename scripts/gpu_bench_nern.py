@@ -37,7 +37,6 @@ from wsbench.methods.nern.fit import Fitter  # noqa: E402
 from wsbench.methods.nern.layout import ConvLayout  # noqa: E402
 from wsbench.methods.nern.orderings import compute_positions  # noqa: E402
 
-DATA = Path(os.environ.get("WSBENCH_DATA_DIR", Path(__file__).resolve().parents[2] / "shared" / "data"))
 PAPER_ITERS = 68_600
 HIDDEN = {20: 180, 56: 320}
 WEIGHTS = {20: 1e-4, 56: 1e-5}
@@ -52,8 +51,15 @@ def sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
+def data_dir() -> Path:
+    """WSBENCH_DATA_DIR, required: the device has no ../shared beside the checkout."""
+    if not os.environ.get("WSBENCH_DATA_DIR"):
+        raise SystemExit("gpu_bench_nern: set WSBENCH_DATA_DIR (on the device: $PWD/.device/data)")
+    return Path(os.environ["WSBENCH_DATA_DIR"])
+
+
 def target(depth: int) -> ReconstructionTarget:
-    sd = load_file(str(DATA / "pretrained" / f"resnet{depth}.safetensors"))
+    sd = load_file(str(data_dir() / "pretrained" / f"resnet{depth}.safetensors"))
     return ReconstructionTarget(f"resnet{depth}", "resnet_cifar", {"depth": depth}, sd, "cifar10")
 
 
@@ -142,34 +148,47 @@ def main() -> None:
     ap.add_argument("--random-images", action="store_true", help="skip loading CIFAR-10 (speed is the same)")
     ap.add_argument("--full", type=int, nargs="*", default=[], help="depths to run end to end with the paper preset")
     ap.add_argument("--full-variant", default="default", choices=list(VARIANTS))
+    ap.add_argument("--skip-ordering", action="store_true", help="skip the ordering timings")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    os.environ.setdefault("WSBENCH_DATA_DIR", str(DATA))
+    data_dir()
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     info = {"device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({os.cpu_count()} cores)",
             "torch": torch.__version__, "threads": torch.get_num_threads()}
     print(json.dumps(info), flush=True)
-    x = train_images(dev, not args.random_images)
+    out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / "nern_gpu_bench.json"
     results: dict = {"info": info, "ordering": {}, "steps": {}, "full": {}}
+    x = guarded(train_images, dev, not args.random_images)
+    if isinstance(x, dict):  # loading failed: recorded, and the step timings use random images
+        results["train_images"] = x
+        x = train_images(dev, False)
     for depth in args.depths:
-        results["ordering"][depth] = guarded(bench_ordering, depth, dev)
-        print(f"ResNet{depth} ordering: {json.dumps(results['ordering'][depth])}", flush=True)
+        if not args.skip_ordering:
+            results["ordering"][depth] = guarded(bench_ordering, depth, dev)
+            print(f"ResNet{depth} ordering: {json.dumps(results['ordering'][depth])}", flush=True)
+            write_json(out, results)
         for variant in args.variants:
             r = guarded(bench_steps, depth, dev, x, variant, args.steps, args.warmup)
             results["steps"][f"{depth}/{variant}"] = r
             print(f"ResNet{depth} {variant}: " + (f"{r['it_per_s']:.1f} it/s, time to target "
                   f"{r['time_to_target_s']:.0f} s" if "error" not in r else r["error"]), flush=True)
+            write_json(out, results)  # after each measurement: a killed run keeps what it measured
             if dev.type == "cuda":
                 torch.cuda.empty_cache()
     for depth in args.full:
         results["full"][depth] = guarded(full_run, depth, dev, args.full_variant)
         print(f"ResNet{depth} full run: {json.dumps(results['full'][depth])[:400]}", flush=True)
-    out = Path(args.out) if args.out else Path(os.environ.get("OUT", ".")) / "nern_gpu_bench.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(results, indent=1, default=str))
-    os.replace(tmp, out)
+        write_json(out, results)
+    write_json(out, results)
     print(f"wrote {out}")
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Atomically (temp file + rename), so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=str))
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Builds stop starting new zoos after --budget seconds; shards are atomic, so a ki
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -51,7 +52,7 @@ def card(name: str, variant: str = "full"):
     return CARDS.get(name).resolve(variant)
 
 
-def bench_cnn(device: torch.device, budget: float, n_runs: int, conv_impl: str, variant: str = "full") -> None:
+def bench_cnn(device: torch.device, budget: float, n_runs: int, conv_impl: str, variant: str = "full") -> dict:
     c = card("small_cnn_mnist", variant)
     c.recipe = {**c.recipe, "runs": n_runs, "conv_impl": conv_impl}
     runs, shards = small_cnn.plan(c)
@@ -83,9 +84,11 @@ def bench_cnn(device: torch.device, budget: float, n_runs: int, conv_impl: str, 
     print(f"[cnn] batched {rate:.2f} networks/s; one at a time {one_rate:.3f} networks/s (1 epoch measured, x epochs); "
           f"speed-up {rate / one_rate:.0f}x; target 10,000 runs <= 10 min: "
           f"{'MET' if 10000 / rate <= 600 else 'NOT met'} ({10000 / rate / 60:.1f} min)", flush=True)
+    return {"zoo": "small_cnn_mnist", "variant": variant, "conv_impl": conv_impl, "runs_trained": done,
+            "networks_per_s": rate, "one_at_a_time_networks_per_s": one_rate, "minutes_for_10000": 10000 / rate / 60}
 
 
-def bench_siren(device: torch.device, budget: float, n: int, variant: str = "full") -> None:
+def bench_siren(device: torch.device, budget: float, n: int, variant: str = "full") -> dict:
     from wsbench.data import load_split
 
     c = card("siren_mnist", variant)
@@ -109,6 +112,9 @@ def bench_siren(device: torch.device, budget: float, n: int, variant: str = "ful
     one_rate = 4 / (time.perf_counter() - t)
     print(f"[siren] batched {rate:.1f} networks/s; one at a time {one_rate:.2f} networks/s; speed-up {rate / one_rate:.0f}x; "
           f"target 10,000 <= 10 min: {'MET' if 10000 / rate <= 600 else 'NOT met'} ({10000 / rate / 60:.2f} min)", flush=True)
+    return {"zoo": "siren_mnist", "variant": variant, "steps": steps, "images_per_shard": per, "fitted": done,
+            "networks_per_s": rate, "one_at_a_time_networks_per_s": one_rate, "minutes_for_10000": 10000 / rate / 60,
+            "psnr_mean_db": float(siren_inr.psnr(mse).mean()) if done else None}
 
 
 def nondeterminism(device: torch.device, variant: str = "full") -> None:
@@ -148,6 +154,13 @@ def build(names: list[str], variant: str, device: torch.device, budget: float, s
               f"({st.get('networks_per_s')} networks/s); summary {md}", flush=True)
 
 
+def write_json(path: str | None, obj: dict) -> None:
+    if path:
+        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
+        tmp.write_text(json.dumps(obj, indent=1, default=str))
+        os.replace(tmp, path)
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("mode", choices=["bench", "build"])
@@ -159,6 +172,7 @@ def main() -> int:
     p.add_argument("--zoos", nargs="+", default=ZOOS)
     p.add_argument("--variant", default="full")
     p.add_argument("--parts", nargs="+", default=["cnn", "siren", "nondeterminism"], help="bench parts to run")
+    p.add_argument("--json", help="bench: write the figures here (after each part)")
     p.add_argument("--summaries", default=os.environ.get("OUT", str(Path(__file__).resolve().parent.parent / "zoos" / "summaries")))
     a = p.parse_args()
     if a.store:
@@ -167,14 +181,19 @@ def main() -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("no CUDA device; use --device cpu for a (slow) CPU run", file=sys.stderr)
         return 2
-    os.environ.setdefault("WSBENCH_DATA_DIR", str(Path(__file__).resolve().parent.parent.parent / "shared" / "data"))
+    if not os.environ.get("WSBENCH_DATA_DIR"):
+        print("gpu_build_zoos: set WSBENCH_DATA_DIR (on the device: $PWD/.device/data)", file=sys.stderr)
+        return 2
     print(f"torch {torch.__version__}, device {device}, TF32 matmul {torch.backends.cuda.matmul.allow_tf32}, "
           f"cudnn TF32 {torch.backends.cudnn.allow_tf32}", flush=True)
     if a.mode == "bench":
+        figures: dict = {"device": device_label(device), "torch": torch.__version__}
         if "cnn" in a.parts:
-            bench_cnn(device, a.budget, a.runs, a.conv_impl, a.variant)
+            figures["cnn"] = bench_cnn(device, a.budget, a.runs, a.conv_impl, a.variant)
+            write_json(a.json, figures)
         if "siren" in a.parts:
-            bench_siren(device, a.budget, a.runs, a.variant)
+            figures["siren"] = bench_siren(device, a.budget, a.runs, a.variant)
+            write_json(a.json, figures)
         if "nondeterminism" in a.parts:
             nondeterminism(device, a.variant)
         if "conv" in a.parts:

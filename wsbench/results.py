@@ -213,19 +213,21 @@ def current_versions() -> dict[str, str]:
 def current_git_commit() -> str | None:
     """The HEAD commit of the source checkout (suffixed '+dirty' with local changes), or None.
 
-    Computed once per process: the code that runs is the code that was imported."""
+    Computed once per process: the code that runs is the code that was imported. A copy of the tree
+    without .git (a GPU lease's) names its commit in WSBENCH_GIT_COMMIT."""
     src = Path(__file__).resolve().parent
+    given = os.environ.get("WSBENCH_GIT_COMMIT") or None
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=src, capture_output=True, text=True, timeout=10)
         if head.returncode != 0:
-            return None
+            return given
         dirty = subprocess.run(
             ["git", "status", "--porcelain", "--untracked-files=no"],
             cwd=src, capture_output=True, text=True, timeout=10,
         )
         return head.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.SubprocessError):
-        return None
+        return given
 
 
 # ---------------------------------------------------------------- store
@@ -294,7 +296,7 @@ def append_records(results_dir: str | os.PathLike, records: Iterable[ResultRecor
     """Append records to ``{task}.jsonl``; records already there (same record_id) are skipped.
 
     Returns the task file, or results_dir itself when the records span several tasks.
-    Per task file: an exclusive flock on ``{task}.jsonl.lock``, then all new lines in ONE
+    Per task file: an exclusive flock on the results folder (no lock file is left behind), then all new lines in ONE
     ``os.write`` on an O_APPEND fd and an fsync, so concurrent writers never interleave lines.
     On failure a WsbenchError names the file, which is truncated back to its previous size.
     """
@@ -319,7 +321,7 @@ def append_records_counted(
         path = results_file(results_dir, task)
         try:
             results_dir.mkdir(parents=True, exist_ok=True)
-            lock_fd = os.open(f"{path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+            lock_fd = os.open(results_dir, os.O_RDONLY | os.O_DIRECTORY)
         except OSError as exc:
             raise WsbenchError(f"cannot write results to {path}: {exc.strerror or exc}") from None
         try:

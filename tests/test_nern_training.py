@@ -253,3 +253,52 @@ def test_warmup_step_predicts_only_sampled_kernels_with_the_full_loss_gradient(s
     assert float((ours - exact).norm() / exact.norm()) < 1e-5
     assert float(losses[1]) == 0.0 and float(losses[2]) == 0.0
     assert float(losses[0]) == pytest.approx(float(rec.detach()), rel=0.5)  # the logged value estimates the full MSE
+
+
+class _ConvBnNoisyInFloat32(torch.nn.Module):
+    """conv -> BN whose float32 arithmetic is off by ~1e-3, as TF32 convolutions on a GPU are."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1, bias=False)
+        self.bn = torch.nn.BatchNorm2d(4).eval()
+        g = torch.Generator().manual_seed(1)
+        self.bn.running_mean.copy_(torch.randn(4, generator=g))
+        self.bn.running_var.copy_(torch.rand(4, generator=g) + 0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.bn(self.conv(x))
+        return y + 1e-3 * torch.randn_like(y) if y.dtype == torch.float32 else y
+
+
+def test_bn_fold_is_checked_exactly_not_with_the_devices_arithmetic():
+    """On the H200 every fold was refused: the check compared float32 outputs at rtol 1e-4 under TF32
+    convolutions. The check now runs in float64 on the CPU, so only the algebra is judged."""
+    from wsbench.methods.nern.layout import ConvLayout
+    from wsbench.methods.nern.student import FunctionalNet
+
+    model = _ConvBnNoisyInFloat32()
+    net = FunctionalNet(model, ConvLayout(model), fold_bn=True)
+    assert net.folded
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64)
+    w = {"conv.weight": model.conv.weight.detach().double()}
+    params = {k: v.double() for k, v in net.params(w).items()}
+    folded = net.module.double()
+    assert torch.allclose(functional_call(folded, params, (x,)), model.double()(x), atol=1e-5)
+
+
+def test_bn_fold_refused_when_it_changes_the_function(target):
+    """A network whose BN does not directly follow its conv (here: ReLU between) is run unfolded."""
+    from wsbench.methods.nern.layout import ConvLayout
+    from wsbench.methods.nern.student import FunctionalNet
+
+    class ReluBetween(_ConvBnNoisyInFloat32):
+        def forward(self, x):
+            return self.bn(torch.relu(self.conv(x)))
+
+    model = ReluBetween()
+    logs: list[str] = []
+    net = FunctionalNet(model, ConvLayout(model), fold_bn=True, log=logs.append)
+    assert not net.folded and "does not reproduce" in logs[0]
+    resnet = target.build_model()
+    assert FunctionalNet(resnet, ConvLayout(resnet), fold_bn=True).folded

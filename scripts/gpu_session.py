@@ -40,6 +40,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+COMMITTED_RESUME = ROOT / "leaderboards" / "gpu" / "resume"  # checkpoints an earlier lease left to continue
+COMMITTED_RECORDS = ROOT / "leaderboards" / "results" / "reconstruction.jsonl"
 MAX_FILES, MAX_DEPTH = 8, 2
 
 
@@ -77,13 +79,11 @@ def parts(out: Path, dry: bool) -> list[Part]:
 
 def env_report(path: Path) -> None:
     """Device, versions, which optional packages import, and a GEMM rate (written to `path`)."""
-    import importlib.util
-
     import torch
 
     rep: dict = {"python": platform.python_version(), "torch": torch.__version__, "cpu_count": os.cpu_count(),
                  "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads(),
-                 "packages": {m: importlib.util.find_spec(m) is not None
+                 "packages": {m: _imports(m)
                               for m in ("datasets", "huggingface_hub", "pyarrow", "torch_geometric", "einops", "yaml")}}
     dev = torch.device("cuda" if rep["cuda"] else "cpu")
     if rep["cuda"]:
@@ -102,6 +102,14 @@ def env_report(path: Path) -> None:
         rep[f"gemm_{str(dtype).split('.')[-1]}_tflops"] = 2 * n**3 * 10 / (time.perf_counter() - t0) / 1e12
     path.write_text(json.dumps(rep, indent=1))
     print(json.dumps(rep), flush=True)
+
+
+def _imports(module: str) -> bool:
+    try:
+        __import__(module)
+        return True
+    except Exception:  # noqa: BLE001 - absent or broken: either way not usable
+        return False
 
 
 def _sync(dev) -> None:
@@ -151,7 +159,8 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=os.environ.get("OUT"), help="where results go (default $OUT)")
     ap.add_argument("--budget", type=float, default=560, help="seconds for the whole session")
-    ap.add_argument("--resume", help="a folder a previous session returned: its runs/ (checkpoints) are continued")
+    ap.add_argument("--resume", help="a folder a previous session returned: its runs/ (checkpoints) are continued "
+                    "(default: leaderboards/gpu/resume when it holds any)")
     ap.add_argument("--only", nargs="+", help="run only these parts")
     ap.add_argument("--dry-run", action="store_true", help="the same parts on the CPU at tiny sizes")
     ap.add_argument("--env-report", metavar="PATH", help=argparse.SUPPRESS)
@@ -168,18 +177,22 @@ def main() -> int:
     t_start = time.perf_counter()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    if a.resume:
-        src = Path(a.resume) / "runs"
-        if not src.is_dir():
-            print(f"gpu_session: {src} does not exist (nothing to resume)", file=sys.stderr)
+    committed = COMMITTED_RESUME if (COMMITTED_RESUME / "runs").is_dir() and not a.dry_run else None
+    resume = Path(a.resume) if a.resume else committed
+    if resume is not None:
+        if not (resume / "runs").is_dir():
+            print(f"gpu_session: {resume / 'runs'} does not exist (nothing to resume)", file=sys.stderr)
             return 2
-        shutil.copytree(src, out / "runs", dirs_exist_ok=True)
+        shutil.copytree(resume / "runs", out / "runs", dirs_exist_ok=True)
+    if COMMITTED_RECORDS.is_file() and not a.dry_run:  # runs recorded already are then skipped, not redone
+        (out / "records").mkdir(exist_ok=True)
+        shutil.copyfile(COMMITTED_RECORDS, out / "records" / COMMITTED_RECORDS.name)
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     commit_file = ROOT / ".device" / "commit"
     if commit_file.is_file():  # the device's copy of the tree has no .git
         env.setdefault("WSBENCH_GIT_COMMIT", commit_file.read_text().strip())
     summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_s": a.budget,
-                     "dry_run": a.dry_run, "parts": {}}
+                     "dry_run": a.dry_run, "resumed_from": str(resume) if resume else None, "parts": {}}
     plan = [p for p in parts(out, a.dry_run) if not a.only or p.name in a.only]
     with open(out / "session.log", "a", buffering=1) as log:
         for i, part in enumerate(plan):

@@ -146,3 +146,23 @@ def test_sampled_total_estimate_is_unbiased(weighted):
         estimates.append(float((x[idx] * sampler.total_weights(idx, branch)).sum()))
     mean = sum(estimates) / len(estimates)
     assert mean == pytest.approx(float(x.sum()), rel=0.02)
+
+
+def test_fmd_of_aliased_maps_counts_each_repeat_and_compiles_without_a_graph_break():
+    """Aliased ResNet maps put one tensor at two positions; it is passed once with a count of 2 (an
+    autograd.Function given the same tensor twice broke torch.compile's graph on every step)."""
+    g = torch.Generator().manual_seed(0)
+    s = [torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(7)]
+    t = [torch.randn(3, 4, 5, 5, generator=g, dtype=torch.float64) for _ in range(7)]
+    sa, ta = alias_resnet_maps(s), alias_resnet_maps(t)
+    assert sa[2] is sa[3]
+    ours, ref = fmd_loss(sa, ta), fmd_loss_reference(sa, ta)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-12)
+    used = [x for i, x in enumerate(s) if any(x is y for y in sa)]  # aliasing drops each block's bn2 map
+    assert len(used) == 5
+    g_ours = torch.autograd.grad(ours, used)
+    g_ref = torch.autograd.grad(ref, used)
+    assert all(torch.allclose(a, b, rtol=1e-10, atol=1e-12) for a, b in zip(g_ours, g_ref))
+    explained = torch._dynamo.explain(lambda *m: fmd_loss(alias_resnet_maps(list(m[:7])), alias_resnet_maps(list(m[7:]))))(
+        *[x.detach().float() for x in s], *[x.float() for x in t])
+    assert explained.graph_break_count == 0, explained.break_reasons

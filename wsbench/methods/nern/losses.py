@@ -50,10 +50,11 @@ class _NormalizedMapDistance(torch.autograd.Function):
     """sum over maps m and samples b of ||s_mb/(|s_mb|+e) - t_mb/(|t_mb|+e)||^2; grad w.r.t. s only.
 
     Per map only three per-sample dot products are read (s.s, s.t, t.t); the per-sample scalars of
-    all maps are then combined at once (in float64)."""
+    all maps are then combined at once (in float64). Map m counts `counts[m]` times (a map that
+    appears several times is passed once: torch.compile cannot trace one tensor in two inputs)."""
 
     @staticmethod
-    def forward(ctx, n_maps: int, *maps: Tensor) -> Tensor:  # type: ignore[override]
+    def forward(ctx, n_maps: int, counts: tuple[int, ...], *maps: Tensor) -> Tensor:  # type: ignore[override]
         ss, ts = maps[:n_maps], maps[n_maps:]
         s2, st, t2 = [], [], []
         for s, t in zip(ss, ts):  # norms and one dot product per sample: 3 read-only passes
@@ -66,13 +67,14 @@ class _NormalizedMapDistance(torch.autograd.Function):
         u = r + FMD_EPS
         a = 1.0 / (t2_.sqrt() + FMD_EPS)  # teacher scale
         dot = st_ * a
-        per = t2_ * a * a - 2.0 * dot / u + s2_ / (u * u)
+        w = torch.tensor(counts, dtype=torch.float64, device=r.device).view(-1, 1)
+        per = (t2_ * a * a - 2.0 * dot / u + s2_ / (u * u)).clamp_min(0.0) * w
         # d/ds = s * (2 dot / (u^2 r) + 2 eps / u^3) - t * 2a / u
-        cs = 2.0 * dot / (u * u * r.clamp_min(1e-30)) + 2.0 * FMD_EPS / (u * u * u)
-        ct = -2.0 * a / u
+        cs = (2.0 * dot / (u * u * r.clamp_min(1e-30)) + 2.0 * FMD_EPS / (u * u * u)) * w
+        ct = -2.0 * a / u * w
         ctx.n_maps = n_maps
         ctx.save_for_backward(cs.to(ss[0].dtype), ct.to(ss[0].dtype), *maps)
-        return per.clamp_min(0.0).sum().to(ss[0].dtype)
+        return per.sum().to(ss[0].dtype)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
@@ -83,13 +85,22 @@ class _NormalizedMapDistance(torch.autograd.Function):
         for m, (s, t) in enumerate(zip(maps[:n], maps[n:])):
             shape = (-1,) + (1,) * (s.dim() - 1)
             grads.append(torch.mul(s, cs[m].view(shape)).addcmul_(t, ct[m].view(shape)))
-        return (None, *grads, *([None] * n))
+        return (None, None, *grads, *([None] * n))
 
 
 def fmd_loss(student_maps: list[Tensor], teacher_maps: list[Tensor]) -> Tensor:
     """(1/B) sum over maps and samples of the normalised map distances."""
-    n = len(student_maps)
-    total = _NormalizedMapDistance.apply(n, *student_maps, *[t.detach() for t in teacher_maps])
+    pairs: list[tuple[Tensor, Tensor]] = []
+    counts: list[int] = []
+    for s, t in zip(student_maps, teacher_maps):  # the same pair twice (aliased maps) is passed once
+        k = next((i for i, (ps, pt) in enumerate(pairs) if ps is s and pt is t), None)
+        if k is None:
+            pairs.append((s, t))
+            counts.append(1)
+        else:
+            counts[k] += 1
+    total = _NormalizedMapDistance.apply(len(pairs), tuple(counts), *[s for s, _ in pairs],
+                                         *[t.detach() for _, t in pairs])
     return total / student_maps[0].shape[0]
 
 

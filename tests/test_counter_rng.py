@@ -1,0 +1,38 @@
+"""Counter-based random numbers: the int32 hashing gives exactly the bits of the int64 formula."""
+from __future__ import annotations
+
+import torch
+
+from wsbench.zoo_builders import counter_rng as rng
+
+
+def _uniform_int64(seeds: torch.Tensor, stream: int, step: int, n: int) -> torch.Tensor:
+    """The defining formula, in int64 arithmetic: [B, n] uniforms."""
+    k1, k2 = rng.member_keys(seeds, stream, step)
+    ctr = torch.arange(n, dtype=torch.int64)
+    h = rng._mix(rng._mix(k1.view(-1, 1) ^ ctr) ^ k2.view(-1, 1))
+    return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
+
+
+def test_int32_mixer_equals_int64_mixer_bit_for_bit():
+    x = torch.randint(0, 2**32, (200_000,), generator=torch.Generator().manual_seed(0), dtype=torch.int64)
+    x[:5] = torch.tensor([0, 1, 2**31 - 1, 2**31, 2**32 - 1])
+    assert torch.equal(rng._as_int32_bits(rng._mix(x)), rng._mix32_(rng._as_int32_bits(x).clone()))
+
+
+def test_uniforms_equal_the_int64_formula():
+    seeds = torch.tensor([0, 1, 7, 2**31 + 5, 2**32 - 1, 123456789])
+    assert torch.equal(rng.uniform(seeds, rng.STREAM_DROPOUT, 17, (3, 5, 7)).view(len(seeds), -1),
+                       _uniform_int64(seeds, rng.STREAM_DROPOUT, 17, 105))
+    axis1 = rng.uniform_member_axis1(seeds, rng.STREAM_DROPOUT, 2**33 + 3, (4, 2, 3))
+    ref = _uniform_int64(seeds, rng.STREAM_DROPOUT, 2**33 + 3, 24).view(len(seeds), 4, 2, 3)
+    assert torch.equal(axis1, ref.transpose(0, 1))
+
+
+def test_int64_fallback_for_many_counters_gives_the_same_numbers(monkeypatch):
+    seeds = torch.arange(5)
+    fast = rng.uniform(seeds, rng.STREAM_BATCH, 3, (50,))
+    monkeypatch.setattr(rng, "INT32_COUNTERS", 10)
+    assert torch.equal(rng.uniform(seeds, rng.STREAM_BATCH, 3, (50,)), fast)
+    assert torch.equal(rng.uniform_member_axis1(seeds, rng.STREAM_BATCH, 3, (5, 10)),
+                       fast.view(5, 5, 10).transpose(0, 1))

@@ -2,7 +2,8 @@
 """Build the full zoos on a GPU and measure how fast (networks/s, speed-up over one at a time).
 
     WSBENCH_DATA_DIR=../shared/data python scripts/gpu_build_zoos.py bench            # the two speed targets
-    WSBENCH_DATA_DIR=../shared/data python scripts/gpu_build_zoos.py build --summaries $OUT/summaries
+    WSBENCH_DATA_DIR=../shared/data python scripts/gpu_build_zoos.py build --out $OUT   # -> $OUT/zoo_builds.json
+    python scripts/gpu_build_zoos.py summaries --from <returned>/zoo_builds.json         # -> zoos/summaries/
     python scripts/gpu_build_zoos.py build --zoos siren_mnist small_cnn_mnist --budget 560
 
 `bench`: (1) small CNNs: trains up to 10,000 runs of the small_cnn_mnist full recipe, shard after
@@ -12,7 +13,8 @@ runs (target <= 10 min); (2) SIRENs: fits up to 10,000 MNIST images with the sir
 (4) non-determinism: one shard trained twice on the GPU, and on GPU vs CPU (max weight / metric
 differences, for the cards' `nondeterminism` field); (5) grouped vs unfold convolutions.
 `build`: builds each zoo's variant with the suite's builder (resumable: run it again after a time
-limit and it continues with the next shard) and writes summaries (zoos/summaries/ by default).
+limit and it continues with the next shard) and collects their summaries in one zoo_builds.json;
+`summaries` writes those as zoos/summaries/<zoo>-<variant>.{json,md} here.
 Builds stop starting new zoos after --budget seconds; shards are atomic, so a kill at any time is safe.
 """
 from __future__ import annotations
@@ -52,6 +54,10 @@ def card(name: str, variant: str = "full"):
     return CARDS.get(name).resolve(variant)
 
 
+class _BudgetSpent(Exception):
+    pass
+
+
 def bench_cnn(device: torch.device, budget: float, n_runs: int, conv_impl: str, variant: str = "full") -> dict:
     c = card("small_cnn_mnist", variant)
     c.recipe = {**c.recipe, "runs": n_runs, "conv_impl": conv_impl}
@@ -59,16 +65,30 @@ def bench_cnn(device: torch.device, budget: float, n_runs: int, conv_impl: str, 
     data, _ = small_cnn.load_image_data(c, device)
     print(f"[cnn] {n_runs} runs of small_cnn_mnist ({c.recipe['epochs']} epochs, batch {c.recipe['batch_size']}, "
           f"{len(shards)} shards of <= {c.recipe['members_per_shard']}, conv {conv_impl}) on {device_label(device)}")
-    done, t0 = 0, time.perf_counter()
+    done, t0 = 0.0, time.perf_counter()
     for group, act, idx in shards:
         if time.perf_counter() - t0 > budget:
             break
-        members, _, st = small_cnn.train_shard(c, group, act, idx, runs, data)
+        steps = {"done": 0}
+
+        def stop_at_budget(step: int) -> None:  # the budget is checked every step, not only between shards
+            steps["done"] = step
+            if time.perf_counter() - t0 > budget:
+                raise _BudgetSpent
+
+        try:
+            members, _, st = small_cnn.train_shard(c, group, act, idx, runs, data, on_step=stop_at_budget)
+        except _BudgetSpent:  # the part of the shard trained so far counts pro rata
+            sync()
+            total = c.recipe["epochs"] * -(-len(data.x_train) // int(c.recipe["batch_size"]))
+            done += len(idx) * steps["done"] / total
+            print(f"  budget spent {steps['done']}/{total} steps into shard {group}-{act} x{len(idx)}", flush=True)
+            break
         sync()
         done += len(idx)
         el = time.perf_counter() - t0
-        print(f"  shard {group}-{act} x{len(idx)}: {st['train_seconds']:.1f}s, {done} runs in {el:.0f}s -> {done / el:.1f} networks/s, "
-              f"projected {n_runs / (done / el) / 60:.1f} min for {n_runs}; test_acc median "
+        print(f"  shard {group}-{act} x{len(idx)}: {st['train_seconds']:.1f}s, {done:.0f} runs in {el:.0f}s -> "
+              f"{done / el:.1f} networks/s, projected {n_runs / (done / el) / 60:.1f} min for {n_runs}; test_acc median "
               f"{members[members.epoch == members.epoch.max()].test_acc.median():.3f}", flush=True)
     rate = done / (time.perf_counter() - t0)
     # one at a time: the same code with one member per batch, a few members
@@ -133,25 +153,36 @@ def nondeterminism(device: torch.device, variant: str = "full") -> None:
               f"(16 runs, 1 epoch)", flush=True)
 
 
-def build(names: list[str], variant: str, device: torch.device, budget: float, summaries: Path) -> None:
+def build(names: list[str], variant: str, device: torch.device, budget: float, summaries_json: Path) -> None:
+    """Build each zoo (resumable) and collect their summaries in ONE JSON file (a lease returns at most
+    8 files); `summaries` mode writes them into zoos/summaries/ here."""
     from wsbench.zoo import CARD_FILE, built_zoo_path, load_zoo
-    from wsbench.zoo_summary import write_summary
+    from wsbench.zoo_summary import summarize_zoo
 
+    collected: dict = json.loads(summaries_json.read_text()) if summaries_json.is_file() else {}
     t0 = time.perf_counter()
     for name in names:
         t = time.perf_counter()
         if (built_zoo_path(name, variant) / CARD_FILE).exists():
             zoo = load_zoo(built_zoo_path(name, variant))
-            print(f"[build] {name} ({variant}) is built already at {zoo.root}; summary {write_summary(zoo, summaries)[1]}")
-            continue
-        if time.perf_counter() - t0 > budget:
+            print(f"[build] {name} ({variant}) is built already at {zoo.root}")
+        elif time.perf_counter() - t0 > budget:
             print(f"[build] budget spent; not starting {name} (run again to continue)")
             continue
-        zoo = build_zoo(name, variant=variant, device=device, progress=sys.stderr.isatty())
-        js, md = write_summary(zoo, summaries)
-        st = zoo.card.recipe.get("build_stats", {})
-        print(f"[build] {name}: {len(zoo.members)} members in {time.perf_counter() - t:.0f}s "
-              f"({st.get('networks_per_s')} networks/s); summary {md}", flush=True)
+        else:
+            zoo = build_zoo(name, variant=variant, device=device, progress=sys.stderr.isatty())
+            st = zoo.card.recipe.get("build_stats", {})
+            print(f"[build] {name}: {len(zoo.members)} members in {time.perf_counter() - t:.0f}s "
+                  f"({st.get('networks_per_s')} networks/s)", flush=True)
+        collected[f"{name}-{variant}"] = summarize_zoo(zoo)
+        write_json(str(summaries_json), collected)
+
+
+def write_summaries(summaries_json: Path, out_dir: Path) -> None:
+    from wsbench.zoo_summary import write_summary_files
+
+    for stem, summary in json.loads(summaries_json.read_text()).items():
+        print(f"{stem}: {write_summary_files(summary, out_dir)[1]}")
 
 
 def write_json(path: str | None, obj: dict) -> None:
@@ -163,7 +194,8 @@ def write_json(path: str | None, obj: dict) -> None:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("mode", choices=["bench", "build"])
+    p.add_argument("mode", choices=["bench", "build", "summaries"],
+                   help="summaries: write the .json/.md files of a zoo_builds.json that came back (--from)")
     p.add_argument("--device", default="cuda")
     p.add_argument("--budget", type=float, default=540, help="seconds per part (bench) / for starting zoos (build)")
     p.add_argument("--store", help="where built zoos go (sets WSBENCH_ZOO_DIR; keep it on the GPU machine's disk)")
@@ -173,8 +205,17 @@ def main() -> int:
     p.add_argument("--variant", default="full")
     p.add_argument("--parts", nargs="+", default=["cnn", "siren", "nondeterminism"], help="bench parts to run")
     p.add_argument("--json", help="bench: write the figures here (after each part)")
-    p.add_argument("--summaries", default=os.environ.get("OUT", str(Path(__file__).resolve().parent.parent / "zoos" / "summaries")))
+    p.add_argument("--out", default=os.environ.get("OUT", "."), help="build: zoo_builds.json goes here")
+    p.add_argument("--from", dest="source", help="summaries: the zoo_builds.json to write out")
+    p.add_argument("--summaries", default=str(Path(__file__).resolve().parent.parent / "zoos" / "summaries"),
+                   help="summaries: where the .json/.md files go")
     a = p.parse_args()
+    if a.mode == "summaries":
+        if not a.source or not Path(a.source).is_file():
+            print("gpu_build_zoos summaries: --from must name a zoo_builds.json", file=sys.stderr)
+            return 2
+        write_summaries(Path(a.source), Path(a.summaries))
+        return 0
     if a.store:
         os.environ["WSBENCH_ZOO_DIR"] = a.store
     device = torch.device(a.device)
@@ -200,7 +241,8 @@ def main() -> int:
             for impl in ("grouped", "unfold"):
                 bench_cnn(device, 60, 512, impl, a.variant)
     else:
-        build(a.zoos, a.variant, device, a.budget, Path(a.summaries))
+        Path(a.out).mkdir(parents=True, exist_ok=True)
+        build(a.zoos, a.variant, device, a.budget, Path(a.out) / "zoo_builds.json")
     return 0
 
 

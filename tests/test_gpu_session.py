@@ -105,3 +105,21 @@ def test_data_only_from_wsbench_data_dir(tmp_path, script):
     assert proc.returncode != 0
     assert "WSBENCH_DATA_DIR" in proc.stderr.strip().splitlines()[-1]
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+@pytest.mark.skipif(not (DATA_DIR / "mnist").is_dir(), reason="needs the data mirror")
+def test_zoo_build_mode_returns_one_file_and_summaries_are_written_here(tmp_path):
+    env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR), WSBENCH_ZOO_DIR=str(tmp_path / "store"))
+    out = tmp_path / "OUT"
+    build = subprocess.run([sys.executable, str(SCRIPTS / "gpu_build_zoos.py"), "build", "--device", "cpu", "--zoos",
+                            "siren_mnist", "--variant", "tiny", "--out", str(out)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert [p.name for p in out.iterdir()] == ["zoo_builds.json"]
+    summaries = tmp_path / "summaries"
+    write = subprocess.run([sys.executable, str(SCRIPTS / "gpu_build_zoos.py"), "summaries", "--from",
+                            str(out / "zoo_builds.json"), "--summaries", str(summaries)], cwd=ROOT, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert write.returncode == 0, write.stderr
+    assert sorted(p.name for p in summaries.iterdir()) == ["siren_mnist-tiny.json", "siren_mnist-tiny.md"]
+    assert json.loads((summaries / "siren_mnist-tiny.json").read_text())["zoo"] == "siren_mnist"

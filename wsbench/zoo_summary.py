@@ -107,9 +107,13 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_summary(zoo, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `<name>-<variant>.json` and `.md` into out_dir (atomically); returns both paths."""
+    return write_summary_files(summarize_zoo(zoo), out_dir)
+
+
+def write_summary_files(s: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
+    """The two files of a summary made elsewhere (e.g. one that came back from a GPU lease)."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    s = summarize_zoo(zoo)
     stem = f"{s['zoo']}-{s['variant']}"
     js, md = out / f"{stem}.json", out / f"{stem}.md"
     _write_atomic(js, json.dumps(s, indent=1, sort_keys=True, default=str) + "\n")

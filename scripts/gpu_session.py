@@ -20,7 +20,7 @@ killed, its partial output kept, and the session goes on):
   encoders       encoder training throughput (networks/s)
 $OUT receives at most 8 files, at most two folders deep: session.log, session_summary.json
 (rewritten after each part), nern_speed.json, zoo_speed.json, gpu_bench_summary.json,
-records/reconstruction.jsonl, runs/<run key>/nern_ckpt.{safetensors,json}.
+records/reconstruction.jsonl, runs/<run key>/nern_ckpt.<member>.{safetensors,json}.
 Back here: `python run_bench.py merge-records <returned folder>/records`.
 
 --dry-run runs the same parts on the CPU at tiny sizes (the test suite does), writing the same files.

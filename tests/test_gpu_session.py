@@ -52,7 +52,7 @@ def test_dry_run_of_the_lease_command(tmp_path, without_hub_packages):
     assert len(files) <= 8 and all(len(Path(f).parts) <= 3 for f in files), files
     assert {"session.log", "session_summary.json", "nern_speed.json", "zoo_speed.json", "gpu_bench_summary.json",
             "records/reconstruction.jsonl"} <= set(files)
-    assert sum(f.startswith("runs/") and f.endswith("nern_ckpt.safetensors") for f in files) == 1
+    assert sum(f.startswith("runs/") and Path(f).name == "nern_ckpt.resnet20_pretrained.safetensors" for f in files) == 1
     records = [json.loads(line) for line in (out / "records" / "reconstruction.jsonl").read_text().splitlines()]
     assert records and {r["method"] for r in records} == {"nern"}
     assert {r["preset"] for r in records} == {"paper_resnet20_h180"}

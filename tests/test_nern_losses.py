@@ -166,3 +166,17 @@ def test_fmd_of_aliased_maps_counts_each_repeat_and_compiles_without_a_graph_bre
     explained = torch._dynamo.explain(lambda *m: fmd_loss(alias_resnet_maps(list(m[:7])), alias_resnet_maps(list(m[7:]))))(
         *[x.detach().float() for x in s], *[x.float() for x in t])
     assert explained.graph_break_count == 0, explained.break_reasons
+
+
+def test_fmd_of_a_student_map_whose_norm_overflows_is_finite_as_in_the_official():
+    """A deep student built from an untrained predictor can have maps of norm > 3e38 (float32 inf):
+    the official s / (|s| + eps) makes them 0 (loss |t_hat|^2 = 1 per sample, no gradient); the fused
+    form gave inf / inf = NaN."""
+    g = torch.Generator().manual_seed(0)
+    t = [torch.randn(2, 3, 4, 4, generator=g) for _ in range(2)]
+    s = [t[0] + 0.1, (1e20 * torch.randn(2, 3, 4, 4, generator=g)).requires_grad_()]
+    loss = fmd_loss(s, t)
+    ref = fmd_loss_reference(s, t)
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(ref.item(), rel=1e-5)
+    grad, = torch.autograd.grad(loss, s[1])
+    assert torch.equal(grad, torch.zeros_like(grad))

@@ -2,6 +2,7 @@
 fall, resume, data-free, meta-compression sizes and config errors."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,7 @@ def test_resume_continues_the_same_run(target, images, tmp_path, sampling):
     straight.run()
     first = Fitter(_trainer(target, images, tmp_path / "b", **cfg))
     first.run(stop_after=4)
-    assert (tmp_path / "b" / "nern_ckpt.safetensors").is_file() and (tmp_path / "b" / "nern_ckpt.json").is_file()
+    assert (tmp_path / "b" / "nern_ckpt.r20.safetensors").is_file() and (tmp_path / "b" / "nern_ckpt.r20.json").is_file()
     resumed = Fitter(_trainer(target, images, tmp_path / "b", **cfg))
     resumed.run()
     assert resumed.resumed_from == 4 and resumed.t.state.iteration == 8
@@ -149,6 +150,7 @@ def test_data_free_runs(target, noise):
 def test_reconstruct_end_to_end_with_variants(target, images, monkeypatch):
     monkeypatch.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
     cfg = yaml.safe_load(Path(__file__).parents[1].joinpath("baselines/nern/tiny.yaml").read_text())
+    cfg.pop("groups")  # per-architecture overrides: the runner applies them (this target is a ResNet20)
     cfg["iterations"] = 6
     rec = NeRN(**cfg).reconstruct(target, RunContext(progress=False))
     assert set(rec.state_dict) == set(target.state_dict)
@@ -302,3 +304,46 @@ def test_bn_fold_refused_when_it_changes_the_function(target):
     assert not net.folded and "does not reproduce" in logs[0]
     resnet = target.build_model()
     assert FunctionalNet(resnet, ConvLayout(resnet), fold_bn=True).folded
+
+
+def test_members_of_one_run_keep_separate_checkpoints(tmp_path):
+    """A run of several members shares one run folder (runs/<key>/): the second member once stopped
+    with 'checkpoint belongs to a different run'. Each member now has its own files there."""
+    from wsbench.methods.nern.checkpoint import checkpoint_names, load_checkpoint, save_checkpoint
+
+    ident = {m: {"config": {"hidden": 4}, "member_id": m, "weights_digest": m, "seed": 0}
+             for m in ("resnet20_pretrained", "resnet56/odd id")}
+    for i, (m, idt) in enumerate(ident.items()):
+        save_checkpoint(tmp_path, {"w": torch.full((2,), float(i))}, {"identity": idt, "iteration": 10 * (i + 1)})
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == sorted([*checkpoint_names("resnet20_pretrained"), *checkpoint_names("resnet56/odd id")])
+    assert all(set(n) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-") for n in names)
+    for i, (m, idt) in enumerate(ident.items()):
+        tensors, scalars = load_checkpoint(tmp_path, idt)
+        assert scalars["iteration"] == 10 * (i + 1) and float(tensors["w"][0]) == i
+
+
+def test_checkpoint_of_the_old_single_name_is_still_resumed(tmp_path):
+    from wsbench.methods.nern.checkpoint import LEGACY_CKPT_NAME, checkpoint_names, load_checkpoint, save_checkpoint
+
+    idt = {"config": {}, "member_id": "r20", "weights_digest": "d", "seed": 0}
+    save_checkpoint(tmp_path, {"w": torch.ones(1)}, {"identity": idt, "iteration": 7})
+    (tmp_path / checkpoint_names("r20")[0]).rename(tmp_path / LEGACY_CKPT_NAME)
+    assert load_checkpoint(tmp_path, idt)[1]["iteration"] == 7
+    other = {**idt, "member_id": "r56", "weights_digest": "e"}
+    assert load_checkpoint(tmp_path, other) is None  # another member's old file: not this member's run
+    with pytest.raises(ConfigError, match="different run"):
+        load_checkpoint(tmp_path, {**idt, "seed": 1})
+
+
+def test_a_diverged_run_stops_with_one_clear_error_and_keeps_its_last_finite_checkpoint(target, images, tmp_path):
+    from wsbench.errors import TrainingDivergedError
+    from wsbench.methods.nern.checkpoint import checkpoint_names
+
+    fitter = Fitter(_trainer(target, images, tmp_path, iterations=8, checkpoint_every=1, log_every=4))
+    real_step = fitter.t.step
+    fitter.t.step = lambda it: real_step(it) * (float("nan") if it >= 2 else 1.0)  # the third step's loss is NaN
+    with pytest.raises(TrainingDivergedError, match="NaN/Inf by iteration 3 of r20"):
+        fitter.run()
+    saved = json.loads((tmp_path / checkpoint_names("r20")[1]).read_text())
+    assert saved["iteration"] == 2

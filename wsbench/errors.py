@@ -26,3 +26,7 @@ class IntegrityError(DataError):
 
 class NotApplicableError(WsbenchError):
     """A method asked to do a task (or read a spec) it cannot do."""
+
+
+class TrainingDivergedError(WsbenchError):
+    """Training produced a non-finite loss; the run stops before a NaN reaches a checkpoint or record."""

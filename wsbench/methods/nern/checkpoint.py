@@ -1,4 +1,7 @@
-"""Checkpoint and resume: one safetensors file written atomically (temp name + os.replace).
+"""Checkpoint and resume: one safetensors file per member written atomically (temp name + os.replace).
+
+A run of several members (e.g. `--preset paper` on ResNet20 and ResNet56) shares one run folder;
+each member's files are named after it: `nern_ckpt.<member>.safetensors` / `.json`.
 
 Tensors: predictor ("predictor.*"), best predictor so far ("best.*"), a learned embedding table
 if any, optimizer moments ("opt.*") and Lookahead slow weights ("slow.*"). Scalars (iteration,
@@ -12,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,9 +26,17 @@ from torch import Tensor
 
 from ...errors import ConfigError, IntegrityError
 
-CKPT_NAME = "nern_ckpt.safetensors"
-JSON_NAME = "nern_ckpt.json"
+LEGACY_CKPT_NAME = "nern_ckpt.safetensors"  # before per-member names: still resumed when its identity matches
 FORMAT = 1
+
+
+def checkpoint_names(member_id: str) -> tuple[str, str]:
+    """(checkpoint, JSON copy) file names of one member: letters, digits, '_', '-' and '.' only (they
+    travel back from a GPU lease), with a hash suffix when the id had to be changed to get there."""
+    safe = re.sub(r"[^A-Za-z0-9_-]", "_", member_id)[:64]
+    if safe != member_id:
+        safe += "-" + hashlib.sha256(member_id.encode()).hexdigest()[:8]
+    return f"nern_ckpt.{safe}.safetensors", f"nern_ckpt.{safe}.json"
 
 
 def run_identity(config: dict[str, Any], non_result_keys: set[str], member_id: str,
@@ -55,14 +67,15 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
 
 def save_checkpoint(workdir: Path, tensors: dict[str, Tensor], scalars: dict[str, Any]) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
-    path = workdir / CKPT_NAME
+    ckpt_name, json_name = checkpoint_names(scalars["identity"]["member_id"])
+    path = workdir / ckpt_name
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     payload = {"format": FORMAT, **scalars}
     text = json.dumps(payload, sort_keys=True, default=float)
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
               metadata={"nern_state": text})
     os.replace(tmp, path)
-    _atomic_write_bytes(workdir / JSON_NAME, json.dumps(payload, indent=1, sort_keys=True, default=float).encode())
+    _atomic_write_bytes(workdir / json_name, json.dumps(payload, indent=1, sort_keys=True, default=float).encode())
     return path
 
 
@@ -70,9 +83,12 @@ def load_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[dict[str, 
     """(tensors, scalars) of the checkpoint in `workdir`, None if there is none.
 
     ConfigError if it belongs to another run (config, member, weights or seed differ)."""
-    path = workdir / CKPT_NAME
+    path = workdir / checkpoint_names(identity["member_id"])[0]
     if not path.is_file():
-        return None
+        legacy = workdir / LEGACY_CKPT_NAME
+        if not legacy.is_file() or _stored_identity(legacy).get("member_id") != identity["member_id"]:
+            return None
+        path = legacy
     try:
         from safetensors import safe_open
 
@@ -115,11 +131,12 @@ def find_prefix_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[Pat
     best: tuple[int, Path, dict[str, Any]] | None = None
     if not workdir.parent.is_dir():
         return None
+    ckpt_name, json_name = checkpoint_names(identity["member_id"])
     for other in sorted(workdir.parent.iterdir()):
-        if other == workdir or not (other / CKPT_NAME).is_file() or not (other / JSON_NAME).is_file():
+        if other == workdir or not (other / ckpt_name).is_file() or not (other / json_name).is_file():
             continue
         try:
-            info = json.loads((other / JSON_NAME).read_text())
+            info = json.loads((other / json_name).read_text())
             theirs, it = info["identity"], int(info["iteration"])
         except (OSError, ValueError, KeyError, TypeError):
             continue
@@ -131,6 +148,17 @@ def find_prefix_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[Pat
         if it <= min(reconstruction_only_until(a), reconstruction_only_until(b)) and (best is None or it > best[0]):
             best = (it, other, theirs)
     return None if best is None else (best[1], best[2])
+
+
+def _stored_identity(path: Path) -> dict[str, Any]:
+    """The identity in a checkpoint file's metadata ({} when unreadable: then it is not ours to resume)."""
+    try:
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            return json.loads((fh.metadata() or {})["nern_state"]).get("identity", {})
+    except (SafetensorError, KeyError, ValueError, OSError):
+        return {}
 
 
 def _differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:

@@ -1,11 +1,13 @@
 """The training loop around NeRNTrainer.step: logging, model selection, checkpoint and resume."""
 from __future__ import annotations
 
+import math
 import time
 
 import torch
 from torch import Tensor
 
+from ...errors import TrainingDivergedError
 from .checkpoint import (find_prefix_checkpoint, load_checkpoint, run_identity, save_checkpoint,
                          state_dict_digest)
 from .config import NON_RESULT_KEYS
@@ -120,18 +122,31 @@ class Fitter:
                 st.iteration += 1
                 it = st.iteration
                 last = it == cfg["iterations"]
+                save = self.workdir is not None and (it % cfg["checkpoint_every"] == 0 or last or it == total)
+                if save and it % cfg["log_every"] != 0 and not torch.isfinite(acc_sum).all():
+                    self._diverged(it)  # never checkpoint a NaN predictor
                 if it % cfg["log_every"] == 0 or last or it == total:
                     vals = (acc_sum / n_acc).tolist()
+                    if not all(math.isfinite(v) for v in vals):
+                        self._diverged(it)
                     self.last_losses = dict(zip(LOSS_NAMES, vals))
                     acc_sum, n_acc = None, 0
                     t.ctx.log(f"[nern] it {it}/{cfg['iterations']} " +  # a line, not a bar: also in CI logs
                               " ".join(f"{k}={v:.4g}" for k, v in self.last_losses.items()))
                 if select and (it % cfg["eval_every"] == 0 or last):
                     self._evaluate()
-                if self.workdir is not None and (it % cfg["checkpoint_every"] == 0 or last or it == total):
+                if save:
                     self._save()
         t._sync()
         t.timings.training += time.perf_counter() - t0 - (t.timings.evaluation - eval_before)
+
+    def _diverged(self, it: int) -> None:
+        cfg = self.t.cfg
+        hint = (" (KD/FMD from the first step: a student built from a barely trained predictor can overflow; "
+                "start them after a reconstruction-only warm-up, loss_warmup, as the ResNet56 paper preset does)"
+                if self.t.distill and cfg["loss_warmup"] < it else "")
+        raise TrainingDivergedError(f"nern: the loss became NaN/Inf by iteration {it} of {self.t.target.member_id}"
+                                    f"{hint}; the last finite checkpoint, if any, is kept")
 
     def final_predictor_state(self) -> dict[str, Tensor]:
         """The selected predictor: best on validation, or the last one."""

@@ -68,10 +68,14 @@ class _NormalizedMapDistance(torch.autograd.Function):
         a = 1.0 / (t2_.sqrt() + FMD_EPS)  # teacher scale
         dot = st_ * a
         w = torch.tensor(counts, dtype=torch.float64, device=r.device).view(-1, 1)
-        per = (t2_ * a * a - 2.0 * dot / u + s2_ / (u * u)).clamp_min(0.0) * w
+        # a student map whose norm overflows float32 (a deep student from a barely trained predictor)
+        # normalises to 0, as in the official s / (|s| + eps): its terms are 0, not inf / inf = NaN
+        over = torch.isinf(u)
+        s_terms = torch.where(over, 0.0, s2_ / (u * u) - 2.0 * dot / u)
+        per = (t2_ * a * a + s_terms).clamp_min(0.0) * w
         # d/ds = s * (2 dot / (u^2 r) + 2 eps / u^3) - t * 2a / u
-        cs = (2.0 * dot / (u * u * r.clamp_min(1e-30)) + 2.0 * FMD_EPS / (u * u * u)) * w
-        ct = -2.0 * a / u * w
+        cs = torch.where(over, 0.0, 2.0 * dot / (u * u * r.clamp_min(1e-30)) + 2.0 * FMD_EPS / (u * u * u)) * w
+        ct = torch.where(over, 0.0, -2.0 * a / u) * w
         ctx.n_maps = n_maps
         ctx.save_for_backward(cs.to(ss[0].dtype), ct.to(ss[0].dtype), *maps)
         return per.sum().to(ss[0].dtype)

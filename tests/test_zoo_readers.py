@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,7 @@ import torch.nn.functional as F
 from wsbench.archs import build_arch
 from wsbench.archs.siren import image_coords
 from wsbench.errors import DataError, IntegrityError
+from wsbench.zoo import load_zoo
 from wsbench.zoo_readers import import_zoo
 from wsbench.zoo_readers.model_zoos import ModelZooCNN
 
@@ -238,3 +240,39 @@ def test_import_zoo_command_line(tmp_path, capsys):
     assert main(["import-zoo", "model_zooz", str(tmp_path / "src"), "mz2"]) == 2
     assert "did you mean 'model_zoos'" in capsys.readouterr().err
     assert main(["import-zoo", "dwsnets_inr", str(tmp_path / "nowhere"), "x"]) == 2
+
+
+def test_dwsnets_limit_relative_paths_and_bad_entries(tmp_path, monkeypatch):
+    _write_dwsnets(tmp_path, n_train=4, n_test=2)  # train 3, val 1, test 2
+    splits = tmp_path / "mnist_splits.json"
+    zoo = import_zoo("dwsnets_inr", splits, "dws_limit", out=tmp_path / "z1", limit=4)
+    assert len(zoo.members) == 4 and zoo.members["split"].value_counts().to_dict() == {"train": 3, "val": 1}
+    # relative paths resolve against the splits file's folder, whatever the current directory holds
+    data = json.loads(splits.read_text())
+    for entry in data.values():
+        entry["path"] = [p.split("/dataset/")[1] for p in entry["path"]]
+    splits.write_text(json.dumps(data))
+    decoy = tmp_path / "elsewhere"
+    shutil.copytree(tmp_path / "mnist-inrs", decoy / "mnist-inrs")
+    for f in (decoy / "mnist-inrs").glob("*/checkpoints/model_final.pth"):
+        torch.save({k: torch.zeros_like(v) for k, v in torch.load(f, weights_only=True).items()}, f)
+    monkeypatch.chdir(decoy)
+    zoo = import_zoo("dwsnets_inr", splits, "dws_rel", out=tmp_path / "z2")
+    assert all(w.abs().sum() > 0 for w in zoo.weights(split="train").tensors.values())
+    for bad, match in (({"label": "seven"}, "not a class index"), ({"path": None}, "expected a file path")):
+        broken = json.loads(splits.read_text())
+        for key, value in bad.items():
+            broken["test"][key] = [value] + broken["test"][key][1:]
+        (tmp_path / "bad.json").write_text(json.dumps(broken))
+        with pytest.raises(DataError, match=match):
+            import_zoo("dwsnets_inr", tmp_path / "bad.json", "dws_bad", out=tmp_path / "z3")
+        assert not (tmp_path / "z3").exists()
+
+
+def test_imported_and_built_sirens_share_one_spec(tmp_path):
+    from wsbench.weights import spec_for_arch
+
+    _write_dwsnets(tmp_path, n_train=2, n_test=1)
+    zoo = import_zoo("dwsnets_inr", tmp_path / "mnist_splits.json", "dws_spec", out=tmp_path / "zoo")
+    assert zoo.card.archs["siren"]["kwargs"] != {}  # spelt out on import
+    assert zoo.spec() == spec_for_arch("siren") == load_zoo("siren_mnist", variant="tiny").spec()

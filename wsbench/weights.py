@@ -203,8 +203,10 @@ def _spec_cached(name: str, kwargs_json: str) -> NetworkSpec:
 
 
 def spec_for_arch(name: str, **kwargs: Any) -> NetworkSpec:
-    """The NetworkSpec of an architecture (cached)."""
-    return _spec_cached(name, json.dumps(kwargs, sort_keys=True))
+    """The NetworkSpec of an architecture (cached); kwargs equal to the defaults do not matter."""
+    from .archs import canonical_arch_kwargs
+
+    return _spec_cached(name, json.dumps(canonical_arch_kwargs(name, kwargs), sort_keys=True))
 
 
 # ----------------------------------------------------------------------------- WeightSpace

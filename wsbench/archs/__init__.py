@@ -2,6 +2,9 @@
 `arch_spec(name, **kwargs)` gives its NetworkSpec (shapes and neuron-permutation groups)."""
 from __future__ import annotations
 
+import inspect
+import json
+import typing
 from typing import Any
 
 from torch import nn
@@ -31,3 +34,17 @@ def arch_spec(name: str, **kwargs: Any):
     from ..weights import spec_for_arch
 
     return spec_for_arch(name, **kwargs)
+
+
+def canonical_arch_kwargs(name: str, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """`kwargs` without the entries equal to the architecture's defaults, so that one network has
+    one spec however its kwargs were spelt (a built SIREN's {} and an imported one's explicit
+    hidden=32, in_dim=2, ...). Unknown keys are kept: building then names them."""
+    fn = ARCHS.get(name)
+    sig = inspect.signature(fn)
+    if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):  # a wrapper: the class it builds
+        built = typing.get_type_hints(fn).get("return")
+        sig = inspect.signature(built) if isinstance(built, type) else sig
+    defaults = {k: p.default for k, p in sig.parameters.items() if p.default is not inspect.Parameter.empty}
+    same = lambda a, b: json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)  # noqa: E731 (tuple == list)
+    return {k: v for k, v in kwargs.items() if not (k in defaults and same(v, defaults[k]))}

@@ -28,16 +28,31 @@ from . import READERS, ReaderResult, imported_card, load_tensor_checkpoint
 _FOLDER = re.compile(r"_(training|testing)_(\d+)_(\d+)$")
 
 
-def _locate(p: str, base: Path) -> Path:
-    direct = Path(p)
-    if direct.exists():
+def _locate(p: object, base: Path, split: str) -> Path:
+    """An INR file named in the splits json: an absolute path as it is, a relative one under the json's
+    folder (never the current directory); else the path's trailing components under that folder
+    (the json may list another machine's absolute paths)."""
+    if not isinstance(p, str) or not p:
+        raise DataError(f"dwsnets_inr: split {split} lists a path {p!r}; expected a file path")
+    direct = Path(p) if Path(p).is_absolute() else base / p
+    if direct.is_file():
         return direct
     parts = Path(p).parts
     for k in range(len(parts)):
         cand = base.joinpath(*parts[k:])
-        if parts[k:] and cand.exists():
+        if parts[k:] and cand.is_file():
             return cand
     raise DataError(f"dwsnets_inr: INR file {p} is neither at that path nor under {base}")
+
+
+def _label(label: object, split: str, p: object) -> int:
+    try:
+        value = int(label)  # DWSNets writes labels as strings of digits
+    except (TypeError, ValueError):
+        value = -1
+    if value < 0 or str(label).strip() not in (str(value), f"{value}.0"):
+        raise DataError(f"dwsnets_inr: split {split}: label {label!r} of {p} is not a class index")
+    return value
 
 
 def _from_folder(root: Path) -> dict[str, dict[str, list]]:
@@ -94,13 +109,18 @@ def read_dwsnets_inr(path: Path, name: str, *, limit: int | None = None) -> Read
     if not isinstance(splits, dict) or not all(isinstance(splits.get(s), dict) for s in splits):
         raise DataError(f"dwsnets_inr: {path}: expected {{split: {{'path': [...], 'label': [...]}}}}")
     rows, sds, dropped, shapes = [], [], 0, None
+    left = limit  # --limit: the first N networks of the file, all splits together (train, val, test)
     for split in ("train", "val", "test"):
         entry = splits.get(split, {"path": [], "label": []})
         paths, labels = entry.get("path", []), entry.get("label", [])
-        if len(paths) != len(labels):
-            raise DataError(f"dwsnets_inr: split {split} has {len(paths)} paths but {len(labels)} labels")
-        for p, label in list(zip(paths, labels))[:limit]:
-            f = _locate(p, base)
+        if not isinstance(paths, list) or not isinstance(labels, list) or len(paths) != len(labels):
+            raise DataError(f"dwsnets_inr: split {split} needs lists 'path' and 'label' of one length")
+        pairs = list(zip(paths, labels))
+        if left is not None:
+            pairs, left = pairs[:left], max(left - len(pairs), 0)
+        for p, label in pairs:
+            label = _label(label, split, p)
+            f = _locate(p, base, split)
             sd = convert(load_tensor_checkpoint(f, "dwsnets_inr", unwrap="state_dict"), f)
             sh = {k: tuple(v.shape) for k, v in sd.items()}
             if shapes is None:
@@ -112,7 +132,7 @@ def read_dwsnets_inr(path: Path, name: str, *, limit: int | None = None) -> Read
                 continue
             folder = f.parent.parent.name
             m = _FOLDER.search(folder)
-            rows.append({"id": folder if m else f"{split}_{len(rows):06d}", "split": split, "label": int(label),
+            rows.append({"id": folder if m else f"{split}_{len(rows):06d}", "split": split, "label": label,
                          "source_split": ("train" if m.group(1) == "training" else "test") if m else split,
                          "image_index": int(m.group(3)) if m else -1, "psnr": float("nan"),
                          "path": str(f.relative_to(base)) if f.is_relative_to(base) else str(f)})

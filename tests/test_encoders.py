@@ -281,3 +281,46 @@ def test_permutation_augmentation_preserves_every_network_function():
     model = build_arch(arch, **kw)
     assert not torch.allclose(aug.flat(), ws.flat())
     assert torch.allclose(batched_forward(model, aug, x), batched_forward(model, ws, x), atol=1e-5)
+
+
+def _scaled_ws(key: str, n: int) -> WeightSpace:
+    """Networks whose entries have very different scales (per-entry statistics then differ per neuron)."""
+    ws = random_ws(key, n)
+    g = torch.Generator().manual_seed(3)
+    return WeightSpace(ws.spec, {k: t * (0.1 + 3 * torch.rand(t.shape[1:], generator=g)) + torch.randn(t.shape[1:], generator=g)
+                                 for k, t in ws.tensors.items()})
+
+
+@pytest.mark.parametrize("name,spec_key", [c for c in cases() if METHODS.get(c[0]).invariant])
+def test_invariance_survives_the_normalisation_the_task_applies(name, spec_key):
+    """The whole input path (normaliser fitted on a zoo -> normalise -> encode): an invariant encoder
+    stays invariant under neuron permutations with the normalisation `auto` gives it."""
+    from wsbench.tasks.encoder_training import WeightNormalizer, resolve_normalize
+
+    mode = resolve_normalize("auto", METHODS.get(name))
+    assert mode == "symmetric"
+    enc = make(name, spec_of(spec_key)).eval()
+    zoo = _scaled_ws(spec_key, 12)
+    norm = WeightNormalizer.fit(zoo, mode)
+    perms = zoo.random_permutation(torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out, out_p = enc(norm(zoo)), enc(norm(zoo.permute(perms)))
+    assert (out - out_p).abs().max() <= 1e-5 * max(1.0, float(out.abs().max())), name
+
+
+def test_per_entry_normalisation_breaks_invariance_and_symmetric_keeps_close_to_it():
+    """Why `entry` (DWSNets' official) is not the default for invariant encoders, and what
+    `symmetric` keeps of it: per-tensor-position statistics, shared along permutable axes."""
+    from wsbench.tasks.encoder_training import WeightNormalizer
+
+    zoo = _scaled_ws("mlp", 12)
+    perms = zoo.random_permutation(torch.Generator().manual_seed(0))
+    entry, sym = WeightNormalizer.fit(zoo, "entry"), WeightNormalizer.fit(zoo, "symmetric")
+    w = zoo.spec.weight_layers()[1].weight  # a hidden layer: both axes permutable
+    permuted_then = sym(zoo.permute(perms)).tensors[w]
+    assert torch.allclose(permuted_then, sym(zoo).permute(perms).tensors[w], atol=1e-6)  # commutes
+    assert not torch.allclose(entry(zoo.permute(perms)).tensors[w], entry(zoo).permute(perms).tensors[w], atol=1e-3)
+    first = zoo.spec.weight_layers()[0].weight  # input axis not permutable: its statistics stay per input
+    assert sym.mean[first].shape == (1, zoo.tensors[first].shape[2])
+    with pytest.raises(ConfigError, match="normalisation"):
+        WeightNormalizer.fit(zoo, "auto")

@@ -23,7 +23,7 @@ from ..registry import TASKS
 from ..weights import WeightSpace
 from ..zoo import Zoo
 from .base import TaskResult
-from .encoder_training import group_data, split_frames, task_options
+from .encoder_training import group_data, resolve_normalize, split_frames, task_options
 from .property_prediction import GroupedEncoderTask, fit_models, predict, training_extra
 
 
@@ -84,7 +84,8 @@ class INRClassification(GroupedEncoderTask):
                             batch_augment=inr_augment if o["inr_augment"] else None)
         logits = predict(models, data["test"], method_cls.name, o["eval_batch_size"])
         y = torch.cat([g.y.cpu() for g in data["test"]])
-        extra = {"target": target, "groups": groups, "n_classes": n_classes, "normalize": o["normalize"],
+        extra = {"target": target, "groups": groups, "n_classes": n_classes, 
+            "normalize": resolve_normalize(o["normalize"], method_cls),
                  "inr_augment": o["inr_augment"], **training_extra(models)}
         return [TaskResult({"accuracy": 100 * accuracy(y, logits)}, {"accuracy": True}, split="test",
                            n_train=sum(len(g) for g in data["train"]), n_eval=len(y),

@@ -19,7 +19,8 @@ from ..registry import TASKS
 from ..weights import NetworkSpec
 from ..zoo import Zoo
 from .base import Task, TaskResult
-from .encoder_training import GroupData, TrainedEncoder, group_data, split_frames, task_options, train_encoder
+from .encoder_training import (GroupData, TrainedEncoder, group_data, resolve_normalize, split_frames, task_options,
+                               train_encoder)
 
 Models = list[tuple[NetworkSpec | None, TrainedEncoder]]  # (spec, model); None = reads every spec
 
@@ -149,7 +150,7 @@ class PropertyPrediction(GroupedEncoderTask):
                                   limit=o["max_train"] if s == "train" else o["max_eval"]) for s in frames}
             models = fit_models(method_cls, method_config, data["train"], data["val"], o, ctx,
                                 label=f"{zoo.name} {target}")
-            extra = {"target": target, "groups": groups, "normalize": o["normalize"]}
+            extra = {"target": target, "groups": groups, "normalize": resolve_normalize(o["normalize"], method_cls)}
             results.append(regression_result(models, data["test"], method_cls.name, method_config, o,
                                              sum(len(g) for g in data["train"]), extra))
         return results

@@ -23,7 +23,7 @@ from ..methods.base import Encoder, Method, RunContext
 from ..registry import TASKS
 from ..zoo import Zoo, load_zoo
 from .base import Task, TaskResult
-from .encoder_training import group_data, split_frames, task_options
+from .encoder_training import group_data, resolve_normalize, split_frames, task_options
 from .property_prediction import as_list, check_groups, fit_models, regression_result, supports_groups
 
 
@@ -109,7 +109,8 @@ class TransferTask(Task):
         models = fit_models(method_cls, method_config, data["train"], data["val"], o, ctx,
                             label=f"{self.mode} {zoo.name}")
         n_train = sum(len(g) for g in data["train"])
-        base = {"target": target, "train_zoo": zoo.name, "train_groups": train_groups, "normalize": o["normalize"],
+        base = {"target": target, "train_zoo": zoo.name, "train_groups": train_groups, 
+            "normalize": resolve_normalize(o["normalize"], method_cls),
                 "transfer": self.mode}
         ref = None
         if data["test"]:

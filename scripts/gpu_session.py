@@ -65,7 +65,8 @@ def parts(out: Path, dry: bool) -> list[Part]:
         nern_paper += ["--set", s]
     speed = ["scripts/gpu_bench_nern.py", "--random-images", "--out", str(out / "nern_speed.json")]
     speed += (["--depths", "20", "--variants", "default", "--steps", "2", "--warmup", "1", "--skip-ordering"] if dry
-              else ["--depths", "20", "56", "--variants", "default", "bf16", "compile", "--steps", "200", "--warmup", "20"])
+              else ["--depths", "20", "56", "--variants", "default", "compile", "compile-cudagraphs", "--steps", "200",
+                  "--warmup", "20"])
     siren = ["scripts/gpu_build_zoos.py", "bench", "--parts", "siren", "--json", str(out / "zoo_speed.json"), *dev]
     siren += ["--variant", "tiny", "--runs", "8", "--budget", "5"] if dry else ["--runs", "4000", "--budget", "40"]
     enc = ["scripts/gpu_bench.py", "--skip", "nern", "zoos", "--out", str(out)]

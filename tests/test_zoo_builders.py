@@ -220,14 +220,14 @@ def test_families_share_hyperparameters_across_architectures(tmp_path):
     assert zoo.spec("d4w32").n_params == len(zoo.weights(m[m["group"] == "d4w32"]).flat()[0])
 
 
-def test_siren_fits_reach_a_psnr_floor_and_render_the_image():
+def test_siren_fits_match_alone_and_render_the_image():
     from wsbench.data import load_split
 
     imgs = load_split("mnist", "test", normalize=False, limit=3).x[:, 0]
     seeds = torch.tensor([11, 12, 13])
     params, mse = siren_inr.fit_sirens(imgs, seeds, steps=100, lr=3e-3)
-    psnr = siren_inr.psnr(mse)
-    assert (psnr > 28).all(), psnr
+    _, mse0 = siren_inr.fit_sirens(imgs, seeds, steps=0, lr=3e-3)
+    assert (siren_inr.psnr(mse) > siren_inr.psnr(mse0) + 8).all()  # init ~4 dB, 100 steps ~18 dB
     alone, mse1 = siren_inr.fit_sirens(imgs[1:2], seeds[1:2], steps=100, lr=3e-3)
     torch.testing.assert_close(alone["layers.1.weight"][0], params["layers.1.weight"][1], atol=1e-5, rtol=1e-4)
     net = build_arch("siren").eval()
@@ -235,6 +235,48 @@ def test_siren_fits_reach_a_psnr_floor_and_render_the_image():
     with torch.no_grad():
         img = net(image_coords(28)).view(28, 28)
     assert abs(((img - imgs[2]) ** 2).mean().item() - mse[2].item()) < 1e-6
+
+
+def test_siren_recipe_fits_like_the_published_inrs():
+    """The card's recipe (DWSNets init, Adam lr 1e-3, 1,000 steps) lands where the published MNIST
+    INRs are, 20-30 dB (they average 24.3 dB), not at Sitzmann-init sharpness (~88 dB)."""
+    from wsbench.data import load_split
+
+    imgs = load_split("mnist", "train_full", normalize=False, limit=4).x[:, 0]
+    _, mse = siren_inr.fit_sirens(imgs, torch.arange(4), steps=1000, lr=1e-3, stop_psnr=40)
+    psnr = siren_inr.psnr(mse)
+    assert ((psnr > 20) & (psnr < 30)).all(), psnr
+
+
+def test_siren_inits_dwsnets_and_version_1():
+    shapes = siren_inr.siren_shapes()
+    seeds = torch.arange(2000)
+    d = siren_inr.init_sirens(seeds, shapes, 30.0, "dwsnets")
+    b0 = (6 / 2) ** 0.5 / 30
+    assert 0.9 * b0 < d["layers.0.weight"].abs().max() <= b0  # is_first never set in DWSNets: no U(+-1/2)
+    assert d["layers.1.weight"].abs().max() <= (6 / 32) ** 0.5 / 30
+    assert not d["layers.0.bias"].any() and not d["layers.1.bias"].any()
+    assert 0.9 / 32 ** 0.5 < d["layers.2.weight"].abs().max() <= 1 / 32 ** 0.5  # nn.Linear's default
+    assert 0.9 / 32 ** 0.5 < d["layers.2.bias"].abs().max() <= 1 / 32 ** 0.5
+    v1 = siren_inr.init_sirens(seeds, shapes, 30.0, "sitzmann")  # version 1 zoos: the same draws as then
+    u = rng.uniform(seeds, rng.STREAM_INIT, 0, (32, 2))
+    assert torch.equal(v1["layers.0.weight"], (2.0 * u - 1.0) * 0.5)
+    assert torch.equal(v1["layers.0.bias"], (2.0 * rng.uniform(seeds, rng.STREAM_INIT, 1, (32,)) - 1.0) * (1 / math.sqrt(2)))
+    with pytest.raises(ConfigError, match="SIREN init"):
+        siren_inr.init_sirens(seeds, shapes, 30.0, "xavier")
+
+
+def test_siren_fit_stops_at_the_psnr_target():
+    from wsbench.data import load_split
+
+    imgs = load_split("mnist", "test", normalize=False, limit=2).x[:, 0]
+    seeds = torch.tensor([1, 2])
+    start = siren_inr.init_sirens(seeds, siren_inr.siren_shapes(), 30.0)
+    params, _ = siren_inr.fit_sirens(imgs, seeds, steps=5, lr=1e-3, stop_psnr=-100.0)  # reached at the start
+    assert all(torch.equal(params[k], start[k]) for k in start)
+    both, _ = siren_inr.fit_sirens(imgs, seeds, steps=60, lr=3e-3, stop_psnr=12.0)
+    alone, _ = siren_inr.fit_sirens(imgs[:1], seeds[:1], steps=60, lr=3e-3, stop_psnr=12.0)
+    torch.testing.assert_close(alone["layers.1.weight"][0], both["layers.1.weight"][0], atol=1e-5, rtol=1e-4)
 
 
 def test_tiny_siren_zoo_has_dwsnets_splits_and_labels(tmp_path):
@@ -246,7 +288,7 @@ def test_tiny_siren_zoo_has_dwsnets_splits_and_labels(tmp_path):
     assert (m[m["split"] == "test"]["source_split"] == "test").all()
     labels = load_split("mnist", "train_full", limit=12).y
     tr = m[m["source_split"] == "train"].sort_values("image_index")
-    assert tr["label"].tolist() == labels.tolist() and (m["psnr"] > 25).all()
+    assert tr["label"].tolist() == labels.tolist() and (m["psnr"] > 14).all()  # tiny: 100 steps, ~18 dB
 
 
 def test_tiny_trained_resnet_zoo(tmp_path):
@@ -292,3 +334,34 @@ def test_summary_counts_and_checksums(tiny_cnn_zoo, tmp_path):
     assert s["files"]["weights/cnn.safetensors"]["sha256"] == sha256_file(tiny_cnn_zoo.root / "weights/cnn.safetensors")
     assert math.isclose(s["metrics"]["test_acc"]["mean"], tiny_cnn_zoo.members["test_acc"].mean())
     assert "| test_acc |" in md.read_text() and "weights/cnn.safetensors" in md.read_text()
+
+
+def test_committed_siren_parity_is_for_the_cards_current_recipe():
+    """leaderboards/parity/siren_mnist_small.json is the zoo-vs-published-INRs check; it must be
+    re-run (scripts/siren_parity.py) whenever the card's recipe or version changes."""
+    import json
+    from pathlib import Path
+
+    from wsbench.registry import ZOOS
+
+    root = Path(__file__).resolve().parents[1]
+    parity = json.loads((root / "leaderboards" / "parity" / "siren_mnist_small.json").read_text())
+    card = ZOOS.get("siren_mnist").resolve("small")
+    assert parity["zoo_version"] == card.version and parity["variant"] == "small"
+    assert parity["recipe"] == {k: card.recipe.get(k) for k in ("steps", "lr", "init", "stop_psnr")}
+    assert parity["passes"] and 20 <= parity["psnr_db"]["mean"] <= 30
+    assert all(abs(r["ratio"] - 1) <= 0.15 for r in parity["tensors"].values())
+
+
+def test_siren_parity_script_on_a_tiny_zoo(tmp_path):
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("siren_parity", Path(__file__).resolve().parents[1] / "scripts" / "siren_parity.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    zoo = build_zoo("siren_mnist", variant="tiny", out=tmp_path / "inr", progress=False)
+    res = mod.compare(zoo)
+    assert set(res["tensors"]) == set(mod.PUBLISHED_STD) and res["n_train_inrs"] == 10
+    assert not res["passes"]  # the tiny variant is a smoke test (100 steps), not the recipe
+    assert "DOES NOT PASS" in mod.markdown(res, "cmd")

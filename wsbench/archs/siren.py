@@ -18,10 +18,11 @@ class Siren(nn.Module):
         widths = [in_dim] + [hidden] * n_hidden + [out_dim]
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths, widths[1:]))
         self.omega0, self.output_offset = omega0, output_offset
-        with torch.no_grad():  # SIREN init (Sitzmann et al. sec. 3.2)
-            for i, layer in enumerate(self.layers):
-                bound = 1.0 / layer.in_features if i == 0 else math.sqrt(6.0 / layer.in_features) / omega0
-                layer.weight.uniform_(-bound, bound)
+        with torch.no_grad():  # the published INRs' init (DWSNets nn/inr.py); the output layer keeps nn.Linear's
+            for layer in self.layers[:-1]:
+                layer.weight.uniform_(-math.sqrt(6.0 / layer.in_features) / omega0,
+                                      math.sqrt(6.0 / layer.in_features) / omega0)
+                layer.bias.zero_()
 
     def forward(self, coords: Tensor) -> Tensor:
         h = coords

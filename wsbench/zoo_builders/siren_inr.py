@@ -4,9 +4,9 @@ image of MNIST / Fashion-MNIST, the image's class as label, the fit's PSNR recor
 Many SIRENs fit at once: a shard of B images is B independent networks held as [B, ...]
 tensors (a batched matmul per layer), trained full-batch (all pixels every step) with Adam on
 the sum of per-image MSEs, so each network's update is exactly what it gets fitted alone.
-Initialisation follows `archs.siren` (first layer U(+-1/fan_in), later layers
-U(+-sqrt(6/fan_in)/omega0), biases U(+-1/sqrt(fan_in)) as nn.Linear), drawn per image from a
-counter-based generator seeded by the image. Splits by image as in DWSNets: the source test
+Initialisation as the published INRs' (`init: dwsnets`, see init_sirens; `sitzmann` kept as an
+option), drawn per image from a counter-based generator seeded by the image; a fit stops at
+`stop_psnr` (DWSNets: 40 dB). Splits by image as in DWSNets: the source test
 images are `test`, `val_size` source training images (seeded) are `val`, the rest `train`.
 Shards of `images_per_shard` images are kept in the work folder (resume); under torchrun each rank
 fits its own shards (BuildContext.owns) and rank 0 assembles the zoo.
@@ -38,13 +38,32 @@ def siren_shapes(hidden: int = 32, n_hidden: int = 2, in_dim: int = 2, out_dim: 
     return out
 
 
-def init_sirens(seeds: Tensor, shapes: list[tuple[str, tuple[int, ...]]], omega0: float) -> dict[str, Tensor]:
+INITS = ("dwsnets", "sitzmann")
+
+
+def init_sirens(seeds: Tensor, shapes: list[tuple[str, tuple[int, ...]]], omega0: float,
+                scheme: str = "dwsnets") -> dict[str, Tensor]:
+    """Initial parameters of B SIRENs ([B, ...] per key), drawn per member from its seed.
+
+    "dwsnets" (the published INRs' init, DWSNets nn/inr.py): every sine layer U(+-sqrt(6/fan_in)/omega0)
+    (its `is_first` is never set), sine biases 0, the output layer nn.Linear's default U(+-1/sqrt(fan_in))
+    for weights and bias. "sitzmann": first layer U(+-1/fan_in), later U(+-sqrt(6/fan_in)/omega0),
+    every bias U(+-1/sqrt(fan_in)) (wsbench zoos before version 2: far sharper fits, ~88 dB)."""
+    if scheme not in INITS:
+        raise ConfigError(f"SIREN init must be one of {list(INITS)}, got {scheme!r}")
+    n_layers = len(shapes) // 2
     out = {}
     for j, (key, shape) in enumerate(shapes):
         fan_in = shapes[j - 1 if key.endswith("bias") else j][1][1]
         layer = int(key.split(".")[1])
+        last = layer == n_layers - 1
         if key.endswith("bias"):
+            if scheme == "dwsnets" and not last:
+                out[key] = torch.zeros(len(seeds), *shape, device=seeds.device)
+                continue
             bound = 1.0 / math.sqrt(fan_in)
+        elif scheme == "dwsnets":
+            bound = 1.0 / math.sqrt(fan_in) if last else math.sqrt(6.0 / fan_in) / omega0
         else:
             bound = 1.0 / fan_in if layer == 0 else math.sqrt(6.0 / fan_in) / omega0
         u = rng.uniform(seeds, rng.STREAM_INIT, j, shape)
@@ -64,20 +83,34 @@ def siren_forward(params: dict[str, Tensor], coords: Tensor, omega0: float, offs
 
 
 def fit_sirens(images: Tensor, seeds: Tensor, *, steps: int, lr: float, omega0: float = 30.0, offset: float = 0.5,
-               hidden: int = 32, n_hidden: int = 2, on_step=None) -> tuple[dict[str, Tensor], Tensor]:
-    """Fit one SIREN per image ([B, H, W] in [0, 1]); returns (params {key: [B, ...]}, final MSE [B])."""
+               hidden: int = 32, n_hidden: int = 2, init: str = "dwsnets", stop_psnr: float | None = None,
+               on_step=None) -> tuple[dict[str, Tensor], Tensor]:
+    """Fit one SIREN per image ([B, H, W] in [0, 1]); returns (params {key: [B, ...]}, final MSE [B]).
+
+    With `stop_psnr`, a network whose fit reaches that PSNR stops there (its parameters are frozen,
+    as a network fitted alone would stop), as in DWSNets' recipe (early stop at 40 dB)."""
     nb, hh, ww = images.shape
     if hh != ww:
         raise ConfigError(f"SIREN fitting expects square images, got {hh}x{ww}")
     coords = image_coords(hh, device=images.device)
     target = images.reshape(nb, -1)
-    params = {k: v.requires_grad_(True) for k, v in init_sirens(seeds, siren_shapes(hidden, n_hidden), omega0).items()}
+    params = {k: v.requires_grad_(True) for k, v in
+              init_sirens(seeds, siren_shapes(hidden, n_hidden), omega0, init).items()}
     opt = torch.optim.Adam(params.values(), lr=lr)  # elementwise: per-network Adam
+    stop_mse = None if stop_psnr is None else 10.0 ** (-stop_psnr / 10.0)
+    done = torch.zeros(nb, dtype=torch.bool, device=images.device)
     for s in range(steps):
         mse = ((siren_forward(params, coords, omega0, offset) - target) ** 2).mean(1)
+        if stop_mse is not None:  # no host sync: every step keeps and restores (the parameters are small)
+            done |= mse.detach() <= stop_mse  # reached before this step: no further update
+            kept = {k: v.detach().clone() for k, v in params.items()}
         opt.zero_grad(set_to_none=True)
         mse.sum().backward()
         opt.step()
+        if stop_mse is not None:
+            with torch.no_grad():
+                for k, v in params.items():
+                    v.copy_(torch.where(done.view(-1, *[1] * (v.dim() - 1)), kept[k], v))
         if on_step is not None:
             on_step(s + 1)
     with torch.no_grad():
@@ -110,6 +143,8 @@ def build_siren_inr(card: ZooCard, ctx: BuildContext) -> BuildResult:
     t_start = time.perf_counter()
     r = card.recipe
     steps, lr = int(r.get("steps", 1000)), float(r.get("lr", 1e-3))
+    init = str(r.get("init", "dwsnets"))
+    stop_psnr = None if r.get("stop_psnr") is None else float(r["stop_psnr"])
     arch_kw = next(iter(card.archs.values())).get("kwargs", {})
     group = next(iter(card.archs))
     omega0, offset = float(arch_kw.get("omega0", 30.0)), float(arch_kw.get("output_offset", 0.5))
@@ -136,7 +171,7 @@ def build_siren_inr(card: ZooCard, ctx: BuildContext) -> BuildResult:
                              dtype=torch.int64, device=ctx.device)
         t0 = time.perf_counter()
         params, mse = fit_sirens(x, seeds, steps=steps, lr=lr, omega0=omega0, offset=offset, hidden=hidden,
-                                 n_hidden=n_hidden, on_step=lambda _s, n=len(chunk): bar.update(n / steps))
+                                 n_hidden=n_hidden, init=init, stop_psnr=stop_psnr, on_step=lambda _s, n=len(chunk): bar.update(n / steps))
         fit_seconds += time.perf_counter() - t0
         fitted += len(chunk)
         rows = []

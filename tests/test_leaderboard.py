@@ -264,3 +264,18 @@ def test_not_applicable_rows_do_not_add_a_scored_column():
     recs.append(make(method="mlp", status="not_applicable", reason="cannot read d4w32", metrics={},
                      higher_is_better={}, n_eval=0))
     assert "Scored" not in [c.text for c in table_grid(only_table(recs)).headers]
+
+
+def test_records_on_a_zoo_version_older_than_its_card_are_flagged_stale():
+    import wsbench.builtins  # noqa: F401  (registers the zoo cards)
+    from wsbench.registry import ZOOS
+
+    card_v = ZOOS.get("siren_mnist").version
+    old = only_table([make(task="inr_classification", zoo="siren_mnist", zoo_version="1.0", metrics={"accuracy": 0.2},
+                           higher_is_better={"accuracy": True})])
+    assert old.card_version == card_v and old.stale
+    assert f"STALE: the zoo card is now v{card_v}" in render_markdown([old], [], "results", 1)
+    now = only_table([make(task="inr_classification", zoo="siren_mnist", zoo_version=card_v, metrics={"accuracy": 0.2},
+                           higher_is_better={"accuracy": True})])
+    assert not now.stale and "STALE" not in render_markdown([now], [], "results", 1)
+    assert only_table([make(zoo="no_such_card")]).card_version is None

@@ -112,6 +112,12 @@ class Table:
     older_metrics: tuple[str, ...] = ()
     older_rows: tuple[Row, ...] = ()
     older_provenance: Provenance | None = None
+    card_version: str | None = None  # the zoo card's version now (None: no card of that name here)
+
+    @property
+    def stale(self) -> bool:
+        """The table's newest records were made on a zoo version older than its card's."""
+        return self.card_version is not None and version_key(self.card_version) > version_key(self.zoo_version)
 
     @property
     def title(self) -> str:
@@ -279,8 +285,17 @@ def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
             rows=tuple(aggregate_rows(current, labels)), provenance=Provenance.of(current),
             older_metrics=metric_order(m for r in older for m in r.metrics),
             older_rows=tuple(aggregate_rows(older, labels)),
-            older_provenance=Provenance.of(older) if older else None))
+            older_provenance=Provenance.of(older) if older else None, card_version=_card_version(zoo)))
     return tables
+
+
+def _card_version(zoo: str) -> str | None:
+    from .registry import ZOOS
+
+    try:
+        return str(ZOOS.get(zoo).version)
+    except Exception:  # noqa: BLE001 - an imported or unregistered zoo: nothing to compare with
+        return None
 
 
 # ---------------------------------------------------------------- writing

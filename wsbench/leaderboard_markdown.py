@@ -122,8 +122,10 @@ def table_grid(table: Table, older: bool = False) -> Grid:
 
 def summary_line(table: Table, prov: Provenance, older: bool = False) -> str:
     versions = "" if older else f"task v{table.task_version} · zoo v{table.zoo_version} · "
+    stale = (f" · STALE: the zoo card is now v{table.card_version}; these records predate it (rerun)"
+             if table.stale and not older else "")
     return (f"{versions}{prov.n_records} record{'s' * (prov.n_records != 1)} · "
-            f"preset: {', '.join(prov.presets)} · device: {', '.join(prov.devices)}")
+            f"preset: {', '.join(prov.presets)} · device: {', '.join(prov.devices)}{stale}")
 
 
 # ---------------------------------------------------------------- markdown

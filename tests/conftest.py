@@ -15,6 +15,9 @@ os.environ.setdefault("WSBENCH_ZOO_DIR", tempfile.mkdtemp(prefix="wsbench-test-z
 
 
 def pytest_configure(config: pytest.Config) -> None:
+    from wsbench.allocator import tune_allocator
+
+    tune_allocator()  # as run_bench.py does: the suite then measures the code as users run it
     config.addinivalue_line("markers", "slow: long-running tests (run with -m slow)")
     config.addinivalue_line("markers", "gpu: needs a CUDA device")
 

@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 
 from . import __version__
+from .allocator import tune_allocator
 from .errors import WsbenchError
 
 SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo", "merge-records")
@@ -99,6 +100,7 @@ def _normalise_argv(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    tune_allocator()  # large per-step temporaries: reuse heap memory instead of mmap/munmap each step
     parser = build_parser()
     args = parser.parse_args(_normalise_argv(argv))
     if args.command is None:

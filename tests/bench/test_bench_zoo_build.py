@@ -90,3 +90,39 @@ def test_bench_batched_siren_fitting(benchmark):
     ref = time.perf_counter() - t
     print(f"\nSIREN, {B} images x 20 steps: batched {B / ours:.1f} networks/s, one at a time {B / ref:.1f} networks/s, "
           f"speed-up {ref / ours:.2f}x")
+
+
+_SHARD_FIT = """
+import resource, sys, time, torch
+from wsbench.allocator import tune_allocator
+if sys.argv[1] == "tuned":
+    tune_allocator()
+from wsbench.zoo_builders.siren_inr import fit_sirens
+torch.set_num_threads(1)
+imgs, seeds = torch.rand(400, 28, 28), torch.arange(400)
+fit_sirens(imgs, seeds, steps=2, lr=1e-3)  # warm-up
+t = time.perf_counter()
+fit_sirens(imgs, seeds, steps=30, lr=1e-3, stop_psnr=40)
+r = resource.getrusage(resource.RUSAGE_SELF)
+print(time.perf_counter() - t, r.ru_stime)
+"""
+
+
+def test_bench_siren_shard_with_and_without_malloc_tuning(benchmark):
+    """A shard-sized SIREN fit (400 networks: 40 MB temporaries) with glibc's default mmap threshold
+    and with wsbench.allocator's, each in a fresh process (the setting is process-wide)."""
+    import os
+    import subprocess
+    import sys
+
+    def fit(mode: str) -> tuple[float, float]:
+        env = dict(os.environ, WSBENCH_MALLOC_TUNING="1")
+        out = subprocess.run([sys.executable, "-c", _SHARD_FIT, mode], capture_output=True, text=True, env=env,
+                             check=True, timeout=600).stdout.split()
+        return float(out[0]), float(out[1])
+
+    tuned = benchmark.pedantic(lambda: fit("tuned"), rounds=1, iterations=1)
+    plain = fit("plain")
+    print(f"\nSIREN shard (400 x 30 steps, 1 thread): default malloc {plain[0]:.1f} s (system {plain[1]:.1f} s), "
+          f"tuned {tuned[0]:.1f} s (system {tuned[1]:.1f} s): {plain[0] / tuned[0]:.2f}x")
+    assert tuned[0] > 0

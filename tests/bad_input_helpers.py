@@ -62,7 +62,7 @@ def snapshot(*roots: Path) -> dict[str, str]:
 def cli(argv: list[str], tmp_path: Path, capsys, quiet: bool = True) -> tuple[int, str, str]:
     """Run the CLI in-process with results and runs in tmp_path; returns (rc, stdout, stderr)."""
     extra = []
-    if argv and argv[0] not in ("list", "leaderboard", "build-zoo", "push", "pull", "push-zoo"):
+    if argv and argv[0] not in ("list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo"):
         extra = ["--results-dir", str(tmp_path / "res"), "--runs-dir", str(tmp_path / "runs")]
     capsys.readouterr()
     rc = main((["--quiet"] if quiet else []) + argv + extra)

@@ -203,16 +203,25 @@ def test_page_is_self_contained_and_plots_decode(generated):
 
 
 def test_stale_plots_are_removed(tmp_path):
-    (tmp_path / "plots").mkdir()
-    (tmp_path / "plots" / "tau_gone.png").write_bytes(b"old")
-    generate_leaderboard(write_results(tmp_path / "results", [make()]), tmp_path)
+    results = write_results(tmp_path / "results", [make(), make(task="inr_classification", metrics={"accuracy": 0.5},
+                                                            higher_is_better={"accuracy": True})])
+    generate_leaderboard(results, tmp_path)  # a leaderboard of two tables, two plots
+    assert len(list((tmp_path / "plots").iterdir())) == 2
+    (results / "inr_classification.jsonl").unlink()
+    generate_leaderboard(results, tmp_path)  # the table is gone: so is its plot
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["tau_property-prediction-cnn-zoo.png"]
 
 
 @pytest.mark.parametrize("create_dir", [True, False])
 def test_empty_results_give_a_page_that_says_so(tmp_path, create_dir):
-    if create_dir:
-        (tmp_path / "results").mkdir()
+    if not create_dir:  # a missing folder is a typo, not "no records": refused, nothing written
+        from wsbench.errors import DataError
+
+        with pytest.raises(DataError, match="not a folder of result records"):
+            generate_leaderboard(tmp_path / "results", tmp_path)
+        assert not list(tmp_path.iterdir())
+        return
+    (tmp_path / "results").mkdir()
     written = generate_leaderboard(tmp_path / "results", tmp_path)
     assert sorted(p.name for p in written) == ["README.md", "index.html"]
     assert "No result records yet" in (tmp_path / "README.md").read_text(encoding="utf-8")

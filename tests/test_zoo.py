@@ -126,7 +126,7 @@ def test_nan_weights_are_refused_on_use(tmp_path):
 def test_write_is_atomic_and_refuses_overwrite(tmp_path):
     root = make_mlp_zoo(tmp_path / "z")
     before = (root / "manifest.json").read_bytes()
-    with pytest.raises(DataError, match="exists"):
+    with pytest.raises(DataError, match="holds a zoo already"):
         make_mlp_zoo(root)
     assert (root / "manifest.json").read_bytes() == before
     bad = pd.DataFrame({"id": ["a"], "split": ["x"], "group": ["nogroup"], "row": [0]})

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from .errors import WsbenchError
+from .errors import DataError, WsbenchError
 from .results import ResultRecord, read_records
 
 MAX_LABEL_CHARS = 48
@@ -337,6 +337,9 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
     from .leaderboard_plots import make_plots
 
     results_dir, out_dir = Path(results_dir), Path(out_dir)
+    if not results_dir.is_dir():  # a typo must not turn into an empty leaderboard over the real one
+        raise DataError(f"--results-dir {results_dir} is not a folder of result records")
+    check_leaderboard_output(out_dir)
     records = read_records(results_dir)
     tables = build_tables(records)
     plots = make_plots(tables)
@@ -357,3 +360,28 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
         write_atomic(out_dir / name, text.encode("utf-8"))
         written.append(out_dir / name)
     return written
+
+
+
+
+def check_leaderboard_output(out_dir: Path) -> None:
+    """The leaderboard replaces README.md and index.html in out_dir and prunes plots/*.png: refused when
+    those exist and were not written by this command (its README's first line tells); other files in
+    out_dir (results/, parity/) are never touched."""
+    from .leaderboard_markdown import TITLE
+
+    if not out_dir.exists():
+        return
+    if not out_dir.is_dir():
+        raise DataError(f"--out {out_dir} is not a folder")
+    readme = out_dir / "README.md"
+    replaced = [p for p in (readme, out_dir / "index.html", out_dir / "plots") if p.exists()]
+    if not replaced:
+        return
+    try:
+        ours = readme.is_file() and readme.read_text(encoding="utf-8").split("\n", 1)[0].strip() == f"# {TITLE}"
+    except (OSError, UnicodeDecodeError):
+        ours = False
+    if not ours:
+        raise DataError(f"--out {out_dir} holds {', '.join(p.name for p in replaced)} that are not a wsbench "
+                        f"leaderboard's (they would be replaced); choose a new or empty folder")

@@ -237,12 +237,29 @@ def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, ver
     return zoo
 
 
+def check_zoo_output(root: str | os.PathLike, *, overwrite: bool) -> None:
+    """Refuse an output path that writing a zoo there would destroy: a file, a folder holding anything
+    but a wsbench zoo (it is replaced whole), or a zoo without `overwrite`. An empty folder is fine."""
+    root = Path(root)
+    if not root.exists() and not root.is_symlink():
+        return
+    if not root.is_dir() or root.is_symlink():
+        raise DataError(f"{root} exists and is not a folder; choose another output path")
+    if not any(root.iterdir()):
+        return
+    if not (root / CARD_FILE).is_file():
+        raise DataError(f"{root} holds files that are not a wsbench zoo (no {CARD_FILE}); it would be replaced "
+                        f"whole, so choose an empty or new folder")
+    if not overwrite:
+        raise DataError(f"{root} holds a zoo already (pass --overwrite to replace it)")
+
+
 def write_zoo(root: str | os.PathLike, card: ZooCard, members: pd.DataFrame,
               weights: Mapping[str, Mapping[str, Tensor]], *, overwrite: bool = False) -> Zoo:
-    """Write a complete zoo atomically: nothing appears at `root` unless everything was written."""
+    """Write a complete zoo atomically: nothing appears at `root` unless everything was written.
+    Only an empty folder or (with `overwrite`) a zoo is replaced (check_zoo_output)."""
     root = Path(root)
-    if root.exists() and not overwrite:
-        raise DataError(f"{root} exists already (pass overwrite=True to replace it)")
+    check_zoo_output(root, overwrite=overwrite)
     _validate_members(members, card, root)
     root.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))

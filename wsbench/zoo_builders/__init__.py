@@ -87,6 +87,7 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
     variant = variant or card.default_variant
     resolved = card.resolve(variant)
     root = Path(out) if out else zoo_mod.built_zoo_path(card.name, variant)
+    zoo_mod.check_zoo_output(root, overwrite=True)  # before any work: never replace a folder of other files
     workdir = root.with_name(f".{root.name}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     builder = BUILDERS.get(resolved.builder)

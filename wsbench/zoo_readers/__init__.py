@@ -74,7 +74,7 @@ def order_columns(df: pd.DataFrame) -> pd.DataFrame:
 def import_zoo(fmt: str, path: str | os.PathLike, name: str, out: str | os.PathLike | None = None, *,
                limit: int | None = None, overwrite: bool = False):
     """Import a published zoo of format `fmt` (see READERS) from `path` as zoo `name`."""
-    from ..zoo import built_zoo_path, write_zoo
+    from ..zoo import built_zoo_path, check_zoo_output, write_zoo
 
     check_name(name)
     if limit is not None and limit < 1:
@@ -83,12 +83,11 @@ def import_zoo(fmt: str, path: str | os.PathLike, name: str, out: str | os.PathL
     src = Path(path).expanduser()
     if not src.exists():
         raise DataError(f"{fmt}: {src} does not exist")
+    root = Path(out) if out else built_zoo_path(name, IMPORTED_VARIANT)
+    check_zoo_output(root, overwrite=overwrite)  # before reading thousands of files
     card, members, weights = reader(src, name, limit=limit)
     if members.empty:
         raise DataError(f"{fmt}: {src} holds no networks with finite weights")
-    root = Path(out) if out else built_zoo_path(name, IMPORTED_VARIANT)
-    if root.exists() and not overwrite:
-        raise DataError(f"{root} exists already; pass --overwrite to replace it (or --out DIR)")
     return write_zoo(root, card, order_columns(members), weights, overwrite=overwrite)
 
 

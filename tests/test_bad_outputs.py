@@ -1,0 +1,86 @@
+"""The bad-output catalogue: commands that write a folder never destroy what is not theirs.
+
+Through the real CLI: exit 2, one error line, and every user file byte-identical afterwards."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bad_input_helpers import assert_user_error, cli, make_zoo, snapshot
+
+
+def _user_files(folder: Path) -> Path:
+    (folder / "sub").mkdir(parents=True)
+    (folder / "thesis.txt").write_text("two years of work")
+    (folder / "sub" / "d.csv").write_text("a,b\n1,2\n")
+    return folder
+
+
+@pytest.mark.parametrize("overwrite", [False, True])
+def test_build_zoo_into_a_folder_of_user_files_is_refused(tmp_path, capsys, overwrite):
+    out = _user_files(tmp_path / "mine")
+    before = snapshot(out)
+    rc, _, err = cli(["build-zoo", "siren_mnist", "--variant", "tiny", "--device", "cpu", "--out", str(out)]
+                     + (["--overwrite"] if overwrite else []), tmp_path, capsys)
+    assert_user_error(rc, err, str(out), "not a wsbench zoo")
+    assert snapshot(out) == before
+    assert not list(tmp_path.glob(".mine*"))  # no work or staging folder left beside it
+
+
+def test_build_zoo_onto_a_file_is_refused(tmp_path, capsys):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    rc, _, err = cli(["build-zoo", "siren_mnist", "--variant", "tiny", "--device", "cpu", "--out", str(target)],
+                     tmp_path, capsys)
+    assert_user_error(rc, err, "not a folder")
+    assert target.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt"]
+
+
+def test_build_zoo_into_an_empty_folder_and_over_its_own_zoo(tmp_path, capsys):
+    out = tmp_path / "empty"
+    out.mkdir()
+    rc, _, err = cli(["build-zoo", "siren_mnist", "--variant", "tiny", "--device", "cpu", "--out", str(out)],
+                     tmp_path, capsys)
+    assert rc == 0, err
+    rc, _, err = cli(["build-zoo", "siren_mnist", "--variant", "tiny", "--device", "cpu", "--out", str(out),
+                      "--overwrite"], tmp_path, capsys)
+    assert rc == 0 and (out / "zoo.yaml").is_file(), err
+
+
+def test_import_zoo_over_a_folder_of_user_files_is_refused_even_with_overwrite(tmp_path, capsys):
+    src = make_zoo(tmp_path / "src")  # any source: the output check comes first
+    out = _user_files(tmp_path / "mine")
+    before = snapshot(out)
+    rc, _, err = cli(["import-zoo", "dwsnets_inr", str(src), "imp", "--out", str(out), "--overwrite"], tmp_path, capsys)
+    assert_user_error(rc, err, "not a wsbench zoo")
+    assert snapshot(out) == before
+
+
+def test_leaderboard_from_a_missing_results_folder_keeps_the_leaderboard(tmp_path, capsys):
+    out = tmp_path / "lb"
+    rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "res_ok"), "--out", str(out)], tmp_path, capsys)
+    assert rc == 2  # no results folder at all
+    (tmp_path / "res_ok").mkdir()
+    rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "res_ok"), "--out", str(out)], tmp_path, capsys)
+    assert rc == 0 and (out / "README.md").is_file(), err
+    before = snapshot(out)
+    rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "typo"), "--out", str(out)], tmp_path, capsys)
+    assert_user_error(rc, err, "typo", "not a folder of result records")
+    assert snapshot(out) == before and not (tmp_path / "typo").exists()
+
+
+def test_leaderboard_into_a_folder_of_user_files_is_refused(tmp_path, capsys):
+    (tmp_path / "res").mkdir()
+    out = _user_files(tmp_path / "site")
+    (out / "README.md").write_text("# my project\n")
+    (out / "plots").mkdir()
+    (out / "plots" / "diagram.png").write_bytes(b"\x89PNG")
+    before = snapshot(out)
+    rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "res"), "--out", str(out)], tmp_path, capsys)
+    assert_user_error(rc, err, "not a wsbench leaderboard")
+    assert snapshot(out) == before
+    afile = tmp_path / "file.txt"
+    afile.write_text("x")
+    rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "res"), "--out", str(afile)], tmp_path, capsys)
+    assert_user_error(rc, err, "not a folder")

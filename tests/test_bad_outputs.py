@@ -84,3 +84,23 @@ def test_leaderboard_into_a_folder_of_user_files_is_refused(tmp_path, capsys):
     afile.write_text("x")
     rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "res"), "--out", str(afile)], tmp_path, capsys)
     assert_user_error(rc, err, "not a folder")
+
+
+def test_record_fields_cannot_inject_html_into_the_leaderboard(tmp_path):
+    from test_leaderboard import make, write_results
+    from wsbench.leaderboard import generate_leaderboard
+
+    evil = "<script>alert(1)</script>"
+    rec = make(method="mlp", preset=evil, device=evil, command=f"run ```\n{evil}", git_commit=evil,
+               extra={"preset_description": evil})
+    generate_leaderboard(write_results(tmp_path / "results", [rec]), tmp_path / "lb")
+    md = (tmp_path / "lb" / "README.md").read_text(encoding="utf-8")
+    assert md.count("```") % 2 == 0  # the command cannot close its fence
+    assert all("<script>" not in part for part in md.split("```")[::2])  # in a fence markdown shows text
+    assert "<script>alert" not in (tmp_path / "lb" / "index.html").read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("preset", ["../../etc/x", "/abs/path", "sub/dir", ".hidden"])
+def test_preset_names_cannot_leave_the_presets_folder(preset, tmp_path, capsys):
+    rc, _, err = cli(["--method", "nern", "--zoo", "cifar10_resnet", "--preset", preset], tmp_path, capsys)
+    assert_user_error(rc, err, "--config")

@@ -132,7 +132,9 @@ def summary_line(table: Table, prov: Provenance, older: bool = False) -> str:
 
 
 def _md_escape(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
+    # records can come from the Hub: no raw HTML from their fields reaches the page
+    return (text.replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("*", "\\*")
+            .replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;"))
 
 
 def markdown_table(grid: Grid) -> list[str]:
@@ -149,9 +151,9 @@ def markdown_table(grid: Grid) -> list[str]:
 def markdown_provenance(prov: Provenance) -> list[str]:
     n = len(prov.commands)
     lines = [f"<details><summary>How these numbers were made ({n} command{'s' * (n != 1)})</summary>", "",
-             "```"] + list(prov.commands) + ["```", ""]
-    lines.append(f"Presets: {', '.join(prov.presets)}. Devices: {', '.join(prov.devices)}. "
-                 f"Commits: {', '.join(f'`{c}`' for c in prov.commits)}. "
+             "```"] + [c.replace("`", "'") for c in prov.commands] + ["```", ""]  # no fence breaks out
+    lines.append(f"Presets: {_md_escape(', '.join(prov.presets))}. Devices: {_md_escape(', '.join(prov.devices))}. "
+                 f"Commits: {', '.join(f'`{_md_escape(c)}`' for c in prov.commits)}. "
                  f"Record dates: {prov.first_date} to {prov.last_date}.")
     return lines + ["", "</details>", ""] + preset_notes_markdown(prov)
 
@@ -160,7 +162,7 @@ def preset_notes_markdown(prov: Provenance) -> list[str]:
     """What each preset of the table is (parity run, CPU schedule, paper configuration...)."""
     if not prov.preset_notes:
         return []
-    return ["Presets:", ""] + [f"- `{name}`: {_md_escape(text)}" for name, text in prov.preset_notes] + [""]
+    return ["Presets:", ""] + [f"- `{_md_escape(name)}`: {_md_escape(text)}" for name, text in prov.preset_notes] + [""]
 
 
 def render_markdown(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int,
@@ -183,13 +185,13 @@ def render_markdown(tables: Sequence[Table], plots: Sequence["Plot"], source: st
     for plot in plots:
         by_table.setdefault(plot.table_slug, []).append(plot)
     for t in tables:
-        out += [f'<a id="{t.slug}"></a>', "", f"## {_md_escape(t.title)}", "", summary_line(t, t.provenance), ""]
+        out += [f'<a id="{t.slug}"></a>', "", f"## {_md_escape(t.title)}", "", _md_escape(summary_line(t, t.provenance)), ""]
         out += markdown_table(table_grid(t)) + [""]
         for plot in by_table.get(t.slug, []):
             out += [f"![{plot.title}](plots/{plot.filename})", "", f"*{plot.caption}*", ""]
         out += markdown_provenance(t.provenance)
         if t.older_rows and t.older_provenance:
-            out += [f"### Older versions ({_md_escape(t.title)})", "", summary_line(t, t.older_provenance, older=True),
+            out += [f"### Older versions ({_md_escape(t.title)})", "", _md_escape(summary_line(t, t.older_provenance, older=True)),
                     "", "Not comparable with the table above: its task or zoo version has changed since.", ""]
             out += markdown_table(table_grid(t, older=True)) + [""] + markdown_provenance(t.older_provenance)
     return "\n".join(out)

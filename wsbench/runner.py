@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import os
 import sys
 import time
@@ -89,6 +90,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 def load_preset(method: str, preset: str, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
     """A preset file with `extends` and named `groups` entries resolved."""
+    if not isinstance(preset, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", preset) or ".." in preset:
+        raise ConfigError(f"preset {preset!r}: a preset is a name from baselines/{method}/ (letters, digits, '_', "
+                          f"'-', '.'); a YAML file of your own goes to --config")
     path = BASELINES_DIR / method / f"{preset}.yaml"
     if not path.exists():
         from .registry import closest

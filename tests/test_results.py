@@ -242,3 +242,27 @@ def test_merge_records_bad_folder_is_one_clear_error(tmp_path, capsys, make_fold
     assert main(["merge-records", str(folder), "--results-dir", str(tmp_path / "store")]) == 2
     err = capsys.readouterr().err
     assert needle in err and len(err.strip().splitlines()) == 1 and not (tmp_path / "store").exists()
+
+
+def test_a_corrupted_local_line_is_repaired_by_merging_its_good_copy(tmp_path, capsys):
+    """A local record whose line was altered (one digit of a metric) no longer verifies: it must not
+    count as present, or merge/pull would say '0 new' and the store would keep 0 valid copies."""
+    from wsbench.cli import main
+
+    store = tmp_path / "store"
+    good = make_record(seed=0)
+    append_records(store, [good])
+    path = store / "reconstruction.jsonl"
+    line = path.read_text()
+    altered = json.loads(line)
+    altered["metrics"] = {k: v + 1 for k, v in altered["metrics"].items()}
+    path.write_text(json.dumps(altered) + "\n")
+    with pytest.warns(UserWarning, match="corrupted"):
+        assert read_records(store) == []
+    back = tmp_path / "back"
+    back.mkdir()
+    (back / "r.jsonl").write_text(line)
+    assert main(["merge-records", str(back), "--results-dir", str(store)]) == 0
+    assert "merged 1 new record(s)" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="corrupted"):  # the altered line stays (it is the user's file); reported
+        assert [r.record_id for r in read_records(store)] == [good.record_id]

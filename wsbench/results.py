@@ -239,56 +239,21 @@ def results_file(results_dir: str | os.PathLike, task: str) -> Path:
     return Path(results_dir) / f"{task}.jsonl"
 
 
-_ID_KEY = re.compile(rb'"record_id":"([0-9a-f]{16})"')
-
-
-def _existing_ids(path: Path) -> set[str]:
-    """record_ids of the complete lines of a store file.
-
-    Fast path: a regex on the raw line (an unescaped ``"record_id":"`` can only be a JSON key);
-    lines with several such keys (nested in a dict) or that do not look complete are parsed.
-    """
+def _recorded(path: Path) -> tuple[set[str], set[str]]:
+    """(record_ids, extra.run_keys) of the VALID records of a store file. A torn or corrupted line
+    counts for neither: the record it held can be appended again (by a rerun, merge-records or a
+    pull), and readers then find the good copy; counting it would hide the loss for good."""
     ids: set[str] = set()
-    if not path.exists():
-        return ids
-    with open(path, "rb") as fh:
-        for line in fh:
-            line = line.rstrip()
-            if not line.endswith(b"}"):
-                continue  # torn or empty line
-            found = _ID_KEY.findall(line)
-            if len(found) == 1:
-                ids.add(found[0].decode())
-                continue
-            try:
-                data = json.loads(line)
-            except ValueError:
-                continue  # a corrupted line; read_records warns about it
-            if isinstance(data, dict) and isinstance(data.get("record_id"), str):
-                ids.add(data["record_id"])
-    return ids
-
-
-def _existing_run_keys(path: Path) -> set[str]:
-    """`extra.run_key` of the valid records in a store file (runs recorded already).
-
-    Only lines that parse as records count: a torn or corrupted line must not hide a run,
-    or re-running it would drop its records again for good."""
     keys: set[str] = set()
     if not path.exists():
-        return keys
-    with open(path, "r", encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            if '"run_key"' not in line:
-                continue
-            try:
-                record = ResultRecord.from_json(line)
-            except Exception:
-                continue
+        return ids, keys
+    for _, record in parse_record_lines(path):
+        if isinstance(record, ResultRecord):
+            ids.add(record.record_id)
             key = record.extra.get("run_key")
             if isinstance(key, str):
                 keys.add(key)
-    return keys
+    return ids, keys
 
 
 def append_records(results_dir: str | os.PathLike, records: Iterable[ResultRecord],
@@ -326,8 +291,8 @@ def append_records_counted(
             raise WsbenchError(f"cannot write results to {path}: {exc.strerror or exc}") from None
         try:
             fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            seen = _existing_ids(path)
-            runs_done = _existing_run_keys(path) if skip_recorded_runs else set()
+            seen, recorded_runs = _recorded(path)
+            runs_done = recorded_runs if skip_recorded_runs else set()
             lines = []
             for record in task_records:
                 if record.extra.get("run_key") in runs_done:

@@ -95,8 +95,8 @@ def test_push_results_then_load_dataset(hf_env, server, tmp_path):
     before = snapshot(results)
     commit_route = "POST /api/datasets/wsb/results/commit/main"
     n_commits = server.requests.count(commit_route)
-    url = hub.push_results("wsb/results", results, token=TOKEN)
-    assert server.requests.count(commit_route) == n_commits + 1  # all three files in ONE commit
+    url, added = hub.push_results("wsb/results", results, token=TOKEN)
+    assert added == 4 and server.requests.count(commit_route) == n_commits + 1  # all three files in ONE commit
     assert url.startswith(server.endpoint) and "/commit/" in url
     assert snapshot(results) == before  # pushing never writes locally
     files = server.files("wsb/results")
@@ -112,8 +112,19 @@ def test_push_results_then_load_dataset(hf_env, server, tmp_path):
     assert sorted(table["seed"]) == [0, 1, 2, 7]
     assert set(table["task"]) == {"reconstruction", "transfer"}
     assert table.set_index("seed").loc[2, "metric.acc"] == pytest.approx(0.52)
-    # a second push of the same records updates the repo in one more commit
-    hub.push_results("wsb/results", results, token=TOKEN)
+    # a second push of the same records updates the repo in one more commit, adding nothing
+    assert hub.push_results("wsb/results", results, token=TOKEN)[1] == 0
+
+
+def test_push_merges_with_the_records_already_on_the_hub(hf_env, server, tmp_path):
+    """Store A pushed, then store B: the Hub keeps both (push used to replace records.jsonl)."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    append_records(a, [make_record(s) for s in range(3)])
+    append_records(b, [make_record(s) for s in (2, 3)])
+    assert hub.push_results("wsb/shared", a, token=TOKEN)[1] == 3
+    assert hub.push_results("wsb/shared", b, token=TOKEN)[1] == 1  # seed 2 is there already
+    assert hub.pull_results("wsb/shared", tmp_path / "fresh") == 4
+    assert sorted(r.seed for r in read_records(tmp_path / "fresh")) == [0, 1, 2, 3]
 
 
 def test_pull_into_empty_and_partial_dirs(hf_env, server, tmp_path):
@@ -233,7 +244,7 @@ def test_missing_token_for_push(hf_env, tmp_path):
 def test_token_from_environment(hf_env, server, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     append_records(tmp_path / "r", [make_record(0)])
-    assert "/commit/" in hub.push_results("wsb/env-token", tmp_path / "r")
+    assert "/commit/" in hub.push_results("wsb/env-token", tmp_path / "r")[0]
 
 
 def test_wrong_token_and_missing_repo_errors_hide_the_token(hf_env, server, tmp_path, caplog):
@@ -272,3 +283,17 @@ def test_unreachable_endpoint(hf_env, tmp_path):
         assert "wsb/any" in str(err.value) and closed in str(err.value) and TOKEN not in str(err.value)
     assert snapshot(tmp_path / "r") == before
     assert not (tmp_path / "z").exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_pull_repairs_a_corrupted_local_line_from_the_hub_copy(hf_env, server, tmp_path):
+    local = tmp_path / "local"
+    append_records(local, [make_record(0), make_record(1)])
+    hub.push_results("wsb/repair", local, token=TOKEN)
+    path = local / "reconstruction.jsonl"
+    lines = path.read_text().splitlines()
+    bad = json.loads(lines[0])
+    bad["seed"] = 99  # one edited field: the line no longer verifies
+    path.write_text(json.dumps(bad) + "\n" + lines[1] + "\n")
+    assert hub.pull_results("wsb/repair", local) == 1
+    with pytest.warns(UserWarning, match="corrupted"):
+        assert sorted(r.seed for r in read_records(local)) == [0, 1]

@@ -173,8 +173,8 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
     if args.push_to_hub:
         from .hub import push_results
 
-        url = push_results(args.push_to_hub, Path(args.results_dir))
-        con.log(f"pushed records to {url}")
+        url, added = push_results(args.push_to_hub, Path(args.results_dir))
+        con.log(f"pushed records to {url} ({added} new there)")
     return 0
 
 
@@ -196,8 +196,9 @@ def _cmd_hub(args: argparse.Namespace, con) -> int:
     from . import hub
 
     if args.command == "push":
-        url = hub.push_results(args.repo, Path(args.results_dir))
-        con.done({"pushed": args.repo, "url": url}, f"pushed {args.results_dir} to {args.repo}: {url}")
+        url, added = hub.push_results(args.repo, Path(args.results_dir))
+        con.done({"pushed": args.repo, "url": url, "new_on_hub": added},
+                 f"pushed {args.results_dir} to {args.repo} ({added} record(s) new there, none dropped): {url}")
     elif args.command == "pull":
         n = hub.pull_results(args.repo, Path(args.results_dir))
         con.done({"pulled": args.repo, "new_records": n}, f"merged {n} new records from {args.repo} into {args.results_dir}")

@@ -221,16 +221,25 @@ def push_results(
     token: str | None = None,
     private: bool = False,
     leaderboard_url: str | None = None,
-) -> str:
-    """Publish every local record as records.jsonl + data/records.parquet + card, in ONE commit.
+) -> tuple[str, int]:
+    """Publish the union of the repo's records and every local record (by record id: a remote record
+    is never dropped) as records.jsonl + data/records.parquet + card, in ONE commit on top of the
+    commit read (a concurrent push makes this one fail, not vanish).
 
-    Returns the commit URL. The repo is created when missing.
-    """
+    Returns (commit URL, records new on the Hub). The repo is created when missing."""
     endpoint = resolve_endpoint(endpoint)
     token = resolve_token(token, required=True)
-    records = sorted(read_records(results_dir), key=lambda r: r.record_id)
-    if not records:
+    local = read_records(results_dir)
+    if not local:
         raise DataError(f"no result records in {results_dir}: nothing to push")
+    api = _api(endpoint, token)
+    with _hub_errors("push_results", repo_id, endpoint, token):
+        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
+        remote, sha = _remote_records(api, repo_id, endpoint, token, None)
+    merged = {r.record_id: r for r in remote}
+    added = sum(r.record_id not in merged for r in local)
+    merged.update({r.record_id: r for r in local if r.record_id not in merged})
+    records = sorted(merged.values(), key=lambda r: r.record_id)
     jsonl = "".join(r.to_json() + "\n" for r in records).encode("utf-8")
     frame = records_frame(records)
     buf = io.BytesIO()
@@ -241,13 +250,32 @@ def push_results(
         CommitOperationAdd(RECORDS_PARQUET, buf.getvalue()),
         CommitOperationAdd("README.md", card.encode("utf-8")),
     ]
-    api = _api(endpoint, token)
     with _hub_errors("push_results", repo_id, endpoint, token):
-        api.create_repo(repo_id, repo_type="dataset", private=private, exist_ok=True)
-        info = api.create_commit(
-            repo_id, ops, repo_type="dataset", commit_message=f"wsbench: {len(records)} result records"
-        )
-    return info.commit_url
+        info = api.create_commit(repo_id, ops, repo_type="dataset", parent_commit=sha,
+                                 commit_message=f"wsbench: {len(records)} result records ({added} new)")
+    return info.commit_url, added
+
+
+def _remote_records(api: HfApi, repo_id: str, endpoint: str, token: str | bool,
+                    revision: str | None) -> tuple[list[ResultRecord], str | None]:
+    """(valid records of the repo's records.jsonl, the commit read); ([], sha) when it has none yet.
+    Call inside _hub_errors."""
+    # repo_info first: fails fast (no retries) when the endpoint is down, and pins the commit
+    info = api.repo_info(repo_id, repo_type="dataset", revision=revision)
+    sha = info.sha
+    names = {s.rfilename for s in (info.siblings or [])}
+    if RECORDS_JSONL not in names:
+        return [], sha
+    records: list[ResultRecord] = []
+    with tempfile.TemporaryDirectory(prefix="wsbench-hub-") as tmp:
+        path = huggingface_hub.hf_hub_download(repo_id, RECORDS_JSONL, repo_type="dataset", revision=sha or revision,
+                                               endpoint=endpoint, token=token, local_dir=tmp)
+        for lineno, record in parse_record_lines(path):
+            if isinstance(record, ConfigError):
+                warnings.warn(f"{repo_id}/{RECORDS_JSONL}:{lineno}: skipped corrupted record ({record})", stacklevel=2)
+            else:
+                records.append(record)
+    return records, sha
 
 
 def pull_results(
@@ -261,20 +289,8 @@ def pull_results(
     """Merge the repo's records.jsonl into the local store; returns how many records were new."""
     endpoint = resolve_endpoint(endpoint)
     token = resolve_token(token, required=False)
-    with tempfile.TemporaryDirectory(prefix="wsbench-pull-") as tmp:
-        with _hub_errors("pull_results", repo_id, endpoint, token):
-            # repo_info first: fails fast (no retries) when the endpoint is down, and pins the commit
-            sha = _api(endpoint, token).repo_info(repo_id, repo_type="dataset", revision=revision).sha
-            path = huggingface_hub.hf_hub_download(
-                repo_id, RECORDS_JSONL, repo_type="dataset", revision=sha or revision,
-                endpoint=endpoint, token=token, local_dir=tmp,
-            )
-        records: list[ResultRecord] = []
-        for lineno, record in parse_record_lines(path):
-            if isinstance(record, ConfigError):
-                warnings.warn(f"{repo_id}/{RECORDS_JSONL}:{lineno}: skipped corrupted record ({record})", stacklevel=2)
-            else:
-                records.append(record)
+    with _hub_errors("pull_results", repo_id, endpoint, token):
+        records, _ = _remote_records(_api(endpoint, token), repo_id, endpoint, token, revision)
     _, added = append_records_counted(results_dir, records)
     return added
 

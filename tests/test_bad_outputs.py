@@ -104,3 +104,34 @@ def test_record_fields_cannot_inject_html_into_the_leaderboard(tmp_path):
 def test_preset_names_cannot_leave_the_presets_folder(preset, tmp_path, capsys):
     rc, _, err = cli(["--method", "nern", "--zoo", "cifar10_resnet", "--preset", preset], tmp_path, capsys)
     assert_user_error(rc, err, "--config")
+
+
+def test_misspelt_command_suggests_the_closest(tmp_path, capsys):
+    rc, _, err = cli(["lis"], tmp_path, capsys)
+    assert_user_error(rc, err, "unknown command 'lis'", "did you mean 'list'")
+
+
+def test_set_reads_1e_minus_3_as_a_number():
+    from wsbench.runner import parse_overrides
+
+    assert parse_overrides(["task.lr=1e-3", "a=2E5", "b=1.5e-2", "c=text1e3", "d=1e"]) == {
+        "task.lr": 1e-3, "a": 2e5, "b": 1.5e-2, "c": "text1e3", "d": "1e"}
+
+
+@pytest.mark.parametrize("sets,needles", [(["task.val_fraction=1.5"], ["val_fraction", "between 0 and 1"]),
+                                          (["task.val_fraction=0"], ["val_fraction"])])
+def test_encoder_task_option_ranges(sets, needles):
+    from wsbench.errors import ConfigError
+    from wsbench.tasks.encoder_training import task_options
+
+    with pytest.raises(ConfigError) as e:
+        task_options("inr_classification", {k.split(".", 1)[1]: float(v) for k, v in (s.split("=") for s in sets)}, {})
+    assert all(n in str(e.value) for n in needles)
+
+
+def test_member_option_on_an_encoder_task_says_what_it_is_for():
+    from wsbench.errors import ConfigError
+    from wsbench.tasks.encoder_training import task_options
+
+    with pytest.raises(ConfigError, match="--member picks networks to reconstruct"):
+        task_options("inr_classification", {"members": ["m0"]}, {})

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .allocator import tune_allocator
-from .errors import WsbenchError
+from .errors import UnknownNameError, WsbenchError
 
 SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo", "merge-records")
 
@@ -94,6 +94,12 @@ def _normalise_argv(argv: list[str]) -> list[str]:
     head = [a for a in argv if a in globals_]
     rest = [a for a in argv if a not in globals_]
     if rest and rest[0] not in SUBCOMMANDS and rest[0] not in ("-h", "--help", "--version"):
+        if not rest[0].startswith("-"):  # a misspelt command, not options of `run`
+            from .registry import closest
+
+            hint = closest(rest[0], sorted(SUBCOMMANDS))
+            raise UnknownNameError(f"unknown command {rest[0]!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                                   + f" (commands: {', '.join(sorted(SUBCOMMANDS))})")
         rest = ["run"] + rest
     return head + rest
 
@@ -102,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tune_allocator()  # large per-step temporaries: reuse heap memory instead of mmap/munmap each step
     parser = build_parser()
-    args = parser.parse_args(_normalise_argv(argv))
+    try:
+        normalised = _normalise_argv(argv)
+    except WsbenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    args = parser.parse_args(normalised)
     if args.command is None:
         parser.print_help()
         return 0

@@ -134,10 +134,19 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, value = item.split("=", 1)
         try:
-            out[key.strip()] = yaml.safe_load(value)
+            parsed = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
+        out[key.strip()] = _yaml11_float(parsed)
     return out
+
+
+_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
+
+
+def _yaml11_float(value: Any) -> Any:
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a number is meant."""
+    return float(value) if isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value.strip()) else value
 
 
 def method_and_task_config(req: RunRequest, device: torch.device) -> tuple[str | None, dict, dict]:

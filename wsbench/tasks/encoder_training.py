@@ -59,6 +59,9 @@ def resolve_normalize(mode: str, method_cls: type) -> str:
 def task_options(task: str, config: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """TRAIN_DEFAULTS + `extra` (task defaults) overridden by `config`, with the sub-mapping of
     this task merged in; ConfigError naming unknown keys and bad values."""
+    if "members" in config:
+        raise ConfigError(f"--member picks networks to reconstruct; task {task!r} trains and evaluates an encoder on "
+                          f"the zoo's splits (shrink it with --set task.max_train=N / task.max_eval=N)")
     flat = {k: v for k, v in config.items() if k not in ENCODER_TASKS}
     own = config.get(task) or {}
     if not isinstance(own, Mapping):
@@ -78,6 +81,9 @@ def task_options(task: str, config: Mapping[str, Any], extra: Mapping[str, Any])
     for key in ("lr", "weight_decay", "grad_clip", "val_fraction"):
         if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
             raise ConfigError(f"task {task!r}: option {key!r} must be a number >= 0, got {out[key]!r}")
+    if not 0 < out["val_fraction"] < 1:
+        raise ConfigError(f"task {task!r}: option 'val_fraction' must be between 0 and 1 (exclusive), "
+                          f"got {out['val_fraction']!r}")
     if out["normalize"] not in NORMALIZE:
         raise ConfigError(f"task {task!r}: option 'normalize' must be one of {list(NORMALIZE)}, got {out['normalize']!r}")
     if out["select_by"] not in ("auto", "mse", "tau", "accuracy", "last"):

@@ -35,6 +35,7 @@ def test_browser_sees_every_table_and_decodes_every_plot(tmp_path: Path):
 
 
 def test_browser_shows_the_empty_notice(tmp_path: Path):
+    (tmp_path / "results").mkdir()  # an empty store (a missing one is refused)
     generate_leaderboard(tmp_path / "results", tmp_path)
     seen = check_in_browser(tmp_path / "index.html")
     assert seen.loaded and seen.empty_notice

@@ -135,3 +135,20 @@ def test_member_option_on_an_encoder_task_says_what_it_is_for():
 
     with pytest.raises(ConfigError, match="--member picks networks to reconstruct"):
         task_options("inr_classification", {"members": ["m0"]}, {})
+
+
+def test_seeds_given_twice_are_refused(tmp_path, capsys):
+    rc, _, err = cli(["--method", "quantize", "--zoo", "cifar10_resnet", "--seeds", "0", "0"], tmp_path, capsys)
+    assert_user_error(rc, err, "--seeds 0 0", "twice")
+
+
+def test_cross_architecture_refuses_eval_groups_that_were_trained_on():
+    from types import SimpleNamespace
+
+    from wsbench.errors import ConfigError
+    from wsbench.tasks.transfer import CrossArchitecture
+
+    task = CrossArchitecture(train_groups=["a", "b"], eval_groups=["b"])
+    zoo = SimpleNamespace(groups=["a", "b", "c"])
+    with pytest.raises(ConfigError, match=r"eval_groups \['b'\] are also train_groups"):
+        task.eval_groups(zoo, zoo)

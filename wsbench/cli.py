@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import __version__
 from .allocator import tune_allocator
-from .errors import UnknownNameError, WsbenchError
+from .errors import ConfigError, UnknownNameError, WsbenchError
 
 SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo", "merge-records")
 
@@ -170,6 +170,8 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
     from .runner import RunRequest, run_benchmark
 
     seeds = args.seeds or [args.seed if args.seed is not None else 0]
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would be one run counted twice")
     req = RunRequest(method=args.method, zoo=args.zoo, task=args.task, seeds=seeds, device=args.device,
                      preset=args.preset, config_path=args.config, overrides=args.overrides, members=args.member,
                      zoo_variant=args.zoo_variant, results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir),

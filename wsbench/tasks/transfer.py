@@ -60,9 +60,13 @@ class TransferTask(Task):
 
     def eval_groups(self, zoo: Zoo, eval_zoo: Zoo) -> list[str]:
         chosen = as_list(self.opts["eval_groups"], "eval_groups", self.name)
-        if chosen:
-            return check_groups(eval_zoo, chosen, "eval_groups")
         train = self.train_groups(zoo)
+        if chosen:
+            both = sorted(set(chosen) & set(train)) if eval_zoo is zoo and self.mode == "cross_architecture" else []
+            if both:  # scored on families it was trained on: not a transfer
+                raise ConfigError(f"task {self.name!r}: eval_groups {both} are also train_groups; cross_architecture "
+                                  f"scores architectures held out of training")
+            return check_groups(eval_zoo, chosen, "eval_groups")
         if self.mode == "cross_architecture":
             held_out = [g for g in eval_zoo.groups if not (eval_zoo is zoo and g in train)]
             if not held_out:

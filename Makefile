@@ -25,9 +25,11 @@ bench: setup
 test: setup
 	$(BIN)/python -m pytest -q $(ARGS)
 
-# pytest-benchmark performance suite (prints ratios against references timed in the same run).
+# pytest-benchmark performance suite (prints ratios against references timed in the same run), then
+# each heavy path's GFLOP/s as a fraction of this machine's GEMM rate -> leaderboards/perf/cpu.{json,md}.
 bench-perf: setup
 	$(BIN)/python -m pytest -q tests/bench --benchmark-enable -m "not gpu" $(ARGS)
+	$(BIN)/python scripts/perf_cpu.py --out leaderboards/perf/cpu
 
 leaderboard: setup
 	$(BIN)/python run_bench.py leaderboard

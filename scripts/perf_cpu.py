@@ -1,0 +1,218 @@
+#!/usr/bin/env python
+"""How close the heavy small-network paths run to this machine's limit: achieved GFLOP/s of each
+path as a fraction of the fp32 GEMM rate measured in the same run, and each path's peak memory.
+
+    WSBENCH_DATA_DIR=../shared/data python scripts/perf_cpu.py [--out leaderboards/perf/cpu] [--paths ...]
+
+FLOPs are counted with torch.utils.flop_counter over one step (matrix products and convolutions,
+forward and backward; elementwise work such as sin or Adam is not counted: it is what a path
+spends beyond the useful FLOPs). Every path runs in a fresh process (its peak RSS is its own), with
+the malloc tuning that run_bench.py applies. Writes <out>.json and <out>.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+# issue 13's targets, as fractions of the GEMM rate
+TARGETS = {"siren_fit": 0.30, "small_cnn_train": 0.15, "dwsnet_step": 0.15}
+
+
+def _flops(fn: Callable[[], None]) -> int:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops()
+
+
+def _timed(fn: Callable[[], None], steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn()
+    t = time.perf_counter()
+    for _ in range(steps):
+        fn()
+    return (time.perf_counter() - t) / steps
+
+
+def path_gemm() -> dict:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    s = _timed(lambda: torch.mm(a, b), 40, warmup=5)
+    return {"what": "torch.mm 2048x2048 fp32", "flops_per_step": 2 * 2048 ** 3, "seconds_per_step": s}
+
+
+def path_siren_fit() -> dict:
+    from wsbench.archs.siren import image_coords
+    from wsbench.zoo_builders.siren_inr import fit_sirens, init_sirens, siren_forward, siren_shapes
+
+    n, steps = 400, 20
+    imgs, seeds = torch.rand(n, 28, 28), torch.arange(n)
+    coords, target = image_coords(28), imgs.reshape(n, -1)
+    params = {k: v.requires_grad_(True) for k, v in init_sirens(seeds, siren_shapes(), 30.0).items()}
+
+    def one_step() -> None:
+        ((siren_forward(params, coords, 30.0, 0.5) - target) ** 2).mean(1).sum().backward()
+
+    flops = _flops(one_step)
+    fit_sirens(imgs, seeds, steps=2, lr=1e-3)  # warm-up
+    t = time.perf_counter()
+    fit_sirens(imgs, seeds, steps=steps, lr=1e-3, stop_psnr=40)
+    return {"what": f"siren_mnist recipe: {n} SIRENs fitted at once (fit_sirens), Adam",
+            "flops_per_step": flops, "seconds_per_step": (time.perf_counter() - t) / steps,
+            "networks_per_s_at_1000_steps": n / ((time.perf_counter() - t) / steps * 1000)}
+
+
+def path_small_cnn_train() -> dict:
+    from wsbench.registry import ZOOS
+    import wsbench.builtins  # noqa: F401
+    from wsbench.zoo_builders import small_cnn
+    from wsbench.zoo_builders.batched_training import ImageData, MemberHParams, forward, train_batch
+
+    card = ZOOS.get("small_cnn_mnist").resolve("full")
+    arch, nb, bs, steps = small_cnn.cnn_arch(card, "cnn"), 64, int(card.recipe["batch_size"]), 8
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(steps * bs, 1, 28, 28, generator=g), torch.randint(0, 10, (steps * bs,), generator=g)
+    data = ImageData(x, y, x[:64], y[:64])
+    hp = MemberHParams(seed=list(range(nb)), optimizer=["adam"] * nb, lr=[1e-3] * nb, weight_decay=[0.0] * nb,
+                       dropout=[0.0] * nb, init_scale=[1.0] * nb, train_fraction=[1.0] * nb)
+    flat = torch.randn(nb, arch.n_params, requires_grad=True)
+    xb = torch.randn(bs, nb, 1, 28, 28)
+    with torch.no_grad():  # flop_counter overcounts grouped-convolution backward (as if ungrouped): forward x 3
+        flops = 3 * _flops(lambda: forward(arch, flat, xb, "relu"))
+    train_batch(arch, hp, "relu", data, epochs=1, checkpoints=[], batch_size=bs)  # warm-up
+    t = time.perf_counter()
+    train_batch(arch, hp, "relu", data, epochs=1, checkpoints=[], batch_size=bs)
+    return {"what": f"small_cnn_mnist architecture: {nb} members trained at once (train_batch), batch {bs}",
+            "flops_per_step": flops, "seconds_per_step": (time.perf_counter() - t) / steps}
+
+
+def path_dwsnet_step() -> dict:
+    import yaml
+
+    import wsbench.builtins  # noqa: F401
+    from wsbench.registry import METHODS
+    from wsbench.weights import WeightSpace, spec_for_arch
+
+    cfg = {k: v for k, v in yaml.safe_load((ROOT / "baselines" / "dwsnet" / "paper.yaml").read_text()).items()
+           if k not in ("description", "task")}
+    spec = spec_for_arch("siren")
+    ws = WeightSpace(spec, {p.key: 0.1 * torch.randn(64, *p.shape) for p in spec.params})
+    model = METHODS.get("dwsnet")(spec, 10, **cfg)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    y = torch.randint(0, 10, (64,))
+
+    def step() -> None:
+        loss = torch.nn.functional.cross_entropy(model(ws), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    flops = _flops(step)
+    return {"what": f"DWSNet paper config ({sum(p.numel() for p in model.parameters()):,} params), batch 64 "
+                    f"SIREN INRs, AdamW", "flops_per_step": flops, "seconds_per_step": _timed(step, 5),
+            "networks_per_s": 64 / _timed(step, 3, warmup=0)}
+
+
+def _nern(kd: bool) -> dict:
+    from safetensors.torch import load_file
+
+    from wsbench.methods.base import ReconstructionTarget, RunContext
+    from wsbench.methods.nern import NeRN
+
+    data = Path(os.environ["WSBENCH_DATA_DIR"])
+    t = ReconstructionTarget("r20", "resnet_cifar", {"depth": 20}, load_file(str(data / "pretrained" / "resnet20.safetensors")),
+                             "cifar10")
+    cfg = {"hidden": 180, "selection": "last", "iterations": 68600,
+           **({} if kd else {"kd_weight": 0.0, "fmd_weight": 0.0})}
+    tr = NeRN(**cfg).trainer(t, RunContext(progress=False), train_images=torch.randn(2048, 3, 32, 32))
+    it = iter(range(10 ** 6))
+    flops = _flops(lambda: tr.step(next(it)))
+    s = _timed(lambda: tr.step(next(it)), 3 if kd else 30)
+    return {"what": "NeRN ResNet20 h180 step, " + ("KD+FMD (image batch 256)" if kd else "reconstruction only"),
+            "flops_per_step": flops, "seconds_per_step": s}
+
+
+PATHS: dict[str, Callable[[], dict]] = {
+    "gemm": path_gemm, "siren_fit": path_siren_fit, "small_cnn_train": path_small_cnn_train,
+    "dwsnet_step": path_dwsnet_step, "nern_rec_step": lambda: _nern(False), "nern_full_step": lambda: _nern(True)}
+
+
+def run_one(name: str) -> dict:
+    from wsbench.allocator import tune_allocator
+
+    tune_allocator()
+    out = PATHS[name]()
+    out["gflops"] = out["flops_per_step"] / out["seconds_per_step"] / 1e9
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def markdown(res: dict) -> str:
+    gemm = res["paths"]["gemm"]["gflops"]
+    lines = [f"# CPU efficiency: {res['machine']}", "", f"`{res['command']}` ({res['date']}, torch {res['torch']}, "
+             f"{res['threads']} threads). fp32 GEMM rate measured in the same run: **{gemm:.1f} GFLOP/s**.", "",
+             "| path | GFLOP/s | of GEMM | target | ms/step | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
+    for name, r in res["paths"].items():
+        if name == "gemm" or "error" in r:
+            continue
+        target = TARGETS.get(name)
+        met = "" if target is None else f"{target:.0%} {'met' if r['fraction_of_gemm'] >= target else 'NOT met'}"
+        lines.append(f"| {name}: {r['what']} | {r['gflops']:.2f} | {r['fraction_of_gemm']:.1%} | {met} | "
+                     f"{1e3 * r['seconds_per_step']:.1f} | {r['peak_rss_mb']:.0f} |")
+    lines += ["", "FLOPs: matrix products and convolutions (torch.utils.flop_counter), forward and backward "
+              "(small_cnn_train: 3 x the forward count, since flop_counter counts grouped-convolution backward as "
+              "ungrouped); elementwise work (sin, activations, optimizer updates) is not counted.", ""]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
+    ap.add_argument("--out", help="write <out>.json and <out>.md")
+    ap.add_argument("--one", choices=list(PATHS), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.one:
+        print(json.dumps(run_one(a.one)))
+        return 0
+    if not os.environ.get("WSBENCH_DATA_DIR"):
+        print("perf_cpu: set WSBENCH_DATA_DIR", file=sys.stderr)
+        return 2
+    paths = ["gemm"] + [p for p in a.paths if p != "gemm"]
+    res = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
+           "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
+           "command": "python scripts/perf_cpu.py " + " ".join(sys.argv[1:]), "paths": {}}
+    for name in paths:
+        proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=1800)
+        r = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
+        if "gflops" in r:
+            r["fraction_of_gemm"] = r["gflops"] / res["paths"]["gemm"]["gflops"] if name != "gemm" else 1.0
+        res["paths"][name] = r
+        print(f"{name}: " + (f"{r['gflops']:.2f} GFLOP/s ({r.get('fraction_of_gemm', 1):.1%} of GEMM), "
+                             f"{r['peak_rss_mb']:.0f} MB" if "gflops" in r else r["error"]), flush=True)
+    md = markdown(res)
+    print(md)
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, text in ((".json", json.dumps(res, indent=1)), (".md", md)):
+            tmp = out.with_name(f".{out.name}{suffix}.tmp")
+            tmp.write_text(text)
+            os.replace(tmp, out.with_name(out.name + suffix))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -152,3 +152,28 @@ def test_cross_architecture_refuses_eval_groups_that_were_trained_on():
     zoo = SimpleNamespace(groups=["a", "b", "c"])
     with pytest.raises(ConfigError, match=r"eval_groups \['b'\] are also train_groups"):
         task.eval_groups(zoo, zoo)
+
+
+def test_two_concurrent_first_builds_of_one_zoo_both_succeed(tmp_path):
+    """Two processes building the same zoo into one store (two seeds started at once on an
+    auto-built zoo): one builds, the other waits and loads it (one crashed with FileNotFoundError)."""
+    import os
+    import subprocess
+    import sys
+
+    from data_paths import DATA_DIR
+
+    env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR), WSBENCH_ZOO_DIR=str(tmp_path / "store"))
+    import time
+
+    start = time.time() + 6  # both processes, imports done, ask for the zoo at the same moment
+    code = ("import time; from wsbench.zoo import load_zoo; import wsbench.builtins; "
+            f"time.sleep(max(0.0, {start} - time.time())); "
+            "z = load_zoo('siren_mnist', variant='tiny'); print(len(z.members))")
+    procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-1500:] for o in outs]
+    assert [o[0].split()[-1] for o in outs] == ["16", "16"]
+    store = tmp_path / "store" / "siren_mnist"
+    assert sorted(p.name for p in store.iterdir()) == ["tiny"]  # no work or staging folder left

@@ -12,10 +12,13 @@ Every rank returns the written zoo.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import pandas as pd
 import torch
@@ -88,6 +91,35 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
     resolved = card.resolve(variant)
     root = Path(out) if out else zoo_mod.built_zoo_path(card.name, variant)
     zoo_mod.check_zoo_output(root, overwrite=True)  # before any work: never replace a folder of other files
+    world = max(distributed.world(), int(os.environ.get("WORLD_SIZE", "1")))  # torchrun sets it before setup
+    with _build_lock(root, world):
+        if (root / zoo_mod.CARD_FILE).exists() and not overwrite:  # built by another process meanwhile
+            return zoo_mod.load_zoo(root)
+        return _build_locked(resolved, root, device, progress, overwrite, log)
+
+
+@contextlib.contextmanager
+def _build_lock(root: Path, world: int) -> Iterator[None]:
+    """One build of a zoo folder at a time: an exclusive flock on its parent folder (no lock file).
+    Two first runs of an auto-built zoo used to share its work folder until one deleted it under
+    the other. Under torchrun (world > 1) the ranks build together and are not serialised."""
+    if world > 1:
+        yield
+        return
+    root.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(root.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _build_locked(resolved: ZooCard, root: Path, device: str | torch.device, progress: bool | None,
+                  overwrite: bool, log: Callable[[str], None] | None):
+    from .. import distributed
+    from .. import zoo as zoo_mod
+
     workdir = root.with_name(f".{root.name}.work")
     workdir.mkdir(parents=True, exist_ok=True)
     builder = BUILDERS.get(resolved.builder)

@@ -17,8 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import os
+import re
+import shutil
 import sys
 import time
 from dataclasses import dataclass, field
@@ -247,6 +248,9 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
                 append_records(req.results_dir, records[-1:], skip_recorded_runs=not req.force)
             continue
         workdir = req.runs_dir / key
+        if req.force and workdir.is_dir():  # run again means from the start: not a re-score of the old checkpoint
+            log(f"seed {seed}: --force: starting afresh (the checkpoints in {workdir} are discarded)")
+            shutil.rmtree(workdir)
         workdir.mkdir(parents=True, exist_ok=True)
         ctx = RunContext(device=device, seed=seed, workdir=workdir, progress=req.progress and main, log=log)
         torch.manual_seed(seed)

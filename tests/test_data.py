@@ -166,6 +166,11 @@ def test_cache_is_used_then_rebuilt_when_corrupt_or_stale(mirror, cache, monkeyp
     assert torch.equal(load_split("cifar10", "test", normalize=False).x, first.x)
     np.save(px, np.zeros((5, 3, 32, 16), np.uint8))  # readable but the wrong shape
     assert torch.equal(load_split("cifar10", "test", normalize=False).x, first.x)
+    flipped = np.load(px)  # right shape and dtype, damaged content (one pixel): scored at chance before
+    flipped[0, 0, 0, 0] ^= 0xFF
+    np.save(px, flipped)
+    with pytest.warns(UserWarning, match="does not match its checksum"):
+        assert torch.equal(load_split("cifar10", "test", normalize=False).x, first.x)
 
     src = mirror["root"] / "cifar10-jpeg" / "test.parquet"  # the source changes: new key, old files removed
     write_hf_parquet(src, mirror["cifar"]["test"][:3], [1, 2, 3])

@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 
 from .errors import DataError
 
-CACHE_FORMAT = 2  # bump when the cached layout changes; old files are then ignored and replaced
+CACHE_FORMAT = 3  # bump when the cached layout changes; old files are then ignored and replaced
 
 
 @dataclass
@@ -235,7 +235,9 @@ def _cached(stem: str, key: str, shape: tuple[int, ...], num_classes: int, descr
         raise DataError(f"{source}: decoded {raw.pixels.shape[0]} images, expected {shape[0]}")
     try:
         root.mkdir(parents=True, exist_ok=True)
-        _atomic_save(meta_path, lambda f: np.savez(f, labels=raw.labels, index=raw.index, source=np.array(source)))
+        checksum = np.array(_pixels_sha256(raw.pixels))
+        _atomic_save(meta_path, lambda f: np.savez(f, labels=raw.labels, index=raw.index, source=np.array(source),
+                                                   pixels_sha256=checksum))
         _atomic_save(px_path, lambda f: np.save(f, raw.pixels))
         for old in root.glob(f"{stem}-*"):  # earlier versions of the same source (older mtime or size)
             if old not in (px_path, meta_path) and not old.name.endswith(".tmp"):
@@ -254,6 +256,7 @@ def _load_cache(px_path: Path, meta_path: Path, shape: tuple[int, ...], num_clas
         pixels = np.load(px_path, mmap_mode="c", allow_pickle=False)
         with np.load(meta_path, allow_pickle=False) as meta:
             labels, index, source = meta["labels"], meta["index"], str(meta["source"])
+            checksum = str(meta["pixels_sha256"])
     except (OSError, ValueError, KeyError, EOFError):
         return None
     n = shape[0]
@@ -262,7 +265,14 @@ def _load_cache(px_path: Path, meta_path: Path, shape: tuple[int, ...], num_clas
         return None
     if n and (labels.min() < 0 or labels.max() >= num_classes):
         return None
+    if _pixels_sha256(pixels) != checksum:  # a damaged cache would silently score every network at chance
+        warnings.warn(f"wsbench: the image cache {px_path} does not match its checksum; decoding again", stacklevel=4)
+        return None
     return RawSplit(pixels, labels, index, source)
+
+
+def _pixels_sha256(pixels: np.ndarray) -> str:
+    return hashlib.sha256(memoryview(np.ascontiguousarray(pixels)).cast("B")).hexdigest()
 
 
 def _atomic_save(path: Path, write: Any) -> None:

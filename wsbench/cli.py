@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import shlex
+import signal
 import sys
 import tempfile
 import traceback
@@ -104,6 +105,14 @@ def _normalise_argv(argv: list[str]) -> list[str]:
     return head + rest
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (a job scheduler, `kill`, a lease's time limit): unwound like Ctrl-C."""
+
+
+def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - the signal handler's signature
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tune_allocator()  # large per-step temporaries: reuse heap memory instead of mmap/munmap each step
@@ -120,15 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     command_line = "python run_bench.py " + " ".join(shlex.quote(a) for a in argv)
     ok = False
     try:
+        previous_sigterm = signal.signal(signal.SIGTERM, _on_sigterm)
+    except ValueError:  # not the main thread (main() called from a thread): leave signals alone
+        previous_sigterm = None
+    try:
         code = _dispatch(args, command_line)
         ok = code == 0
         return code
     except WsbenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted: finished work is kept; run the same command again to resume", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
+        print(f"{what}: finished work is kept; run the same command again to resume", file=sys.stderr)
+        return 143 if isinstance(e, _Terminated) else 130
     except Exception as e:  # a bug, not a user error
         if args.debug:
             raise
@@ -138,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
         return 1
     finally:
+        if previous_sigterm is not None:
+            signal.signal(signal.SIGTERM, previous_sigterm)
         if "wsbench.distributed" in sys.modules:  # under torchrun: leave the process group (waiting
             sys.modules["wsbench.distributed"].shutdown(wait=ok)  # for the others only after a success)
 

@@ -90,9 +90,9 @@ def run_script(args: list[str], out_json: Path, timeout: int) -> dict:
 
 
 def write_summary(path: Path, summary: dict) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=1, sort_keys=True, default=str))
-    os.replace(tmp, path)
+    from wsbench.files import write_atomic
+
+    write_atomic(path, json.dumps(summary, indent=1, sort_keys=True, default=str))
 
 
 def main() -> int:

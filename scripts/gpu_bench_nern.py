@@ -31,6 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from safetensors.torch import load_file  # noqa: E402
 
+from wsbench.files import write_atomic  # noqa: E402
 from wsbench.methods.base import ReconstructionTarget, RunContext  # noqa: E402
 from wsbench.methods.nern import NeRN  # noqa: E402
 from wsbench.methods.nern.fit import Fitter  # noqa: E402
@@ -187,11 +188,7 @@ def main() -> None:
 
 
 def write_json(path: Path, obj: dict) -> None:
-    """Atomically (temp file + rename), so a reader never sees half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=1, default=str))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 if __name__ == "__main__":

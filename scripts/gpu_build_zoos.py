@@ -30,6 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from wsbench.files import write_atomic  # noqa: E402
 from wsbench.zoo_builders import build_zoo  # noqa: E402
 from wsbench.zoo_builders import resnet_training, siren_inr, small_cnn  # noqa: E402,F401
 from wsbench.zoo_builders.batched_training import MemberHParams, train_batch  # noqa: E402
@@ -187,9 +188,7 @@ def write_summaries(summaries_json: Path, out_dir: Path) -> None:
 
 def write_json(path: str | None, obj: dict) -> None:
     if path:
-        tmp = Path(path).with_name(f".{Path(path).name}.tmp")
-        tmp.write_text(json.dumps(obj, indent=1, default=str))
-        os.replace(tmp, path)
+        write_atomic(path, json.dumps(obj, indent=1, default=str))
 
 
 def main() -> int:

@@ -40,6 +40,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the device's copy of the tree is not installed
+
+from wsbench.files import write_atomic  # noqa: E402  (stdlib only: no torch in this process)
 COMMITTED_RESUME = ROOT / "leaderboards" / "gpu" / "resume"  # checkpoints an earlier lease left to continue
 COMMITTED_RECORDS = ROOT / "leaderboards" / "results" / "reconstruction.jsonl"
 MAX_FILES, MAX_DEPTH = 8, 2
@@ -210,9 +213,7 @@ def main() -> int:
                 env_json.unlink()
             summary["elapsed_s"] = round(time.perf_counter() - t_start, 1)
             summary["out_problems"] = out_problems(out)
-            tmp = out / ".session_summary.tmp"
-            tmp.write_text(json.dumps(summary, indent=1, default=str))
-            os.replace(tmp, out / "session_summary.json")
+            write_atomic(out / "session_summary.json", json.dumps(summary, indent=1, default=str))
             print(f"[session] {part.name}: {summary['parts'][part.name]}", flush=True)
     for problem in summary["out_problems"]:
         print(f"[session] WARNING: {problem}", flush=True)

@@ -193,11 +193,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _write(out: Path, result: dict) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    for path, text in ((out, json.dumps(result, indent=1) + "\n"), (out.with_suffix(".md"), markdown(result))):
-        tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+    from wsbench.files import write_report
+
+    write_report(out, result, markdown(result))
     print(f"wrote {out} and {out.with_suffix('.md').name}")
 
 

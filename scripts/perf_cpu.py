@@ -205,12 +205,9 @@ def main() -> int:
     md = markdown(res)
     print(md)
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for suffix, text in ((".json", json.dumps(res, indent=1)), (".md", md)):
-            tmp = out.with_name(f".{out.name}{suffix}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out.with_name(out.name + suffix))
+        from wsbench.files import write_report
+
+        write_report(f"{a.out}.json", res, md)
     return 0
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from wsbench.files import write_report  # noqa: E402
 from wsbench.zoo import load_zoo  # noqa: E402
 
 # measured on the published DWSNets MNIST INRs and their statistics file (see the module docstring)
@@ -82,12 +82,7 @@ def main() -> int:
     command = f"python scripts/siren_parity.py --zoo {a.zoo} --variant {a.variant}"
     print(markdown(res, command))
     if a.out:
-        out = Path(a.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        for suffix, text in ((".json", json.dumps({**res, "command": command}, indent=1)), (".md", markdown(res, command))):
-            tmp = out.with_name(f".{out.name}{suffix}.tmp")
-            tmp.write_text(text)
-            os.replace(tmp, out.with_name(out.name + suffix))
+        write_report(f"{a.out}.json", {**res, "command": command}, markdown(res, command))
     return 0 if res["passes"] else 1
 
 

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
+from . import files
 from .errors import DataError, WsbenchError
 from .results import ResultRecord, read_records
 
@@ -302,17 +303,10 @@ def _card_version(zoo: str) -> str | None:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    """Write to a temporary name in the same folder, then rename: never a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    """files.write_atomic, with a failure reported as one user-facing line."""
     try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
+        files.write_atomic(path, data)
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise WsbenchError(f"cannot write leaderboard file {path}: {exc.strerror or exc}") from None
 
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from .files import write_atomic
 from .manifest import sha256_file
 
 METRICS = ("test_acc", "train_acc", "gen_gap", "test_loss", "train_loss", "test_acc_exact", "psnr", "mse")
@@ -98,13 +98,6 @@ def summary_markdown(s: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def write_summary(zoo, out_dir: str | os.PathLike) -> tuple[Path, Path]:
     """Write `<name>-<variant>.json` and `.md` into out_dir (atomically); returns both paths."""
     return write_summary_files(summarize_zoo(zoo), out_dir)
@@ -116,6 +109,6 @@ def write_summary_files(s: dict[str, Any], out_dir: str | os.PathLike) -> tuple[
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{s['zoo']}-{s['variant']}"
     js, md = out / f"{stem}.json", out / f"{stem}.md"
-    _write_atomic(js, json.dumps(s, indent=1, sort_keys=True, default=str) + "\n")
-    _write_atomic(md, summary_markdown(s))
+    write_atomic(js, json.dumps(s, indent=1, sort_keys=True, default=str) + "\n")
+    write_atomic(md, summary_markdown(s))
     return js, md

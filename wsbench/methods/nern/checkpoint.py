@@ -25,6 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ...errors import ConfigError, IntegrityError
+from ...files import write_atomic
 
 LEGACY_CKPT_NAME = "nern_ckpt.safetensors"  # before per-member names: still resumed when its identity matches
 FORMAT = 1
@@ -56,15 +57,6 @@ def state_dict_digest(state_dict: dict[str, Tensor]) -> str:
     return h.hexdigest()[:32]
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(workdir: Path, tensors: dict[str, Tensor], scalars: dict[str, Any]) -> Path:
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_name, json_name = checkpoint_names(scalars["identity"]["member_id"])
@@ -75,7 +67,7 @@ def save_checkpoint(workdir: Path, tensors: dict[str, Tensor], scalars: dict[str
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
               metadata={"nern_state": text})
     os.replace(tmp, path)
-    _atomic_write_bytes(workdir / json_name, json.dumps(payload, indent=1, sort_keys=True, default=float).encode())
+    write_atomic(workdir / json_name, json.dumps(payload, indent=1, sort_keys=True, default=float))
     return path
 
 

@@ -301,6 +301,8 @@ def _card_version(zoo: str) -> str | None:
 
 # ---------------------------------------------------------------- writing
 
+TITLE = "wsbench leaderboards"  # the pages' heading; README.md's first line marks a folder as a leaderboard
+
 
 def write_atomic(path: Path, data: bytes) -> None:
     """files.write_atomic, with a failure reported as one user-facing line."""
@@ -362,8 +364,6 @@ def check_leaderboard_output(out_dir: Path) -> None:
     """The leaderboard replaces README.md and index.html in out_dir and prunes plots/*.png: refused when
     those exist and were not written by this command (its README's first line tells); other files in
     out_dir (results/, parity/) are never touched."""
-    from .leaderboard_markdown import TITLE
-
     if not out_dir.exists():
         return
     if not out_dir.is_dir():

@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from .errors import WsbenchError
-from .leaderboard import Provenance, Table
-from .leaderboard_markdown import LEGEND, TITLE, Grid, summary_line, table_grid
+from .leaderboard import TITLE, Provenance, Table
+from .leaderboard_markdown import LEGEND, Grid, summary_line, table_grid
 
 if TYPE_CHECKING:
     from .leaderboard_plots import Plot

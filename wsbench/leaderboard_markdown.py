@@ -7,12 +7,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from .leaderboard import Provenance, Row, Stat, Table
+from .leaderboard import TITLE, Provenance, Row, Stat, Table
 
 if TYPE_CHECKING:
     from .leaderboard_plots import Plot
 
-TITLE = "wsbench leaderboards"
 LEGEND = (
     "Cells are mean ± sample standard deviation over seeds (no ± with one seed); `Seeds` is the number "
     "of distinct seeds (a re-run seed counts once, newest record). ↑ higher is better, ↓ lower is better; "

@@ -1,7 +1,6 @@
 """The training loop around NeRNTrainer.step: logging, model selection, checkpoint and resume."""
 from __future__ import annotations
 
-import math
 import time
 
 import torch
@@ -122,13 +121,12 @@ class Fitter:
                 st.iteration += 1
                 it = st.iteration
                 last = it == cfg["iterations"]
+                log_now = it % cfg["log_every"] == 0 or last or it == total
                 save = self.workdir is not None and (it % cfg["checkpoint_every"] == 0 or last or it == total)
-                if save and it % cfg["log_every"] != 0 and not torch.isfinite(acc_sum).all():
-                    self._diverged(it)  # never checkpoint a NaN predictor
-                if it % cfg["log_every"] == 0 or last or it == total:
+                if (log_now or save) and not torch.isfinite(acc_sum).all():
+                    self._diverged(it)  # checked where a NaN would reach the log or a checkpoint, not every step
+                if log_now:
                     vals = (acc_sum / n_acc).tolist()
-                    if not all(math.isfinite(v) for v in vals):
-                        self._diverged(it)
                     self.last_losses = dict(zip(LOSS_NAMES, vals))
                     acc_sum, n_acc = None, 0
                     t.ctx.log(f"[nern] it {it}/{cfg['iterations']} " +  # a line, not a bar: also in CI logs

@@ -8,6 +8,7 @@ test_bad_inputs_runs.py; both use the helpers in bad_input_helpers.py.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -153,13 +154,15 @@ def test_cnn_zoo_passed_to_an_inr_task(zoo, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("sets,needles", [
-    (["hidden=-1"], ["nern", "'hidden'", "positive integer", "-1"]),
-    (["image_batch=0"], ["'image_batch'", "positive integer", "0"]),
-    (["weights_batch=1.5"], ["'weights_batch'", "1.5"]),
+    (["hidden=-1"], ["nern", "'hidden'", ">= 1", "-1"]),
+    (["image_batch=0"], ["'image_batch'", ">= 1", "0"]),
+    (["weights_batch=1.5"], ["'weights_batch'", "integer", "1.5"]),
     (["optimizer=sgdd"], ["'optimizer'", "ranger", "sgdd"]),
-    (["lr=0"], ["'lr'", "positive"]),
+    (["lr=0"], ["'lr'", "> 0"]),
+    (["kd_weight=.nan"], ["'kd_weight'", "finite", "nan"]),
+    (["augment=1"], ["'augment'", "true or false"]),
     (["prune_sparsities=[1.0]"], ["'prune_sparsities'", "[0, 1)"]),
-    (["hiden=64"], ["unknown config keys ['hiden']"]),
+    (["hiden=64"], ["unknown option(s) ['hiden']", "did you mean 'hidden'"]),
 ])
 def test_bad_nern_config_values(sets, needles, tmp_path, capsys, monkeypatch):
     """Refused before any data or zoo is read (data dir and zoo store are empty)."""
@@ -179,8 +182,10 @@ def test_bad_nern_config_values(sets, needles, tmp_path, capsys, monkeypatch):
     (["budgets=[-0.5]"], ["budget", "-0.5"]),
     (["budgets=[]"], ["budgets", "non-empty"]),
     (["budgets=half"], ["budgets", "half"]),
-    (["hidden=64"], ["unknown config keys ['hidden']", "budgets"]),
-    (["task.eval_limits=8"], ["unknown options ['eval_limits']", "eval_limit"]),
+    (["hidden=64"], ["magnitude_prune", "unknown option(s) ['hidden']", "budgets"]),
+    (["task.eval_limits=8"], ["unknown option(s) ['eval_limits']", "did you mean 'eval_limit'"]),
+    (["task.eval_limit=0"], ["'eval_limit'", "integer >= 1"]),
+    (["task.test_sets=[1]"], ["'test_sets'", "list of names"]),
     (["budgets"], ["--set expects key=value", "budgets"]),
 ])
 def test_bad_config_values(sets, needles, zoo, tmp_path, capsys):
@@ -294,7 +299,25 @@ ZOO_CASES = {
     "weights_not_safetensors": (lambda r: (r / "weights" / "cnn.safetensors").write_bytes(b"\x80\x04K\x01." * 20),
                                 ["cnn.safetensors", "not a readable safetensors"]),
     "manifest_missing": (None, ["manifest.json", "no manifest"]),
+    "members_test_acc_infinite": (_members_edit(lambda df: df.assign(test_acc=[float("inf"), 0.5, 0.5, 0.5])),
+                                  ["members.parquet", "'test_acc' is infinite", "['m0']"]),
+    "members_test_acc_strings": (_members_edit(lambda df: df.assign(test_acc="high")),
+                                 ["members.parquet", "'test_acc' must hold numbers", "'high'"]),
+    "members_row_nan": (_members_edit(lambda df: df.assign(row=[float("nan"), 1.0, 2.0, 3.0])),
+                        ["members.parquet", "'row' must hold integers"]),
+    "members_row_strings": (_members_edit(lambda df: df.assign(row="a")), ["'row' must hold integers", "'a'"]),
+    "card_archs_a_list": (_card_edit(archs=[{"arch": "small_cnn"}]), ["zoo.yaml", "'archs' must be a mapping"]),
+    "card_kwargs_a_list": (_card_edit(archs={"cnn": {"arch": "small_cnn", "kwargs": [1, 2]}}),
+                           ["zoo.yaml", "archs.cnn.kwargs must be a mapping"]),
+    "manifest_path_with_nul": (lambda r: _manifest_add(r, "weights/x\x00y"), ["NUL byte"]),
 }
+
+
+def _manifest_add(root: Path, rel: str) -> None:
+    """A manifest entry (added after edit_zoo refreshed the manifest) for a path that cannot exist."""
+    m = json.loads((root / "manifest.json").read_text())
+    m["files"][rel] = next(iter(m["files"].values()))
+    (root / "manifest.json").write_text(json.dumps(m))
 
 
 @pytest.mark.parametrize("case", sorted(ZOO_CASES))
@@ -302,6 +325,9 @@ def test_bad_zoo_folder(case, zoo, tmp_path, capsys):
     fn, needles = ZOO_CASES[case]
     if fn is None:
         (zoo / "manifest.json").unlink()
+    elif case == "manifest_path_with_nul":
+        edit_zoo(zoo, lambda r: None)
+        fn(zoo)
     else:
         edit_zoo(zoo, fn)
     before = snapshot(zoo)

@@ -118,7 +118,7 @@ def test_set_reads_1e_minus_3_as_a_number():
         "task.lr": 1e-3, "a": 2e5, "b": 1.5e-2, "c": "text1e3", "d": "1e"}
 
 
-@pytest.mark.parametrize("sets,needles", [(["task.val_fraction=1.5"], ["val_fraction", "between 0 and 1"]),
+@pytest.mark.parametrize("sets,needles", [(["task.val_fraction=1.5"], ["val_fraction", "in (0, 1)"]),
                                           (["task.val_fraction=0"], ["val_fraction"])])
 def test_encoder_task_option_ranges(sets, needles):
     from wsbench.errors import ConfigError

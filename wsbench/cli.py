@@ -186,6 +186,9 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
     from .runner import RunRequest, run_benchmark
 
     seeds = args.seeds or [args.seed if args.seed is not None else 0]
+    bad = [s for s in seeds if not 0 <= s < 2**32]
+    if bad:
+        raise ConfigError(f"seed {bad[0]}: seeds are integers from 0 to {2**32 - 1}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would be one run counted twice")
     req = RunRequest(method=args.method, zoo=args.zoo, task=args.task, seeds=seeds, device=args.device,

@@ -30,6 +30,7 @@ from huggingface_hub import constants as hf_constants  # noqa: E402
 from huggingface_hub import errors as hf_errors  # noqa: E402
 
 from .errors import ConfigError, DataError, IntegrityError, WsbenchError  # noqa: E402
+from .files import sweep_leftovers  # noqa: E402
 from .manifest import MANIFEST, read_manifest, verify_manifest  # noqa: E402
 from .results import (ResultRecord, append_records_counted, parse_record_lines, read_records,  # noqa: E402
                       records_frame)
@@ -355,7 +356,8 @@ def download_zoo(
     created = [p for p in (dest.parent, *dest.parent.parents) if not p.exists()]  # removed again on failure
     try:
         dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-", dir=dest.parent))
+        sweep_leftovers(dest.parent, names={dest.name})  # a download killed before its rename
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.download-{os.getpid()}-", dir=dest.parent))
     except OSError as exc:
         raise WsbenchError(f"download_zoo: cannot create a folder beside {dest}: {exc.strerror or exc}") from None
     ok = False
@@ -374,7 +376,7 @@ def download_zoo(
             raise cls(f"download of {where} failed verification: {str(exc).replace(str(tmp) + os.sep, '')}") from None
         try:
             if dest.exists():  # overwrite: move the old folder aside, put the new one in, then delete
-                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-", dir=dest.parent))
+                old = Path(tempfile.mkdtemp(prefix=f".{dest.name}.old-{os.getpid()}-", dir=dest.parent))
                 os.replace(dest, old / "zoo")
                 os.replace(tmp, dest)
                 shutil.rmtree(old, ignore_errors=True)

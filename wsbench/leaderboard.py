@@ -336,6 +336,8 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
     if not results_dir.is_dir():  # a typo must not turn into an empty leaderboard over the real one
         raise DataError(f"--results-dir {results_dir} is not a folder of result records")
     check_leaderboard_output(out_dir)
+    for folder in (out_dir, out_dir / "plots"):  # what a killed earlier run left half-written
+        files.sweep_leftovers(folder)
     records = read_records(results_dir)
     tables = build_tables(records)
     plots = make_plots(tables)
@@ -364,10 +366,9 @@ def check_leaderboard_output(out_dir: Path) -> None:
     """The leaderboard replaces README.md and index.html in out_dir and prunes plots/*.png: refused when
     those exist and were not written by this command (its README's first line tells); other files in
     out_dir (results/, parity/) are never touched."""
+    files.check_folder_path(out_dir, "--out")
     if not out_dir.exists():
         return
-    if not out_dir.is_dir():
-        raise DataError(f"--out {out_dir} is not a folder")
     readme = out_dir / "README.md"
     replaced = [p for p in (readme, out_dir / "index.html", out_dir / "plots") if p.exists()]
     if not replaced:

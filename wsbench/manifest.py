@@ -35,6 +35,8 @@ def safe_relpath(root: str | os.PathLike, rel: str | os.PathLike) -> Path:
     """``root / rel`` after checking rel is relative and stays inside root; else DataError."""
     text = os.fspath(rel)
     pure = PurePosixPath(text.replace("\\", "/"))
+    if "\0" in text:
+        raise DataError(f"path {text!r} in {root} holds a NUL byte")
     if not text or pure.is_absolute() or (len(text) > 1 and text[1] == ":"):
         raise DataError(f"path {text!r} must be relative to {root}")
     if any(part == ".." for part in pure.parts):

@@ -32,6 +32,8 @@ import yaml
 from . import distributed
 from .errors import ConfigError, DataError, NotApplicableError
 from .evaluation import describe_device
+from .files import check_folder_path
+from .options import yaml11_float
 from .methods.base import RunContext
 from .registry import METHODS, TASKS
 from .results import ResultRecord, append_records, current_git_commit, read_records
@@ -79,13 +81,22 @@ def preset_names(method: str) -> list[str]:
 
 def _read_yaml(path: Path) -> dict[str, Any]:
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path} is a folder; give a YAML file") from None
+    except PermissionError:
+        raise ConfigError(f"config file {path} cannot be read (permission denied)") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file {path} is not UTF-8 text (byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"config file {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must be a YAML mapping")
+    for key in ("task", "groups"):
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(f"config file {path}: {key!r} must be a mapping, got {type(data[key]).__name__}")
     return data
 
 
@@ -138,16 +149,8 @@ def parse_overrides(items: list[str]) -> dict[str, Any]:
             parsed = yaml.safe_load(value)
         except yaml.YAMLError as e:
             raise ConfigError(f"--set {item!r}: the value is not valid YAML ({str(e).splitlines()[0]})") from None
-        out[key.strip()] = _yaml11_float(parsed)
+        out[key.strip()] = yaml11_float(parsed)
     return out
-
-
-_FLOAT_WITHOUT_DOT = re.compile(r"[-+]?\d+[eE][-+]?\d+")
-
-
-def _yaml11_float(value: Any) -> Any:
-    """YAML 1.1 reads 1e-3 (no dot) as a string; a number is meant."""
-    return float(value) if isinstance(value, str) and _FLOAT_WITHOUT_DOT.fullmatch(value.strip()) else value
 
 
 def method_and_task_config(req: RunRequest, device: torch.device) -> tuple[str | None, dict, dict]:
@@ -206,10 +209,13 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
         if preset else {}
     if req.save and main:
         check_writable(req.results_dir)
+    check_folder_path(req.runs_dir, "--runs-dir")
     if distributed.world() > 1 and method_cls.capability == "reconstructor":
         raise ConfigError(_ONE_PROCESS.format(what=f"method {req.method} (a reconstructor)"))
     if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded
         method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
+    else:
+        method_cls.parse_config(method_cfg)
     zoo = load_zoo(req.zoo, variant=req.zoo_variant)
     task_name = req.task or default_task(method_cls, zoo)
     task = TASKS.get(task_name)(**task_cfg)
@@ -251,7 +257,6 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
         if req.force and workdir.is_dir():  # run again means from the start: not a re-score of the old checkpoint
             log(f"seed {seed}: --force: starting afresh (the checkpoints in {workdir} are discarded)")
             shutil.rmtree(workdir)
-        workdir.mkdir(parents=True, exist_ok=True)
         ctx = RunContext(device=device, seed=seed, workdir=workdir, progress=req.progress and main, log=log)
         torch.manual_seed(seed)
         t0 = time.perf_counter()

@@ -25,11 +25,13 @@ from safetensors.torch import save_file
 from torch import Tensor
 
 from .errors import DataError, IntegrityError
+from .files import sweep_leftovers, temp_name
 from .manifest import MANIFEST, read_manifest, safe_relpath, verify_manifest, write_manifest
 from .weights import NetworkSpec, WeightSpace, spec_for_arch
 from .zoo_card import ZooCard, card_path, load_card
 
 REQUIRED_COLUMNS = ("id", "split", "group", "row")
+METRIC_SUFFIXES = ("_acc", "_acc_exact", "_loss", "_gap", "psnr", "mse")  # columns that must be numbers
 CARD_FILE, MEMBERS_FILE, WEIGHTS_DIR = "zoo.yaml", "members.parquet", "weights"
 
 
@@ -168,6 +170,11 @@ def read_weight_file(path: Path, spec: NetworkSpec) -> dict[str, Tensor]:
     return out
 
 
+def _first(col: pd.Series) -> Any:
+    v = col.iloc[0]
+    return v.item() if hasattr(v, "item") else v
+
+
 def _validate_members(df: pd.DataFrame, card: ZooCard, where: Path) -> None:
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
@@ -180,6 +187,17 @@ def _validate_members(df: pd.DataFrame, card: ZooCard, where: Path) -> None:
     unknown = sorted(set(df["group"]) - set(card.archs))
     if unknown:
         raise DataError(f"{where}: members of groups {unknown} that the card does not define")
+    if not pd.api.types.is_integer_dtype(df["row"]) or (df["row"] < 0).any():
+        raise DataError(f"{where}: column 'row' must hold integers >= 0 (each member's index in its group's "
+                        f"weight file), got {df['row'].dtype} values such as {_first(df['row'])!r}")
+    for col in df.columns:
+        if col.endswith(METRIC_SUFFIXES):
+            if not pd.api.types.is_numeric_dtype(df[col]) or pd.api.types.is_bool_dtype(df[col]):
+                raise DataError(f"{where}: column {col!r} must hold numbers, got {df[col].dtype} values such as "
+                                f"{_first(df[col])!r}")
+            inf = df["id"][df[col].abs() == math.inf].tolist()
+            if inf:
+                raise DataError(f"{where}: column {col!r} is infinite for member(s) {inf[:5]}")
     for split_name, ids in (card.split_ids or {}).items():
         bad = sorted(set(ids) - set(df["id"]))
         if bad:
@@ -262,7 +280,8 @@ def write_zoo(root: str | os.PathLike, card: ZooCard, members: pd.DataFrame,
     check_zoo_output(root, overwrite=overwrite)
     _validate_members(members, card, root)
     root.parent.mkdir(parents=True, exist_ok=True)
-    stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-", dir=root.parent))
+    sweep_leftovers(root.parent, names={root.name})  # a build killed before its rename
+    stage = Path(tempfile.mkdtemp(prefix=f".{root.name}.staging-{os.getpid()}-", dir=root.parent))
     try:
         (stage / WEIGHTS_DIR).mkdir()
         for group, tensors in weights.items():
@@ -273,7 +292,7 @@ def write_zoo(root: str | os.PathLike, card: ZooCard, members: pd.DataFrame,
         card.save(stage / CARD_FILE)
         write_manifest(stage)
         if root.exists():
-            old = root.with_name(f".{root.name}.old-{os.getpid()}")
+            old = temp_name(root, "old")
             os.replace(root, old)
             os.replace(stage, root)
             shutil.rmtree(old, ignore_errors=True)

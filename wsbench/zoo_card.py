@@ -61,6 +61,11 @@ class ZooCard:
         missing = [k for k in ("name", "version", "description", "kind", "dataset", "archs", "builder") if k not in d]
         if missing:
             raise DataError(f"{where}: card lacks required keys {missing}")
+        for key, kind in (("archs", dict), ("variants", dict), ("recipe", dict), ("grid", dict), ("seeds", dict),
+                          ("splits", dict), ("name", str), ("kind", str), ("dataset", str), ("builder", str)):
+            if key in d and d[key] is not None and not isinstance(d[key], kind):
+                raise DataError(f"{where}: card key {key!r} must be a {'mapping' if kind is dict else 'string'}, "
+                                f"got {type(d[key]).__name__}")
         card = cls(**{k: copy.deepcopy(v) for k, v in d.items()})
         card.version = str(card.version)
         for g, a in card.archs.items():
@@ -69,6 +74,9 @@ class ZooCard:
                                 "(it names a file in the zoo folder)")
             if not isinstance(a, dict) or "arch" not in a:
                 raise DataError(f"{where}: archs.{g} must be a mapping with an 'arch' key")
+            if not isinstance(a.get("kwargs", {}), dict):
+                raise DataError(f"{where}: archs.{g}.kwargs must be a mapping of keyword arguments, "
+                                f"got {type(a['kwargs']).__name__}")
         if "tiny" not in card.variants:
             raise DataError(f"{where}: every zoo card needs a 'tiny' variant")
         return card

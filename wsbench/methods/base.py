@@ -9,10 +9,12 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, Callable, ClassVar, Mapping
 
 import torch
 from torch import Tensor, nn
+
+from ..options import NON_NEGATIVE, Range, parse_options
 
 
 @dataclass
@@ -98,6 +100,17 @@ class Encoder(nn.Module, Method):
 
     capability: ClassVar[str] = "encoder"
     architecture_agnostic: ClassVar[bool] = False
+    defaults: ClassVar[dict[str, Any]] = {}  # every config key and its default (types follow them)
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    ranges: ClassVar[dict[str, Range]] = {}  # numbers not listed must be >= 0 (sizes, rates, counts)
+
+    @classmethod
+    def parse_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:
+        """`defaults` overridden by `config`, checked by the one option rule (wsbench.options); the
+        runner calls it before any data is loaded."""
+        numbers = [k for k, v in cls.defaults.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+        return parse_options(f"method {cls.name!r}", config, cls.defaults, choices=cls.choices,
+                             ranges={**dict.fromkeys(numbers, NON_NEGATIVE), **cls.ranges})
 
     @classmethod
     def supports(cls, spec: Any) -> tuple[bool, str]:

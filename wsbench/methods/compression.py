@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..options import parse_options
 from ..registry import METHODS
 from .base import Reconstruction, ReconstructionTarget, Reconstructor, RunContext
 
@@ -35,19 +36,13 @@ def kept_size(target: ReconstructionTarget, predicted: list[str]) -> int:
 
 
 def _budgets(config: dict[str, Any], default: list[float], lo: float, hi: float, name: str) -> list[float]:
-    budgets = config.get("budgets", default)
-    if not isinstance(budgets, (list, tuple)) or not budgets:
-        raise ConfigError(f"{name}: 'budgets' must be a non-empty list, got {budgets!r}")
+    budgets = parse_options(f"method {name!r}", config, {"budgets": list(default)})["budgets"]
+    if not budgets:
+        raise ConfigError(f"method {name!r}: option 'budgets' must be a non-empty list, got {budgets!r}")
     for b in budgets:
-        if not isinstance(b, (int, float)) or not lo <= b <= hi:
-            raise ConfigError(f"{name}: every budget must be a number in [{lo}, {hi}], got {b!r}")
+        if isinstance(b, bool) or not isinstance(b, (int, float)) or not lo <= b <= hi:
+            raise ConfigError(f"method {name!r}: every budget must be a number in [{lo}, {hi}], got {b!r}")
     return [float(b) for b in budgets]
-
-
-def _check_keys(config: dict[str, Any], allowed: set[str], name: str) -> None:
-    unknown = sorted(set(config) - allowed)
-    if unknown:
-        raise ConfigError(f"{name}: unknown config keys {unknown} (allowed: {sorted(allowed)})")
 
 
 def _layer_errors(orig: dict[str, Tensor], new: dict[str, Tensor], keys: list[str]) -> dict[str, float]:
@@ -55,12 +50,10 @@ def _layer_errors(orig: dict[str, Tensor], new: dict[str, Tensor], keys: list[st
 
 
 class _BudgetReconstructor(Reconstructor):
-    allowed: ClassVar[set[str]] = {"budgets"}
     budget_range: ClassVar[tuple[float, float]] = (0.0, 1.0)
     default_budgets: ClassVar[list[float]] = [0.5]
 
     def __init__(self, **config: Any) -> None:
-        _check_keys(config, self.allowed, self.name)
         self.budgets = _budgets(config, self.default_budgets, *self.budget_range, self.name)
         super().__init__(**config)
 

@@ -25,7 +25,7 @@ from ..errors import ConfigError, NotApplicableError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
-from .mlp import SpecArg, check_config, checked_specs
+from .mlp import SpecArg, checked_specs
 from .sne import sinusoidal
 
 
@@ -116,7 +116,7 @@ class NeuralGraph(Encoder):
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         specs = checked_specs(type(self), spec_or_specs)
-        self.config = c = check_config(self.name, config, self.defaults)
+        self.config = c = self.parse_config(config)
         h = c["hidden_dim"]
         for key in ("hidden_dim", "max_kernel", "max_fixed"):
             if c[key] < 1:

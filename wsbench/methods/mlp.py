@@ -14,12 +14,13 @@ Encoder hooks read by the training loop (wsbench.tasks.encoder_training):
 """
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from ..errors import ConfigError, NotApplicableError
+from ..options import AT_LEAST_ONE, Range
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
@@ -27,36 +28,6 @@ from .base import Encoder
 SpecArg = NetworkSpec | Sequence[NetworkSpec]
 
 # ----------------------------------------------------------------------------- shared helpers
-
-
-def check_config(method: str, config: Mapping[str, Any], defaults: Mapping[str, Any],
-                 choices: Mapping[str, Sequence[Any]] | None = None) -> dict[str, Any]:
-    """Defaults merged with `config`; ConfigError naming the key for unknown keys or wrong types."""
-    unknown = sorted(set(config) - set(defaults))
-    if unknown:
-        raise ConfigError(f"method {method!r}: unknown option(s) {unknown} (allowed: {sorted(defaults)})")
-    out = dict(defaults)
-    for key, value in config.items():
-        want = defaults[key]
-        if isinstance(want, bool):
-            ok = isinstance(value, bool)
-        elif isinstance(want, int):
-            ok = isinstance(value, int) and not isinstance(value, bool)
-        elif isinstance(want, float):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-            value = float(value) if ok else value
-        else:
-            ok = want is None or isinstance(value, type(want))
-        if not ok:
-            raise ConfigError(f"method {method!r}: option {key!r} must be a {type(want).__name__}, got {value!r}")
-        out[key] = value
-    for key, allowed in (choices or {}).items():
-        if out[key] not in allowed:
-            raise ConfigError(f"method {method!r}: option {key!r} must be one of {list(allowed)}, got {out[key]!r}")
-    for key, value in out.items():
-        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
-            raise ConfigError(f"method {method!r}: option {key!r} must be >= 0, got {value!r}")
-    return out
 
 
 def spec_list(spec_or_specs: SpecArg) -> list[NetworkSpec]:
@@ -133,19 +104,14 @@ class FlatMLP(Encoder):
     invariant: ClassVar[bool] = False  # claims no exact invariance under neuron permutations
     intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = MLP_DEFAULTS
+    ranges: ClassVar[dict[str, Range]] = {"hidden_dim": AT_LEAST_ONE}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_hidden": 1}  # tests and benchmarks
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         (self.spec,) = checked_specs(type(self), spec_or_specs)
-        self.config = self._config(config)
-        c = self.config
-        if c["hidden_dim"] < 1:
-            raise ConfigError(f"method {self.name!r}: option 'hidden_dim' must be >= 1")
+        self.config = c = self.parse_config(config)
         self.net = make_mlp(self.spec.n_params, c["hidden_dim"], c["n_hidden"], out_dim, c["bn"])
-
-    def _config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return check_config(self.name, config, self.defaults)
 
     @classmethod
     def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
@@ -180,8 +146,7 @@ class AlignedMLP(FlatMLP):
     invariant: ClassVar[bool] = True  # exact, up to ties in the statistic
     defaults: ClassVar[dict[str, Any]] = {**MLP_DEFAULTS, "statistic": "norm"}
 
-    def _config(self, config: Mapping[str, Any]) -> dict[str, Any]:
-        return check_config(self.name, config, self.defaults, {"statistic": ("norm", "incoming")})
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"statistic": ("norm", "incoming")}
 
     def features(self, ws: WeightSpace) -> Tensor:
         with torch.no_grad():

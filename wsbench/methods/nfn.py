@@ -22,7 +22,7 @@ from ..weights import WeightSpace
 from .dwsnet.layer import DWSLayer, InvariantHead, relu_dropout
 from .dwsnet.layout import Axis, TensorLayout, features_from_ws, layouts_for_spec
 from .dwsnet.model import ChainEncoder
-from .mlp import SpecArg, check_config, checked_specs
+from .mlp import SpecArg, checked_specs
 
 
 def np_layouts(layouts: list[TensorLayout]) -> list[TensorLayout]:
@@ -49,7 +49,7 @@ class NeuralFunctional(ChainEncoder):
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         (self.spec,) = checked_specs(type(self), spec_or_specs)
-        self.config = c = check_config(self.name, config, self.defaults)
+        self.config = c = self.parse_config(config)
         for key in ("hidden_dim", "n_layers", "head_dim"):
             if c[key] < 1:
                 raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")

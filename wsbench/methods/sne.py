@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
-from .mlp import SpecArg, check_config, checked_specs, random_neuron_permutation
+from .mlp import SpecArg, checked_specs, random_neuron_permutation
 
 LAYER_TYPES = {"linear": 0, "conv": 1, "batchnorm": 2, "other": 3}
 
@@ -158,7 +158,7 @@ class SNE(Encoder):
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         self.specs = checked_specs(type(self), spec_or_specs)
-        self.config = c = check_config(self.name, config, self.defaults)
+        self.config = c = self.parse_config(config)
         h = c["hidden_dim"]
         for key in ("chunk_size", "hidden_dim", "num_heads", "max_layers"):
             if c[key] < 1:

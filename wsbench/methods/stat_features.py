@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
-from .mlp import SpecArg, check_config, checked_specs, make_mlp
+from .mlp import SpecArg, checked_specs, make_mlp
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 N_STATS = 2 + len(QUANTILES)
@@ -44,7 +44,7 @@ class StatNN(Encoder):
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         (self.spec,) = checked_specs(type(self), spec_or_specs)
-        self.config = c = check_config(self.name, config, self.defaults)
+        self.config = c = self.parse_config(config)
         if c["hidden_dim"] < 1:
             raise ConfigError(f"method {self.name!r}: option 'hidden_dim' must be >= 1")
         in_dim = N_STATS * len(self.spec.param_keys)

@@ -33,6 +33,7 @@ from .. import distributed
 from ..errors import ConfigError, DataError
 from ..methods.base import Encoder, RunContext
 from ..metrics import accuracy, kendall_tau
+from ..options import AT_LEAST_ONE, NON_NEGATIVE, Range, parse_options
 from ..weights import NetworkSpec, WeightSpace
 from ..zoo import Zoo
 
@@ -46,6 +47,10 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "max_train": 0, "max_eval": 0,  # 0 = every member; >0 = the first n (quick runs)
 }
 NORMALIZE = ("auto", "symmetric", "entry", "layer", "none")
+TRAIN_CHOICES = {"normalize": NORMALIZE, "select_by": ("auto", "mse", "tau", "accuracy", "last")}
+TRAIN_RANGES = {**dict.fromkeys(("epochs", "batch_size", "eval_every", "eval_batch_size"), AT_LEAST_ONE),
+                **dict.fromkeys(("max_train", "max_eval", "lr", "weight_decay", "grad_clip"), NON_NEGATIVE),
+                "val_fraction": Range(0, 1, lo_open=True, hi_open=True)}
 
 
 def resolve_normalize(mode: str, method_cls: type) -> str:
@@ -67,28 +72,8 @@ def task_options(task: str, config: Mapping[str, Any], extra: Mapping[str, Any])
     if not isinstance(own, Mapping):
         raise ConfigError(f"task option {task!r} must be a mapping of options for that task")
     flat.update(own)
-    defaults = {**TRAIN_DEFAULTS, **extra}
-    unknown = sorted(set(flat) - set(defaults))
-    if unknown:
-        raise ConfigError(f"task {task!r}: unknown option(s) {unknown} (allowed: {sorted(defaults)})")
-    out = {**defaults, **flat}
-    for key in ("epochs", "batch_size", "eval_every", "eval_batch_size"):
-        if not isinstance(out[key], int) or isinstance(out[key], bool) or out[key] < 1:
-            raise ConfigError(f"task {task!r}: option {key!r} must be an integer >= 1, got {out[key]!r}")
-    for key in ("max_train", "max_eval"):
-        if not isinstance(out[key], int) or out[key] < 0:
-            raise ConfigError(f"task {task!r}: option {key!r} must be an integer >= 0, got {out[key]!r}")
-    for key in ("lr", "weight_decay", "grad_clip", "val_fraction"):
-        if not isinstance(out[key], (int, float)) or isinstance(out[key], bool) or out[key] < 0:
-            raise ConfigError(f"task {task!r}: option {key!r} must be a number >= 0, got {out[key]!r}")
-    if not 0 < out["val_fraction"] < 1:
-        raise ConfigError(f"task {task!r}: option 'val_fraction' must be between 0 and 1 (exclusive), "
-                          f"got {out['val_fraction']!r}")
-    if out["normalize"] not in NORMALIZE:
-        raise ConfigError(f"task {task!r}: option 'normalize' must be one of {list(NORMALIZE)}, got {out['normalize']!r}")
-    if out["select_by"] not in ("auto", "mse", "tau", "accuracy", "last"):
-        raise ConfigError(f"task {task!r}: option 'select_by' must be auto, mse, tau, accuracy or last")
-    return out
+    return parse_options(f"task {task!r}", flat, {**TRAIN_DEFAULTS, **extra}, choices=TRAIN_CHOICES,
+                         ranges=TRAIN_RANGES, untyped=tuple(extra))
 
 
 # ----------------------------------------------------------------------------- data

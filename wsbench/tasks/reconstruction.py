@@ -16,12 +16,13 @@ import torch
 from ..errors import ConfigError
 from ..evaluation import accuracy
 from ..methods.base import Method, Reconstruction, ReconstructionTarget, RunContext
+from ..options import parse_options
 from ..registry import TASKS
 from ..zoo import Zoo
 from .base import Task, TaskResult
 
 EXTRA_TEST_SETS = {"cifar10": ["cifar10_exact"]}
-ALLOWED = {"members", "split", "test_sets", "eval_limit"}
+OPTIONS: dict[str, Any] = {"members": None, "split": "test", "test_sets": None, "eval_limit": None}
 
 
 def merged_method_config(config: dict[str, Any], group: str) -> dict[str, Any]:
@@ -39,9 +40,15 @@ class ReconstructionTask(Task):
     description = "fit one network, score original vs reconstructed test accuracy, size and weight error"
 
     def __init__(self, **config: Any) -> None:
-        unknown = sorted(set(config) - ALLOWED)
-        if unknown:
-            raise ConfigError(f"reconstruction task: unknown options {unknown} (allowed: {sorted(ALLOWED)})")
+        opts = parse_options("task 'reconstruction'", config, OPTIONS)
+        limit, sets, members = opts["eval_limit"], opts["test_sets"], opts["members"]
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
+            raise ConfigError(f"task 'reconstruction': option 'eval_limit' must be an integer >= 1 or null, got {limit!r}")
+        for key, value in (("test_sets", sets), ("members", members)):
+            if value is not None and not (isinstance(value, str) or (
+                    isinstance(value, list) and all(isinstance(v, str) for v in value))):
+                raise ConfigError(f"task 'reconstruction': option {key!r} must be a name or a list of names, "
+                                  f"got {value!r}")
         super().__init__(**config)
 
     def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
@@ -64,6 +71,8 @@ class ReconstructionTask(Task):
 
     def test_sets(self, zoo: Zoo) -> list[str]:
         sets = self.config.get("test_sets")
+        if isinstance(sets, str):
+            return [sets]
         return list(sets) if sets else [zoo.card.dataset] + EXTRA_TEST_SETS.get(zoo.card.dataset, [])
 
     def run(self, method_cls: type[Method], method_config: dict[str, Any], zoo: Zoo,

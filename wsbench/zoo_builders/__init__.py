@@ -134,10 +134,17 @@ def _build_locked(resolved: ZooCard, root: Path, device: str | torch.device, pro
         ctx.log = log
     if rank != 0:
         ctx.log = lambda _m: None
-    if getattr(builder, "shards_across_ranks", False):
-        result: BuildResult = builder(resolved, ctx)
-    elif rank == 0:  # a builder that knows nothing of ranks works alone
-        result = builder(resolved, replace(ctx, rank=0, world_size=1))
+    try:
+        if getattr(builder, "shards_across_ranks", False):
+            result: BuildResult = builder(resolved, ctx)
+        elif rank == 0:  # a builder that knows nothing of ranks works alone
+            result = builder(resolved, replace(ctx, rank=0, world_size=1))
+    except BaseException:
+        if rank == 0 and not any(workdir.glob("shards/*.parquet")):  # nothing to resume: leave no work folder
+            import shutil
+
+            shutil.rmtree(workdir, ignore_errors=True)
+        raise
     if rank != 0:
         distributed.barrier()  # rank 0 writes the zoo
         return zoo_mod.load_zoo(root)

@@ -14,11 +14,12 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ...errors import ConfigError, NotApplicableError
+from ...errors import NotApplicableError
+from ...options import AT_LEAST_ONE, Range
 from ...registry import METHODS
 from ...weights import NetworkSpec, WeightSpace
 from ..base import Encoder
-from ..mlp import SpecArg, check_config, checked_specs
+from ..mlp import SpecArg, checked_specs
 from .layer import DWSLayer, InvariantHead, TensorBatchNorm, relu_dropout
 from .layout import chain_problem, features_from_ws, layouts_for_spec
 
@@ -48,16 +49,14 @@ class DWSNet(ChainEncoder):
                                           "num_heads": 8, "bn": True, "dropout": 0.0, "init_scale": 1.0,
                                           "n_out_fc": 1}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 4, "n_hidden": 1, "num_heads": 2}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = CHOICES
+    ranges: ClassVar[dict[str, Range]] = {**dict.fromkeys(("hidden_dim", "num_heads", "n_out_fc"), AT_LEAST_ONE),
+                                          "dropout": Range(0, 1, hi_open=True)}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         (self.spec,) = checked_specs(type(self), spec_or_specs)
-        self.config = c = check_config(self.name, config, self.defaults, CHOICES)
-        for key in ("hidden_dim", "num_heads", "n_out_fc"):
-            if c[key] < 1:
-                raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")
-        if c["dropout"] >= 1:
-            raise ConfigError(f"method {self.name!r}: option 'dropout' must be < 1, got {c['dropout']}")
+        self.config = c = self.parse_config(config)
         self.layouts = layouts_for_spec(self.spec)
         H, n_hidden = c["hidden_dim"], c["n_hidden"]
         opts = dict(reduction=c["reduction"], set_layer=c["set_layer"], init_scale=c["init_scale"])

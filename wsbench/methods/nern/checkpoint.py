@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from ...errors import ConfigError, IntegrityError
-from ...files import write_atomic
+from ...files import sweep_leftovers, temp_name, write_atomic
 
 LEGACY_CKPT_NAME = "nern_ckpt.safetensors"  # before per-member names: still resumed when its identity matches
 FORMAT = 1
@@ -61,7 +61,7 @@ def save_checkpoint(workdir: Path, tensors: dict[str, Tensor], scalars: dict[str
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_name, json_name = checkpoint_names(scalars["identity"]["member_id"])
     path = workdir / ckpt_name
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temp_name(path)
     payload = {"format": FORMAT, **scalars}
     text = json.dumps(payload, sort_keys=True, default=float)
     save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
@@ -75,6 +75,7 @@ def load_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[dict[str, 
     """(tensors, scalars) of the checkpoint in `workdir`, None if there is none.
 
     ConfigError if it belongs to another run (config, member, weights or seed differ)."""
+    sweep_leftovers(workdir)  # a save killed mid-write
     path = workdir / checkpoint_names(identity["member_id"])[0]
     if not path.is_file():
         legacy = workdir / LEGACY_CKPT_NAME

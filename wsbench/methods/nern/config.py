@@ -14,9 +14,11 @@ kept as a documented option:
 """
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ...errors import ConfigError
+from ...options import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, parse_options
 from .embeddings import COORDINATES, EMBEDDINGS
 from .losses import KD_LOSSES, REC_LOSSES
 from .optim import OPTIMIZERS
@@ -96,64 +98,40 @@ CHOICES = {
 }
 POS_INTS = ("hidden", "levels", "iterations", "image_batch", "weights_batch", "eval_every", "eval_batch",
             "checkpoint_every", "log_every", "lookahead_k", "rmse_refresh_every")
-NONNEG_FLOATS = ("kd_weight", "fmd_weight", "lr_min", "eps", "weight_decay")
-BOOLS = ("augment", "fold_bn", "bf16", "gradient_centralization")
+NULLABLE_POS_INTS = ("train_limit", "val_limit", "ordering_memory_mb")
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 AUTO_BOOLS = ("channels_last", "tf32", "fmd_aliasing")
+RANGES = {**dict.fromkeys(POS_INTS + NULLABLE_POS_INTS, AT_LEAST_ONE),
+          **dict.fromkeys(("kd_weight", "fmd_weight", "lr_min", "eps", "weight_decay", "loss_warmup"), NON_NEGATIVE),
+          **dict.fromkeys(("lr", "base"), POSITIVE), "n_layers": Range(2),
+          **dict.fromkeys(("weighted_fraction", "lookahead_alpha"), Range(0, 1))}
 
 
 def _err(key: str, msg: str, value: Any) -> ConfigError:
-    return ConfigError(f"nern: config key {key!r} {msg}, got {value!r}")
-
-
-def _is_int(v: Any) -> bool:
-    return isinstance(v, int) and not isinstance(v, bool)
+    return ConfigError(f"nern: option {key!r} {msg}, got {value!r}")
 
 
 def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
-    """Defaults merged with `config`, every value checked; raises ConfigError naming the key."""
+    """Defaults merged with `config` by the one option rule (types from DEFAULTS, CHOICES, RANGES),
+    then the checks that span keys or lists; raises ConfigError naming the key."""
     for old, new in RENAMED.items():
         if old in config:
             raise ConfigError(f"nern: config key {old!r} was replaced by {new}")
-    unknown = sorted(set(config) - set(DEFAULTS))
-    if unknown:
-        raise ConfigError(f"nern: unknown config keys {unknown} (known: {', '.join(sorted(DEFAULTS))})")
-    cfg = {**DEFAULTS, **config}
-    for key, choices in CHOICES.items():
-        if cfg[key] not in choices:
-            raise _err(key, f"must be one of {list(choices)}", cfg[key])
-    for key in POS_INTS:
-        if not _is_int(cfg[key]) or cfg[key] <= 0:
-            raise _err(key, "must be a positive integer", cfg[key])
-    if not _is_int(cfg["n_layers"]) or cfg["n_layers"] < 2:
-        raise _err("n_layers", "must be an integer >= 2", cfg["n_layers"])
-    if not _is_int(cfg["loss_warmup"]) or cfg["loss_warmup"] < 0:
-        raise _err("loss_warmup", "must be a non-negative integer", cfg["loss_warmup"])
-    for key in NONNEG_FLOATS:
-        if not _is_num(cfg[key]) or cfg[key] < 0:
-            raise _err(key, "must be a non-negative number", cfg[key])
-    for key in ("lr", "base"):
-        if not _is_num(cfg[key]) or cfg[key] <= 0:
-            raise _err(key, "must be a positive number", cfg[key])
-    for key in ("weighted_fraction", "lookahead_alpha"):
-        if not _is_num(cfg[key]) or not 0 <= cfg[key] <= 1:
-            raise _err(key, "must be a number in [0, 1]", cfg[key])
+    cfg = parse_options("nern", config, DEFAULTS, choices=CHOICES, ranges=RANGES,
+                        untyped=("compile",) + AUTO_BOOLS)
+    for key in NULLABLE_POS_INTS:
+        if cfg[key] is not None and (not isinstance(cfg[key], int) or isinstance(cfg[key], bool)):
+            raise _err(key, "must be a positive integer or null", cfg[key])
     if cfg["lr_min"] > cfg["lr"]:
         raise _err("lr_min", f"must not exceed lr ({cfg['lr']})", cfg["lr_min"])
     b = cfg["betas"]
     if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
         raise _err("betas", "must be two numbers in [0, 1)", b)
     cfg["betas"] = [float(x) for x in b]
-    for key in ("train_limit", "val_limit", "ordering_memory_mb"):
-        if cfg[key] is not None and (not _is_int(cfg[key]) or cfg[key] <= 0):
-            raise _err(key, "must be a positive integer or null", cfg[key])
-    for key in BOOLS:
-        if not isinstance(cfg[key], bool):
-            raise _err(key, "must be true or false", cfg[key])
     if not (isinstance(cfg["compile"], bool) or cfg["compile"] in COMPILE_MODES):
         raise _err("compile", f"must be true, false or a torch.compile mode {list(COMPILE_MODES)}", cfg["compile"])
     for key in AUTO_BOOLS:
@@ -165,8 +143,6 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if len(set(float(s) for s in sp)) != len(sp):
         raise _err("prune_sparsities", "must not repeat a value", sp)
     cfg["prune_sparsities"] = [float(s) for s in sp]
-    if not isinstance(cfg["description"], str):
-        raise _err("description", "must be a string", cfg["description"])
     if cfg["data"] == "noise" and cfg["kd_weight"] == 0 and cfg["fmd_weight"] == 0:
         raise ConfigError("nern: data 'noise' only matters with kd_weight or fmd_weight > 0")
     return cfg

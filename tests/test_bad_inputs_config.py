@@ -1,0 +1,188 @@
+"""The bad-input catalogue, part 3: config files, option values of every type, seeds and output
+folders. Through the real CLI: exit 2, one error line naming what is wrong, nothing written."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from bad_input_helpers import assert_untouched, assert_user_error, cli, make_zoo, snapshot
+from wsbench.cli import main
+from wsbench.errors import ConfigError
+from wsbench.files import sweep_leftovers, temp_name
+from wsbench.options import Range, parse_options
+
+
+@pytest.fixture
+def zoo(tmp_path: Path) -> Path:
+    return make_zoo(tmp_path / "zoo")
+
+
+def _config(tmp_path: Path, content: bytes) -> Path:
+    path = tmp_path / "cfg.yaml"
+    path.write_bytes(content)
+    return path
+
+
+@pytest.mark.parametrize("content,needles", [
+    (b"lr: \xff\xfe\n", ["not UTF-8"]),
+    (b"task: [1, 2]\n", ["'task' must be a mapping", "list"]),
+    (b"groups: 3\n", ["'groups' must be a mapping"]),
+])
+def test_bad_config_file_contents(content, needles, zoo, tmp_path, capsys):
+    before = snapshot(zoo)
+    rc, _, err = cli(["--method", "mlp", "--zoo", str(zoo), "--config", str(_config(tmp_path, content))],
+                     tmp_path, capsys)
+    assert_user_error(rc, err, "cfg.yaml", *needles)
+    assert_untouched(before, tmp_path, zoo)
+
+
+def test_config_that_is_a_folder(zoo, tmp_path, capsys):
+    rc, _, err = cli(["--method", "mlp", "--zoo", str(zoo), "--config", str(tmp_path)], tmp_path, capsys)
+    assert_user_error(rc, err, "is a folder")
+
+
+@pytest.mark.parametrize("sets,needles", [
+    (["task.max_train=true"], ["'max_train'", "an integer", "True"]),
+    (["task.lr=.nan"], ["'lr'", "finite", "nan"]),
+    (["task.lr=.inf"], ["'lr'", "finite", "inf"]),
+    (["task.epochs=2.5"], ["'epochs'", "an integer"]),
+    (["task.amsgrad=yes please"], ["'amsgrad'", "true or false"]),
+    (["task.epoch=3"], ["unknown option(s) ['epoch']", "did you mean 'epochs'"]),
+    (["hidden_dim=.nan"], ["method 'mlp'", "'hidden_dim'", "an integer"]),
+    (["n_hidden=-1"], ["method 'mlp'", "'n_hidden'", ">= 0"]),
+])
+def test_option_values_of_the_wrong_type_or_range(sets, needles, zoo, tmp_path, capsys):
+    """Refused before anything is trained or written (no empty run folder either)."""
+    before = snapshot(zoo)
+    argv = ["--method", "mlp", "--zoo", str(zoo)]
+    for item in sets:
+        argv += ["--set", item]
+    rc, _, err = cli(argv, tmp_path, capsys)
+    assert_user_error(rc, err, *needles)
+    assert_untouched(before, tmp_path, zoo)
+    assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("seed", ["99999999999999999999", "-1"])
+def test_seed_out_of_range(seed, zoo, tmp_path, capsys):
+    rc, _, err = cli(["--method", "mlp", "--zoo", str(zoo), "--seed", seed], tmp_path, capsys)
+    assert_user_error(rc, err, "seed", "4294967295")
+
+
+def test_runs_dir_that_is_a_file(zoo, tmp_path, capsys):
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep")
+    capsys.readouterr()
+    rc = main(["--quiet", "--method", "magnitude_prune", "--zoo", str(zoo), "--results-dir", str(tmp_path / "res"),
+               "--runs-dir", str(blocker / "runs")])
+    assert_user_error(rc, capsys.readouterr().err, "--runs-dir", "is a file")
+    assert blocker.read_text() == "keep" and not (tmp_path / "res").exists()
+
+
+@pytest.mark.parametrize("sub", ["", "inner"])
+def test_leaderboard_out_that_is_or_lies_under_a_file(sub, tmp_path, capsys):
+    results = tmp_path / "results"
+    results.mkdir()
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("keep")
+    out = blocker / sub if sub else blocker
+    rc, _, err = cli(["leaderboard", "--results-dir", str(results), "--out", str(out)], tmp_path, capsys)
+    assert_user_error(rc, err, "--out", "is a file, not a folder")
+    assert blocker.read_text() == "keep"
+
+
+def test_a_successful_run_leaves_no_empty_run_folder(zoo, tmp_path, capsys):
+    rc, _, err = cli(["--method", "magnitude_prune", "--zoo", str(zoo), "--set", "task.eval_limit=16"], tmp_path, capsys)
+    assert rc == 0, err
+    assert not (tmp_path / "runs").exists()  # made by a method that checkpoints (NeRN), when it first saves
+
+
+# ----------------------------------------------------------------------------- leftovers of killed writers
+
+def _dead_pid() -> int:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    return pid
+
+
+def test_sweep_removes_what_a_killed_writer_left_and_nothing_else(tmp_path):
+    dead = _dead_pid()
+    left = [tmp_path / f".a.json.tmp-{dead}", tmp_path / f".zoo.staging-{dead}-x1y2", tmp_path / f".zoo.old-{dead}",
+            tmp_path / f".p.png.tmp-{dead}.png"]
+    left[0].write_text("half")
+    left[1].mkdir()
+    (left[1] / "members.parquet").write_text("half")
+    left[2].mkdir()
+    left[3].write_bytes(b"")
+    mine = temp_name(tmp_path / "b.json")  # this process is alive: its work in progress stays
+    mine.write_text("writing")
+    user = [tmp_path / ".bashrc", tmp_path / "notes.tmp-12", tmp_path / f".x.tmp-{dead}-not-ours"]
+    for p in user[:2]:
+        p.write_text("user")
+    removed = sweep_leftovers(tmp_path, names={"zoo"})
+    assert sorted(removed) == sorted(left[1:3])
+    assert sorted(sweep_leftovers(tmp_path)) == sorted([left[0], left[3], user[2]] if user[2].exists() else
+                                                       [left[0], left[3]])
+    assert mine.exists() and all(p.exists() for p in user[:2])
+
+
+def test_nern_checkpoint_temp_file_of_a_killed_run_is_swept_on_resume(tmp_path):
+    from wsbench.methods.nern.checkpoint import load_checkpoint
+
+    dead = _dead_pid()
+    stale = tmp_path / f".nern_ckpt.m0.safetensors.tmp-{dead}"
+    stale.write_bytes(b"\0" * 64)
+    assert load_checkpoint(tmp_path, {"member_id": "m0"}) is None
+    assert not stale.exists()
+
+
+def test_failed_build_leaves_no_work_folder(tmp_path, capsys, monkeypatch):
+    from wsbench import zoo_builders
+
+    def broken(card, ctx):  # planned its shards, then failed before finishing one
+        (ctx.workdir / "shards").mkdir(parents=True)
+        (ctx.workdir / "shards" / "plan.json").write_text("{}")
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(zoo_builders.BUILDERS._entries, "siren_inr", broken)
+    out = tmp_path / "z"
+    with pytest.raises(RuntimeError):
+        zoo_builders.build_zoo("siren_mnist", variant="tiny", device="cpu", out=out, progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- the option rule itself
+
+DEFAULTS = {"epochs": 3, "lr": 1e-3, "flag": False, "mode": "a", "limit": None, "sizes": [1, 2]}
+
+
+@pytest.mark.parametrize("given,expected", [
+    ({"lr": "1e-3"}, {"lr": 1e-3}), ({"lr": 2}, {"lr": 2.0}), ({"limit": 5}, {"limit": 5}),
+    ({"flag": True, "mode": "b"}, {"flag": True, "mode": "b"}), ({"sizes": [3]}, {"sizes": [3]}),
+])
+def test_parse_options_converts_from_the_defaults(given, expected):
+    out = parse_options("t", given, DEFAULTS, choices={"mode": ("a", "b")}, ranges={"lr": Range(0, lo_open=True)})
+    assert out == {**DEFAULTS, **expected} and type(out["lr"]) is float
+
+
+@pytest.mark.parametrize("given,needle", [
+    ({"epochs": True}, "'epochs' must be an integer"), ({"epochs": 2.0}, "'epochs' must be an integer"),
+    ({"lr": float("nan")}, "finite"), ({"lr": "fast"}, "finite number"), ({"lr": 0}, "'lr' must be > 0"),
+    ({"flag": "yes"}, "true or false"), ({"mode": "c"}, "one of ['a', 'b']"), ({"limit": float("inf")}, "finite"),
+    ({"sizes": 3}, "a list"), ({"epoch": 3}, "did you mean 'epochs'"), ([1, 2], "must be a mapping"),
+])
+def test_parse_options_names_the_key_and_the_rule(given, needle):
+    with pytest.raises(ConfigError) as e:
+        parse_options("task 't'", given, DEFAULTS, choices={"mode": ("a", "b")},
+                      ranges={"lr": Range(0, lo_open=True)})
+    assert needle in str(e.value) and str(e.value).startswith("task 't': ")
+
+
+def test_range_descriptions():
+    assert Range(0, 1, lo_open=True, hi_open=True).describe() == "in (0, 1)"
+    assert Range(1).describe() == ">= 1" and Range(0, lo_open=True).describe() == "> 0"
+    assert not Range(0, 1, hi_open=True).contains(1) and Range(0, 1).contains(1)

@@ -186,3 +186,55 @@ def test_range_descriptions():
     assert Range(0, 1, lo_open=True, hi_open=True).describe() == "in (0, 1)"
     assert Range(1).describe() == ">= 1" and Range(0, lo_open=True).describe() == "> 0"
     assert not Range(0, 1, hi_open=True).contains(1) and Range(0, 1).contains(1)
+
+
+# ----------------------------------------------------------------------------- names, cards and members
+
+def test_an_unrelated_local_folder_does_not_hide_a_registered_zoo(tmp_path, monkeypatch):
+    from bad_input_helpers import toy_card
+    from wsbench.registry import ZOOS
+    from wsbench.zoo import load_zoo
+
+    monkeypatch.setenv("WSBENCH_ZOO_DIR", str(tmp_path / "store"))
+    monkeypatch.setitem(ZOOS._entries, "toy_cnn", toy_card())
+    make_zoo(tmp_path / "store" / "toy_cnn" / "tiny")
+    (tmp_path / "cwd" / "toy_cnn").mkdir(parents=True)  # e.g. a folder of notes about it
+    monkeypatch.chdir(tmp_path / "cwd")
+    assert load_zoo("toy_cnn", variant="tiny").root == tmp_path / "store" / "toy_cnn" / "tiny"
+    make_zoo(tmp_path / "cwd" / "mine")  # a zoo folder given by its name still loads
+    assert load_zoo("mine").root == Path("mine")
+
+
+def test_one_broken_card_fails_only_the_commands_that_use_it(tmp_path, monkeypatch, capsys):
+    from wsbench import zoo_card
+    from wsbench.errors import DataError
+    from wsbench.registry import ZOOS
+
+    cards = tmp_path / "zoos"
+    cards.mkdir()
+    (cards / "siren_mnist.yaml").write_text((zoo_card.CARDS_DIR / "siren_mnist.yaml").read_text())
+    (cards / "typo_zoo.yaml").write_text("name: typo_zoo\nkind: cnn\narchs: [oops]\n")
+    monkeypatch.setattr(zoo_card, "CARDS_DIR", cards)
+    found = zoo_card.registered_cards()
+    assert isinstance(found["siren_mnist"], zoo_card.ZooCard) and isinstance(found["typo_zoo"], DataError)
+
+    monkeypatch.setattr(ZOOS, "_broken", {"typo_zoo": found["typo_zoo"]})
+    rc, out, err = cli(["list"], tmp_path, capsys)
+    assert rc == 0 and "typo_zoo" in out and "BROKEN CARD" in out and "siren_mnist" in out, err
+    rc, _, err = cli(["--method", "mlp", "--zoo", "typo_zoo"], tmp_path, capsys)
+    assert_user_error(rc, err, "typo_zoo.yaml")
+    rc, _, err = cli(["--method", "mlp", "--zoo", str(make_zoo(tmp_path / "z")), "--set", "task.epochs=0"],
+                     tmp_path, capsys)
+    assert_user_error(rc, err, "'epochs' must be >= 1")  # other zoos get as far as their own checks
+
+
+def test_non_finite_weights_are_reported_by_member_id(tmp_path):
+    from wsbench.errors import IntegrityError
+    from wsbench.zoo import load_zoo
+
+    zoo = load_zoo(make_zoo(tmp_path / "zoo", n=8))
+    ws = zoo.weights(split="test")
+    ws.tensors["fc.bias"][1, 0] = float("nan")
+    with pytest.raises(IntegrityError) as e:
+        ws.check_finite("zoo toy_cnn: ", ids=zoo.split("test")["id"].tolist())
+    assert "member(s) ['m3']" in str(e.value) and "'fc.bias'" in str(e.value)

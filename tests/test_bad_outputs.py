@@ -190,3 +190,28 @@ def test_force_retrains_nern_instead_of_rescoring_its_checkpoint(tmp_path, capsy
     rc, _, err = cli(argv + ["--force"], tmp_path, capsys, quiet=False)
     assert rc == 0, err
     assert "starting afresh" in err and "resumed from" not in err and "[nern] it 2/4" in err
+
+
+def test_disk_full_during_build_zoo_is_one_line_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    import errno
+
+    import wsbench.zoo as zoo_mod
+    from wsbench import zoo_builders
+    from wsbench.zoo import load_zoo
+
+    kwargs = {"in_channels": 1, "num_classes": 10, "channels": 16, "n_conv": 3}  # the card's
+    src = load_zoo(make_zoo(tmp_path / "src", n=4, kwargs=kwargs))  # what a builder returns, without the training
+
+    def instant(card, ctx):
+        return zoo_builders.BuildResult(src.members, {"cnn": src.weights(group="cnn").tensors})
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", "members.parquet")
+
+    monkeypatch.setitem(zoo_builders.BUILDERS._entries, "small_cnn_zoo", instant)
+    monkeypatch.setattr(zoo_mod, "write_manifest", full)
+    out = tmp_path / "z"
+    rc, _, err = cli(["build-zoo", "small_cnn_mnist", "--variant", "tiny", "--device", "cpu", "--out", str(out)],
+                     tmp_path, capsys)
+    assert_user_error(rc, err, "No space left on device")
+    assert not out.exists() and not list(tmp_path.glob(".z.*"))  # no staging folder; no work folder (no shards)

@@ -347,3 +347,47 @@ def test_a_diverged_run_stops_with_one_clear_error_and_keeps_its_last_finite_che
         fitter.run()
     saved = json.loads((tmp_path / checkpoint_names("r20")[1]).read_text())
     assert saved["iteration"] == 2
+
+
+@pytest.mark.parametrize("key,make", [
+    ("predictor.layers.0.weight", lambda t: t[:, :-1].contiguous()),  # a column cut off
+    ("opt.0.exp_avg", lambda t: t.reshape(-1)),  # flattened optimizer state
+    ("opt.99.exp_avg", None),  # state of a parameter this run does not have
+])
+def test_a_checkpoint_with_tampered_shapes_is_refused_before_it_is_loaded(target, images, tmp_path, key, make):
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from wsbench.errors import IntegrityError
+
+    cfg = dict(iterations=4, checkpoint_every=2)
+    Fitter(_trainer(target, images, tmp_path, **cfg)).run(stop_after=2)
+    path = tmp_path / "nern_ckpt.r20.safetensors"
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    tensors = load_file(str(path))
+    if key not in tensors:  # the first predictor layer's weight, whatever the module calls it
+        key = key if make is None else next(k for k in tensors if k.startswith(key.split(".")[0]) and
+                                            tensors[k].dim() == 2)
+    tensors[key] = make(tensors[key]) if make is not None else tensors["opt.0.exp_avg"].clone()
+    save_file(tensors, str(path), metadata=meta)
+    with pytest.raises(IntegrityError, match=f"{key!r}.*(shape|does not have)"):
+        Fitter(_trainer(target, images, tmp_path, **cfg)).run()
+
+
+def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_whole(target, images, tmp_path, monkeypatch):
+    import errno
+
+    import wsbench.files as files_mod
+
+    cfg = dict(iterations=4, checkpoint_every=2)
+    Fitter(_trainer(target, images, tmp_path, **cfg)).run(stop_after=2)
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(files_mod.os, "fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        Fitter(_trainer(target, images, tmp_path, **cfg)).run()
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file, old checkpoint intact

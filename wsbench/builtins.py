@@ -32,7 +32,10 @@ def _register_cards() -> None:
     from .zoo_card import registered_cards
 
     for name, card in registered_cards().items():
-        ZOOS.add(name, card)
+        if isinstance(card, Exception):
+            ZOOS.add_broken(name, card)
+        else:
+            ZOOS.add(name, card)
 
 
 for _mod in MODULES:

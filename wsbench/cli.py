@@ -6,6 +6,7 @@ Exit codes: 0 success, 2 user error (one clear line, no traceback), 130 interrup
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shlex
 import signal
@@ -113,6 +114,19 @@ def _on_sigterm(signum, frame) -> None:  # noqa: ARG001 - the signal handler's s
     raise _Terminated()
 
 
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}  # the disk, not the program
+
+
+def _internal_error(e: BaseException, debug: bool) -> int:
+    if debug:
+        raise e
+    fd, path = tempfile.mkstemp(prefix="wsbench-traceback-", suffix=".txt")
+    with os.fdopen(fd, "w") as f:
+        traceback.print_exception(e, file=f)
+    print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
+    return 1
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     tune_allocator()  # large per-step temporaries: reuse heap memory instead of mmap/munmap each step
@@ -143,14 +157,15 @@ def main(argv: list[str] | None = None) -> int:
         what = "terminated (SIGTERM)" if isinstance(e, _Terminated) else "interrupted"
         print(f"{what}: finished work is kept; run the same command again to resume", file=sys.stderr)
         return 143 if isinstance(e, _Terminated) else 130
+    except OSError as e:
+        if e.errno not in STORAGE_ERRNOS or args.debug:
+            return _internal_error(e, args.debug)
+        where = f" {e.filename}" if e.filename else ""
+        print(f"error: cannot write{where}: {e.strerror or e} (what was finished is kept; nothing is half-written)",
+              file=sys.stderr)
+        return 2
     except Exception as e:  # a bug, not a user error
-        if args.debug:
-            raise
-        fd, path = tempfile.mkstemp(prefix="wsbench-traceback-", suffix=".txt")
-        with os.fdopen(fd, "w") as f:
-            traceback.print_exc(file=f)
-        print(f"internal error: {type(e).__name__}: {e} (traceback in {path}; please report it)", file=sys.stderr)
-        return 1
+        return _internal_error(e, args.debug)
     finally:
         if previous_sigterm is not None:
             signal.signal(signal.SIGTERM, previous_sigterm)

@@ -19,6 +19,9 @@ def listing() -> dict:
         card = ZOOS.get(name)
         zoos[name] = {"kind": card.kind, "dataset": card.dataset, "version": card.version,
                       "variants": sorted(card.variants), "description": " ".join(card.description.split())}
+    for name, error in ZOOS.broken().items():  # listed, so that the typo is seen; the other zoos work
+        zoos[name] = {"broken": str(error)}
+    zoos = dict(sorted(zoos.items()))
     tasks = {name: {"version": TASKS.get(name).version, "needs": TASKS.get(name).capability,
                     "zoo_kinds": list(TASKS.get(name).zoo_kinds), "description": TASKS.get(name).description}
              for name in TASKS.names()}
@@ -43,6 +46,9 @@ def print_listing(con) -> None:
         print(f"  {'':<18} tasks: {', '.join(m['tasks']) or '-'} | presets: {', '.join(m['presets']) or '-'}")
     print("\nZOOS (name, kind, dataset, variants)")
     for name, z in data["zoos"].items():
+        if "broken" in z:
+            print(f"  {name:<26} BROKEN CARD: {_short(z['broken'], 110)}")
+            continue
         print(f"  {name:<26} {z['kind']:<6} {z['dataset']:<14} v{z['version']} [{', '.join(z['variants'])}]")
         print(f"  {'':<26} {_short(z['description'])}")
     print("\nTASKS (name, version, what it needs, zoo kinds)")

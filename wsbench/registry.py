@@ -22,6 +22,7 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._broken: dict[str, Exception] = {}  # entries that failed to load: the error, raised on get
 
     def register(self, name: str) -> Callable[[T], T]:
         """Decorator: `@METHODS.register("nern")` on a class or factory."""
@@ -37,8 +38,19 @@ class Registry(Generic[T]):
     def add(self, name: str, obj: T) -> None:
         self.register(name)(obj)
 
+    def add_broken(self, name: str, error: Exception) -> None:
+        """An entry that failed to load (e.g. a zoo card with a typo): its error is raised when it is
+        asked for by name, and every other entry stays usable."""
+        self._broken[name] = error
+
+    def broken(self) -> dict[str, Exception]:
+        _load_builtins()
+        return dict(self._broken)
+
     def get(self, name: str) -> T:
         _load_builtins()
+        if name in self._broken:
+            raise self._broken[name]
         if name not in self._entries:
             names = sorted(self._entries)
             hint = closest(name, names)

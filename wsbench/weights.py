@@ -279,13 +279,16 @@ class WeightSpace:
         keys = self.spec.keys if include_buffers else self.spec.param_keys
         return torch.cat([self.tensors[k].reshape(len(self), -1) for k in keys], dim=1)
 
-    def check_finite(self, where: str = "") -> None:
+    def check_finite(self, where: str = "", ids: Sequence[str] | None = None) -> None:
+        """IntegrityError naming the tensor and the networks (their `ids` when given, else positions)."""
         for k, t in self.tensors.items():
             if torch.isfinite(t.sum(dtype=torch.float64)):  # fast path: a NaN/Inf anywhere makes the sum non-finite
                 continue
             if not torch.isfinite(t).all():
                 bad = (~torch.isfinite(t)).reshape(len(self), -1).any(1).nonzero().flatten().tolist()
-                raise IntegrityError(f"{where}tensor {k!r} has NaN/Inf values in networks {bad[:10]}")
+                named = [ids[i] for i in bad] if ids is not None else bad
+                raise IntegrityError(f"{where}tensor {k!r} has NaN/Inf values in "
+                                     f"{'member(s)' if ids is not None else 'networks'} {named[:10]}")
 
     # --- symmetries
     def random_permutation(self, generator: torch.Generator | None = None, batched: bool = True) -> dict[str, Tensor]:

@@ -118,7 +118,7 @@ class Zoo:
         rows = torch.tensor(members["row"].astype("int64").tolist(), dtype=torch.long)
         ws = WeightSpace(self.spec(groups[0]), {k: t.index_select(0, rows) for k, t in tensors.items()})
         if check_finite:
-            ws.check_finite(where=f"zoo {self.name}: ")
+            ws.check_finite(where=f"zoo {self.name}: ", ids=members["id"].tolist())
         return ws
 
     def member_arch(self, member_id: str) -> tuple[str, dict]:
@@ -205,15 +205,18 @@ def _validate_members(df: pd.DataFrame, card: ZooCard, where: Path) -> None:
 
 
 def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, verify: bool = True) -> Zoo:
-    """Load a zoo from a folder, or a registered zoo name from the store (building cheap ones)."""
+    """Load a zoo from a folder, or a registered zoo name from the store (building cheap ones). A bare
+    registered name means the registered zoo unless a zoo folder (with its card) of that name is here:
+    an unrelated folder named like it does not hide it."""
+    from .registry import ZOOS
+
     p = Path(name_or_path)
-    if p.is_dir():
+    bare = os.sep not in str(name_or_path) and not str(name_or_path).startswith(".")
+    if p.is_dir() and not (bare and not (p / CARD_FILE).exists() and str(name_or_path) in ZOOS):
         root = p
     elif os.sep in str(name_or_path) or str(name_or_path).startswith("."):
         raise DataError(f"zoo folder {p} does not exist")
     else:
-        from .registry import ZOOS
-
         card = ZOOS.get(str(name_or_path))  # UnknownNameError with close names
         variant = variant or card.default_variant
         root = built_zoo_path(card.name, variant)

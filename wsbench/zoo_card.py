@@ -125,6 +125,13 @@ def card_path(name: str) -> Path:
     return CARDS_DIR / f"{name}.yaml"
 
 
-def registered_cards() -> dict[str, ZooCard]:
-    """Every card in zoos/*.yaml, by name."""
-    return {p.stem: load_card(p) for p in sorted(CARDS_DIR.glob("*.yaml"))}
+def registered_cards() -> dict[str, ZooCard | DataError]:
+    """Every card in zoos/*.yaml, by name; a card that cannot be read is its DataError (so that one
+    broken card fails only the commands that use it)."""
+    cards: dict[str, ZooCard | DataError] = {}
+    for p in sorted(CARDS_DIR.glob("*.yaml")):
+        try:
+            cards[p.stem] = load_card(p)
+        except DataError as e:
+            cards[p.stem] = e
+    return cards

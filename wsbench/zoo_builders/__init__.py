@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -115,6 +116,12 @@ def _build_lock(root: Path, world: int) -> Iterator[None]:
         os.close(fd)  # closing releases the lock
 
 
+def _drop_if_nothing_to_resume(workdir: Path) -> None:
+    """After a failed build: keep the work folder only if it holds finished shards to resume from."""
+    if not any(workdir.glob("shards/*.parquet")):
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
 def _build_locked(resolved: ZooCard, root: Path, device: str | torch.device, progress: bool | None,
                   overwrite: bool, log: Callable[[str], None] | None):
     from .. import distributed
@@ -140,10 +147,8 @@ def _build_locked(resolved: ZooCard, root: Path, device: str | torch.device, pro
         elif rank == 0:  # a builder that knows nothing of ranks works alone
             result = builder(resolved, replace(ctx, rank=0, world_size=1))
     except BaseException:
-        if rank == 0 and not any(workdir.glob("shards/*.parquet")):  # nothing to resume: leave no work folder
-            import shutil
-
-            shutil.rmtree(workdir, ignore_errors=True)
+        if rank == 0:
+            _drop_if_nothing_to_resume(workdir)
         raise
     if rank != 0:
         distributed.barrier()  # rank 0 writes the zoo
@@ -153,9 +158,10 @@ def _build_locked(resolved: ZooCard, root: Path, device: str | torch.device, pro
         resolved.recipe = {**resolved.recipe, "build_stats": stats}
     try:
         z = zoo_mod.write_zoo(root, resolved, result.members, result.weights, overwrite=overwrite or root.exists())
-        import shutil
-
         shutil.rmtree(workdir, ignore_errors=True)
+    except BaseException:
+        _drop_if_nothing_to_resume(workdir)
+        raise
     finally:
         distributed.barrier()
     return z

@@ -14,18 +14,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from torch import Tensor
 
 from ...errors import ConfigError, IntegrityError
-from ...files import sweep_leftovers, temp_name, write_atomic
+from ...files import sweep_leftovers, write_atomic
 
 LEGACY_CKPT_NAME = "nern_ckpt.safetensors"  # before per-member names: still resumed when its identity matches
 FORMAT = 1
@@ -61,12 +60,10 @@ def save_checkpoint(workdir: Path, tensors: dict[str, Tensor], scalars: dict[str
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_name, json_name = checkpoint_names(scalars["identity"]["member_id"])
     path = workdir / ckpt_name
-    tmp = temp_name(path)
     payload = {"format": FORMAT, **scalars}
     text = json.dumps(payload, sort_keys=True, default=float)
-    save_file({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, str(tmp),
-              metadata={"nern_state": text})
-    os.replace(tmp, path)
+    write_atomic(path, save({k: v.detach().to("cpu").contiguous() for k, v in tensors.items()},
+                            metadata={"nern_state": text}))
     write_atomic(workdir / json_name, json.dumps(payload, indent=1, sort_keys=True, default=float))
     return path
 

@@ -6,7 +6,7 @@ import time
 import torch
 from torch import Tensor
 
-from ...errors import TrainingDivergedError
+from ...errors import IntegrityError, TrainingDivergedError
 from .checkpoint import (find_prefix_checkpoint, load_checkpoint, run_identity, save_checkpoint,
                          state_dict_digest)
 from .config import NON_RESULT_KEYS
@@ -31,6 +31,35 @@ def _load_state(trainer: NeRNTrainer, tensors: dict[str, Tensor], prefix: str) -
     if trainer.learned_emb is not None:
         with torch.no_grad():
             trainer.learned_emb.copy_(tensors[prefix + "embedding"].to(dev))
+
+
+def _expected_shape(trainer: NeRNTrainer, key: str) -> tuple[int, ...] | None | bool:
+    """Shape a checkpoint tensor `key` must have in this run; None: any (an optimizer step counter);
+    False: this run has no such tensor."""
+    model = {k: tuple(v.shape) for k, v in _clone_state(trainer).items()}
+    params = [tuple(p.shape) for g in trainer.optimizer.param_groups for p in g["params"]]
+    head, _, rest = key.partition(".")
+    if head == "best":
+        return model.get(rest, False)
+    if head in ("slow", "opt"):
+        pid, _, name = rest.partition(".")
+        if not pid.isdigit() or int(pid) >= len(params) or (head == "slow") == bool(name):
+            return False
+        return None if name == "step" else params[int(pid)]
+    return model.get(key, False)
+
+
+def check_checkpoint_shapes(trainer: NeRNTrainer, tensors: dict[str, Tensor], where: str) -> None:
+    """IntegrityError (one line) when a checkpoint holds a tensor this run does not have or of
+    another shape: an edited or foreign file, caught before it is loaded into the model."""
+    for key, v in tensors.items():
+        want = _expected_shape(trainer, key)
+        if want is False:
+            raise IntegrityError(f"nern: checkpoint {where} holds tensor {key!r} that this run does not have; "
+                                 f"delete it to start afresh")
+        if want is not None and tuple(v.shape) != want:
+            raise IntegrityError(f"nern: checkpoint {where}: tensor {key!r} has shape {tuple(v.shape)}, this run "
+                                 f"needs {want}; delete it to start afresh")
 
 
 class Fitter:
@@ -63,6 +92,7 @@ class Fitter:
         if self.workdir is None:
             return
         loaded = load_checkpoint(self.workdir, self.identity)
+        source = self.workdir
         if loaded is None:
             prefix = find_prefix_checkpoint(self.workdir, self.identity)
             if prefix is None:
@@ -70,11 +100,13 @@ class Fitter:
             loaded = load_checkpoint(*prefix)
             if loaded is None:
                 return
+            source = prefix[0]
             self.warm_start = {"run": prefix[0].name, "iteration": int(loaded[1]["iteration"])}
             self.t.ctx.log(f"[nern] starting from {prefix[0]} at iteration {loaded[1]['iteration']}: that run "
                            f"is this one up to there (it differs only in KD/FMD settings, not yet used)")
         tensors, scalars = loaded
         t, st = self.t, self.t.state
+        check_checkpoint_shapes(t, tensors, str(source))
         _load_state(t, tensors, "")
         # RAdam's step counters stay on the CPU (on CUDA they would force a sync every step)
         load_optimizer_tensors(t.optimizer, {k: v if k.endswith(".step") else v.to(t.device)

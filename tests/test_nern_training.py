@@ -95,12 +95,13 @@ def test_tiny_run_lowers_losses(target, images):
 def test_resume_continues_the_same_run(target, images, tmp_path, sampling):
     cfg = dict(iterations=8, checkpoint_every=4, kernel_sampling=sampling, weighted_fraction=0.5,
                selection="val", eval_every=3, ordering="infilter")
-    straight = Fitter(_trainer(target, images, tmp_path / "a", **cfg))
+    # separate runs folders: a finished run of the same training beside it would be taken over (see below)
+    straight = Fitter(_trainer(target, images, tmp_path / "a" / "key", **cfg))
     straight.run()
-    first = Fitter(_trainer(target, images, tmp_path / "b", **cfg))
+    first = Fitter(_trainer(target, images, tmp_path / "b" / "key", **cfg))
     first.run(stop_after=4)
-    assert (tmp_path / "b" / "nern_ckpt.r20.safetensors").is_file() and (tmp_path / "b" / "nern_ckpt.r20.json").is_file()
-    resumed = Fitter(_trainer(target, images, tmp_path / "b", **cfg))
+    assert (tmp_path / "b" / "key" / "nern_ckpt.r20.safetensors").is_file() and (tmp_path / "b" / "key" / "nern_ckpt.r20.json").is_file()
+    resumed = Fitter(_trainer(target, images, tmp_path / "b" / "key", **cfg))
     resumed.run()
     assert resumed.resumed_from == 4 and resumed.t.state.iteration == 8
     for (k, a), (_, b) in zip(straight.t.predictor.state_dict().items(), resumed.t.predictor.state_dict().items()):
@@ -110,7 +111,7 @@ def test_resume_continues_the_same_run(target, images, tmp_path, sampling):
     for a, b in zip(straight.t.optimizer.slow, resumed.t.optimizer.slow):
         assert torch.equal(a, b)
     with pytest.raises(ConfigError, match="hidden"):
-        Fitter(_trainer(target, images, tmp_path / "b", **{**cfg, "hidden": 17})).run()
+        Fitter(_trainer(target, images, tmp_path / "b" / "key", **{**cfg, "hidden": 17})).run()
 
 
 def test_kd_for_the_last_part_starts_from_a_reconstruction_only_run(target, images, tmp_path):
@@ -340,12 +341,12 @@ def test_a_diverged_run_stops_with_one_clear_error_and_keeps_its_last_finite_che
     from wsbench.errors import TrainingDivergedError
     from wsbench.methods.nern.checkpoint import checkpoint_names
 
-    fitter = Fitter(_trainer(target, images, tmp_path, iterations=8, checkpoint_every=1, log_every=4))
+    fitter = Fitter(_trainer(target, images, tmp_path / "run", iterations=8, checkpoint_every=1, log_every=4))
     real_step = fitter.t.step
     fitter.t.step = lambda it: real_step(it) * (float("nan") if it >= 2 else 1.0)  # the third step's loss is NaN
     with pytest.raises(TrainingDivergedError, match="NaN/Inf by iteration 3 of r20"):
         fitter.run()
-    saved = json.loads((tmp_path / checkpoint_names("r20")[1]).read_text())
+    saved = json.loads((tmp_path / "run" / checkpoint_names("r20")[1]).read_text())
     assert saved["iteration"] == 2
 
 
@@ -361,8 +362,8 @@ def test_a_checkpoint_with_tampered_shapes_is_refused_before_it_is_loaded(target
     from wsbench.errors import IntegrityError
 
     cfg = dict(iterations=4, checkpoint_every=2)
-    Fitter(_trainer(target, images, tmp_path, **cfg)).run(stop_after=2)
-    path = tmp_path / "nern_ckpt.r20.safetensors"
+    Fitter(_trainer(target, images, tmp_path / "run", **cfg)).run(stop_after=2)
+    path = tmp_path / "run" / "nern_ckpt.r20.safetensors"
     with safe_open(str(path), framework="pt") as fh:
         meta = fh.metadata()
     tensors = load_file(str(path))
@@ -372,7 +373,7 @@ def test_a_checkpoint_with_tampered_shapes_is_refused_before_it_is_loaded(target
     tensors[key] = make(tensors[key]) if make is not None else tensors["opt.0.exp_avg"].clone()
     save_file(tensors, str(path), metadata=meta)
     with pytest.raises(IntegrityError, match=f"{key!r}.*(shape|does not have)"):
-        Fitter(_trainer(target, images, tmp_path, **cfg)).run()
+        Fitter(_trainer(target, images, tmp_path / "run", **cfg)).run()
 
 
 def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_whole(target, images, tmp_path, monkeypatch):
@@ -381,13 +382,25 @@ def test_disk_full_while_checkpointing_keeps_the_last_checkpoint_whole(target, i
     import wsbench.files as files_mod
 
     cfg = dict(iterations=4, checkpoint_every=2)
-    Fitter(_trainer(target, images, tmp_path, **cfg)).run(stop_after=2)
-    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    Fitter(_trainer(target, images, tmp_path / "run", **cfg)).run(stop_after=2)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
 
     def full(fd):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(files_mod.os, "fsync", full)
     with pytest.raises(OSError, match="No space"):
-        Fitter(_trainer(target, images, tmp_path, **cfg)).run()
-    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before  # no temp file, old checkpoint intact
+        Fitter(_trainer(target, images, tmp_path / "run", **cfg)).run()
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before  # no temp file, old checkpoint intact
+
+
+def test_the_same_training_under_an_older_run_key_is_moved_over_and_resumed(target, images, tmp_path):
+    cfg = dict(iterations=4, checkpoint_every=2)
+    Fitter(_trainer(target, images, tmp_path / "old_key", **cfg)).run(stop_after=2)
+    other = tmp_path / "other_config"
+    Fitter(_trainer(target, images, other, **{**cfg, "lr": 1e-3})).run(stop_after=2)
+    resumed = Fitter(_trainer(target, images, tmp_path / "new_key", **cfg))
+    resumed.run()
+    assert resumed.resumed_from == 2 and resumed.warm_start is None
+    assert not (tmp_path / "old_key").exists()  # its only checkpoint moved to the new key
+    assert (other / "nern_ckpt.r20.safetensors").is_file()  # another training's checkpoint stays where it is

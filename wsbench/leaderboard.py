@@ -85,6 +85,15 @@ class Provenance:
     first_date: str
     last_date: str
     preset_notes: tuple[tuple[str, str], ...] = ()  # (preset, what it is), from the records
+    zoo_digests: tuple[str, ...] = ()  # content digests of the zoos the records ran on (older records: none)
+
+    @property
+    def mixed_zoos(self) -> str:
+        """A warning when the records ran on zoos of different content (same name, version, variant)."""
+        if len(self.zoo_digests) < 2:
+            return ""
+        return (f"Warning: these records ran on {len(self.zoo_digests)} different zoo contents (digests "
+                f"{', '.join(self.zoo_digests)}): a zoo rebuilt or edited under the same name and version.")
 
     @classmethod
     def of(cls, records: Sequence[ResultRecord]) -> "Provenance":
@@ -96,7 +105,8 @@ class Provenance:
         return cls(len(records), _sorted_set(r.command for r in records),
                    _sorted_set(r.preset or "default" for r in records), _sorted_set(r.device for r in records),
                    _sorted_set(r.git_commit or "unknown" for r in records), dates[0], dates[-1],
-                   tuple(sorted(notes.items())))
+                   tuple(sorted(notes.items())),
+                   _sorted_set(str(r.extra["zoo_digest"]) for r in records if r.extra.get("zoo_digest")))
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ def html_provenance(prov: Provenance) -> str:
             f"Devices: {html.escape(', '.join(prov.devices))}. "
             f"Commits: {', '.join(f'<code>{html.escape(c)}</code>' for c in prov.commits)}. "
             f"Record dates: {html.escape(prov.first_date)} to {html.escape(prov.last_date)}.</p>\n</details>"
+            + (f'\n<p class="warning"><strong>{html.escape(prov.mixed_zoos)}</strong></p>' if prov.mixed_zoos else "")
             + html_preset_notes(prov))
 
 

@@ -154,7 +154,8 @@ def markdown_provenance(prov: Provenance) -> list[str]:
     lines.append(f"Presets: {_md_escape(', '.join(prov.presets))}. Devices: {_md_escape(', '.join(prov.devices))}. "
                  f"Commits: {', '.join(f'`{_md_escape(c)}`' for c in prov.commits)}. "
                  f"Record dates: {prov.first_date} to {prov.last_date}.")
-    return lines + ["", "</details>", ""] + preset_notes_markdown(prov)
+    warning = [f"**{_md_escape(prov.mixed_zoos)}**", ""] if prov.mixed_zoos else []
+    return lines + ["", "</details>", ""] + warning + preset_notes_markdown(prov)
 
 
 def preset_notes_markdown(prov: Provenance) -> list[str]:

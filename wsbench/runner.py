@@ -225,22 +225,23 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     if distributed.world() > 1 and getattr(task, "capability", "") != "encoder":
         raise ConfigError(_ONE_PROCESS.format(what=f"task {task_name}"))
     readable, unread_why = task.reads_every_network(method_cls, zoo)
-    existing: set = set()
     stored: list[ResultRecord] = []
     if main and req.results_dir.exists():
         stored = read_records(req.results_dir)
-        existing = {r.extra.get("run_key") for r in stored}
-    existing = distributed.broadcast_object(existing)
+    keys = distributed.broadcast_object({(r.extra.get("run_key"), "zoo_digest" in r.extra) for r in stored})
+    record_notes["zoo_digest"] = zoo.content_digest
     records = []
     for seed in req.seeds:
         versioned = {"method_version": method_cls.version} if method_cls.version != 1 else {}  # v1 keys unchanged
-        key = run_key(task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version,
-                      zoo_variant=zoo.card.variant, method=req.method, method_config=method_cfg, task_config=task_cfg,
-                      seed=seed, **versioned)
-        if key in existing and not req.force:
-            log(f"seed {seed}: already recorded (run key {key}); skipping (use --force to run again)")
+        parts = dict(task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version,
+                     zoo_variant=zoo.card.variant, method=req.method, method_config=method_cfg, task_config=task_cfg,
+                     seed=seed, **versioned)
+        key = run_key(**parts, zoo_digest=zoo.content_digest)
+        match = None if req.force else _recorded_key(key, run_key(**parts), keys)
+        if match:
+            log(f"seed {seed}: already recorded (run key {match}); skipping (use --force to run again)")
             if recorded is not None:
-                recorded += [r for r in stored if r.extra.get("run_key") == key]
+                recorded += [r for r in stored if r.extra.get("run_key") == match]
             continue
         if not readable:  # recorded, so that the leaderboard shows the method as not applicable
             log(f"seed {seed}: not applicable: {unread_why}")
@@ -276,6 +277,15 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
             append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key],
                            skip_recorded_runs=not req.force)
     return records
+
+
+def _recorded_key(key: str, legacy_key: str, keys: set[tuple[str, bool]]) -> str | None:
+    """The run key under which this run is recorded (`keys`: (run key, record has a zoo digest) of the
+    stored records): its own, or its key from before run keys held the zoo's content digest (records
+    without one, so that the committed records stay recognised), else None."""
+    if (key, True) in keys or (key, False) in keys:
+        return key
+    return legacy_key if (legacy_key, False) in keys else None
 
 
 def check_writable(results_dir: Path) -> None:

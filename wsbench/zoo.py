@@ -10,6 +10,9 @@ group's stacked tensors. Zoos are written atomically (staging folder + rename) a
 """
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -62,6 +65,18 @@ class Zoo:
     @property
     def groups(self) -> list[str]:
         return sorted(self.members["group"].unique())
+
+    @functools.cached_property
+    def content_digest(self) -> str:
+        """What the zoo holds, as 16 hex digits: the sha256 of each weight file (from the manifest,
+        which load_zoo verified) and the members table as canonical JSON (not the parquet bytes, which
+        depend on the writer's version). Part of every run key: two zoos of the same name, version and
+        variant but other networks or labels never share a record."""
+        files = read_manifest(self.root)["files"]
+        weights = sorted((rel, entry["sha256"]) for rel, entry in files.items() if rel.startswith(f"{WEIGHTS_DIR}/"))
+        members = self.members.sort_values("id").to_json(orient="split", index=False, double_precision=15)
+        blob = json.dumps({"weights": weights, "members": members}, sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def spec(self, group: str | None = None) -> NetworkSpec:
         group = group or self._only_group()

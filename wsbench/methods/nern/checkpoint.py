@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -138,6 +139,31 @@ def find_prefix_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[Pat
         if it <= min(reconstruction_only_until(a), reconstruction_only_until(b)) and (best is None or it > best[0]):
             best = (it, other, theirs)
     return None if best is None else (best[1], best[2])
+
+
+def adopt_same_run_checkpoint(workdir: Path, identity: dict[str, Any]) -> Path | None:
+    """Move into `workdir` the checkpoint of this very training (identical identity: config, member,
+    weights digest, seed) that a sibling run folder holds, e.g. one recorded under an older run key
+    (run keys gained the zoo's content digest). Returns the folder it came from, or None."""
+    ckpt_name, json_name = checkpoint_names(identity["member_id"])
+    if (workdir / ckpt_name).is_file() or not workdir.parent.is_dir():
+        return None
+    ours = json.loads(json.dumps(identity, sort_keys=True, default=float))
+    for other in sorted(workdir.parent.iterdir()):
+        if other == workdir or not (other / ckpt_name).is_file() or not (other / json_name).is_file():
+            continue
+        try:
+            same = json.loads((other / json_name).read_text())["identity"] == ours
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if same and _stored_identity(other / ckpt_name) == ours:
+            workdir.mkdir(parents=True, exist_ok=True)
+            os.replace(other / ckpt_name, workdir / ckpt_name)
+            os.replace(other / json_name, workdir / json_name)
+            if not any(other.iterdir()):
+                other.rmdir()
+            return other
+    return None
 
 
 def _stored_identity(path: Path) -> dict[str, Any]:

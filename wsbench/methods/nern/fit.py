@@ -7,8 +7,8 @@ import torch
 from torch import Tensor
 
 from ...errors import IntegrityError, TrainingDivergedError
-from .checkpoint import (find_prefix_checkpoint, load_checkpoint, run_identity, save_checkpoint,
-                         state_dict_digest)
+from .checkpoint import (adopt_same_run_checkpoint, find_prefix_checkpoint, load_checkpoint, run_identity,
+                         save_checkpoint, state_dict_digest)
 from .config import NON_RESULT_KEYS
 from .optim import load_optimizer_tensors, optimizer_tensors
 from .trainer import NeRNTrainer
@@ -91,6 +91,10 @@ class Fitter:
     def _resume(self) -> None:
         if self.workdir is None:
             return
+        adopted = adopt_same_run_checkpoint(self.workdir, self.identity)
+        if adopted is not None:
+            self.t.ctx.log(f"[nern] moved this training's checkpoint from {adopted} (another run key of the same training: config, member, weights and seed) to "
+                           f"{self.workdir}")
         loaded = load_checkpoint(self.workdir, self.identity)
         source = self.workdir
         if loaded is None:

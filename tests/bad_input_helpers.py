@@ -123,3 +123,17 @@ def edit_zoo(root: Path, fn) -> None:
     """Edit a zoo file, then refresh the manifest so that only the content check can catch it."""
     fn(root)
     write_manifest(root)
+
+
+SMALL_CNN_CARD_KWARGS = {"in_channels": 1, "num_classes": 10, "channels": 16, "n_conv": 3}  # small_cnn_mnist's
+
+
+def instant_small_cnn_builder(tmp_path: Path, monkeypatch) -> None:
+    """Make `build-zoo small_cnn_mnist` return 4 random networks at once (for tests of what happens
+    around a build: output folders, leftovers, disk errors), instead of minutes of training."""
+    from wsbench import zoo_builders
+    from wsbench.zoo import load_zoo
+
+    src = load_zoo(make_zoo(tmp_path / "instant_src", n=4, kwargs=SMALL_CNN_CARD_KWARGS))
+    result = zoo_builders.BuildResult(src.members, {"cnn": src.weights(group="cnn").tensors})
+    monkeypatch.setitem(zoo_builders.BUILDERS._entries, "small_cnn_zoo", lambda card, ctx: result)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_helpers import assert_untouched, assert_user_error, cli, make_zoo, snapshot
+from bad_input_helpers import (assert_untouched, assert_user_error, cli, instant_small_cnn_builder, make_zoo,
+                               snapshot)
 from wsbench.cli import main
 from wsbench.errors import ConfigError
 from wsbench.files import sweep_leftovers, temp_name
@@ -238,3 +239,35 @@ def test_non_finite_weights_are_reported_by_member_id(tmp_path):
     with pytest.raises(IntegrityError) as e:
         ws.check_finite("zoo toy_cnn: ", ids=zoo.split("test")["id"].tolist())
     assert "member(s) ['m3']" in str(e.value) and "'fc.bias'" in str(e.value)
+
+
+def test_unwritable_runs_dir_and_leaderboard_out_are_refused_up_front(zoo, tmp_path, capsys, monkeypatch):
+    import wsbench.files as files_mod
+
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    real_access = files_mod.os.access
+    monkeypatch.setattr(files_mod.os, "access", lambda p, mode: Path(p) != locked and real_access(p, mode))
+    capsys.readouterr()
+    rc = main(["--quiet", "--method", "magnitude_prune", "--zoo", str(zoo), "--results-dir", str(tmp_path / "res"),
+               "--runs-dir", str(locked / "runs")])
+    assert_user_error(rc, capsys.readouterr().err, "--runs-dir", "is not writable")
+    (tmp_path / "results").mkdir()
+    rc, _, err = cli(["leaderboard", "--results-dir", str(tmp_path / "results"), "--out", str(locked / "lb")],
+                     tmp_path, capsys)
+    assert_user_error(rc, err, "--out", "is not writable")
+    assert list(locked.iterdir()) == []
+
+
+def test_a_build_killed_before_its_rename_is_swept_by_the_next_build(tmp_path, capsys, monkeypatch):
+    instant_small_cnn_builder(tmp_path, monkeypatch)
+    dead = _dead_pid()
+    stale = tmp_path / f".z.staging-{dead}-k3j2"  # what a SIGKILLed build of z left
+    (stale / "weights").mkdir(parents=True)
+    other = tmp_path / f".notes.staging-{dead}-a1"  # not z's: left alone
+    other.mkdir()
+    rc, _, err = cli(["build-zoo", "small_cnn_mnist", "--variant", "tiny", "--device", "cpu", "--out",
+                      str(tmp_path / "z")], tmp_path, capsys)
+    assert rc == 0, err
+    assert not stale.exists() and other.exists() and (tmp_path / "z" / "zoo.yaml").is_file()
+

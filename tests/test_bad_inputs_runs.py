@@ -280,8 +280,9 @@ def test_same_run_twice_at_once_is_recorded_once(zoo, tmp_path, capsys, monkeypa
         return real_append(results_dir, records, **kwargs)
 
     monkeypatch.setattr(runner, "append_records", append_after_a_twin)
-    assert cli(argv, tmp_path, capsys)[0] == 0
-    assert len(result_lines(tmp_path)) == 1
+    rc, out, _ = cli(argv, tmp_path, capsys)
+    assert rc == 0 and len(result_lines(tmp_path)) == 1
+    assert "0 of 1 record(s) appended" in out and "recorded meanwhile by another process" in out
 
 
 # ----------------------------------------------------------------------------- zoo builds

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_helpers import assert_user_error, cli, make_zoo, snapshot
+from bad_input_helpers import assert_user_error, cli, instant_small_cnn_builder, make_zoo, snapshot
 
 
 def _user_files(folder: Path) -> Path:
@@ -196,19 +196,11 @@ def test_disk_full_during_build_zoo_is_one_line_and_leaves_nothing(tmp_path, cap
     import errno
 
     import wsbench.zoo as zoo_mod
-    from wsbench import zoo_builders
-    from wsbench.zoo import load_zoo
-
-    kwargs = {"in_channels": 1, "num_classes": 10, "channels": 16, "n_conv": 3}  # the card's
-    src = load_zoo(make_zoo(tmp_path / "src", n=4, kwargs=kwargs))  # what a builder returns, without the training
-
-    def instant(card, ctx):
-        return zoo_builders.BuildResult(src.members, {"cnn": src.weights(group="cnn").tensors})
 
     def full(*args, **kwargs):
         raise OSError(errno.ENOSPC, "No space left on device", "members.parquet")
 
-    monkeypatch.setitem(zoo_builders.BUILDERS._entries, "small_cnn_zoo", instant)
+    instant_small_cnn_builder(tmp_path, monkeypatch)
     monkeypatch.setattr(zoo_mod, "write_manifest", full)
     out = tmp_path / "z"
     rc, _, err = cli(["build-zoo", "small_cnn_mnist", "--variant", "tiny", "--device", "cpu", "--out", str(out)],

@@ -48,7 +48,7 @@ class Console:
         if records:
             self._table(records)
             if results_dir is not None:
-                print(f"{len(records)} record(s) appended to {results_dir}/{records[0].task}.jsonl")
+                print(appended_line(records, results_dir))
         elif recorded:
             print("nothing new was run; the recorded result of this run:")
             self._table(recorded)
@@ -121,3 +121,17 @@ def reconstruction_comparison(all_records: list[Any], shown: list[Any]) -> str:
             lines.append(f"original {member}: {r.metrics['acc_orig']:.2f} %"
                          + (f" / exact {exact:.2f} %" if exact is not None else ""))
     return "\n".join(lines)
+
+
+def appended_line(records: list[Any], results_dir: Path) -> str:
+    """How many of `records` the store holds now: a twin run finishing first (another process, the
+    same run key) records its own, and this run's are then dropped, not appended twice."""
+    from .results import read_records
+
+    stored = {r.record_id for r in read_records(results_dir)}
+    n = sum(r.record_id in stored for r in records)
+    where = f"{results_dir}/{records[0].task}.jsonl"
+    if n == len(records):
+        return f"{n} record(s) appended to {where}"
+    return (f"{n} of {len(records)} record(s) appended to {where}: the others' runs were recorded meanwhile by "
+            f"another process (kept once)")

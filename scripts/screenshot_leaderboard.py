@@ -17,7 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsbench.errors import WsbenchError  # noqa: E402
 from wsbench.leaderboard import generate_leaderboard  # noqa: E402
-from wsbench.leaderboard_html import check_in_browser, page_counts, screenshot  # noqa: E402
+from wsbench.leaderboard.html_page import check_in_browser, page_counts, screenshot  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

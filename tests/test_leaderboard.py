@@ -10,8 +10,8 @@ import pytest
 from PIL import Image
 
 from wsbench.leaderboard import Stat, build_tables, config_labels, generate_leaderboard, version_key
-from wsbench.leaderboard_html import page_counts
-from wsbench.leaderboard_markdown import format_stat, render_markdown, table_grid
+from wsbench.leaderboard.html_page import page_counts
+from wsbench.leaderboard.markdown import format_stat, render_markdown, table_grid
 from wsbench.results import ResultRecord, append_records
 
 RECON_HIB = {"acc_orig": True, "acc_recon": True, "acc_drop": False, "size_bytes": False}
@@ -237,7 +237,7 @@ def test_format_stat():
 
 
 def test_plot_choice_and_zoo_variants_apart():
-    from wsbench.leaderboard_plots import make_plots
+    from wsbench.leaderboard.plots import make_plots
 
     recs = [make(method=m, metrics={"test_acc_tau": t, "test_acc_r2": t / 2}, higher_is_better={"test_acc_tau": True,
             "test_acc_r2": True}, extra={"zoo_variant": v}) for m, t in (("a", 0.5), ("b", 0.7)) for v in ("full", "tiny")]

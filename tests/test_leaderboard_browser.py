@@ -11,7 +11,7 @@ from PIL import Image
 
 from test_leaderboard import sample_records, write_results
 from wsbench.leaderboard import generate_leaderboard
-from wsbench.leaderboard_html import check_in_browser, find_chromium, page_counts, screenshot
+from wsbench.leaderboard.html_page import check_in_browser, find_chromium, page_counts, screenshot
 
 pytestmark = pytest.mark.skipif(find_chromium() is None,
                                 reason="no Chromium on PATH (chromium/chromium-browser); run .ci/install-browser.sh")

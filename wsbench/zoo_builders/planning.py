@@ -8,12 +8,13 @@ every architecture group of a family zoo (paired runs for cross-architecture tra
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, Sequence
+from typing import Any, Mapping
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..zoo import member_arch  # noqa: F401  (re-exported: builders use it)
+from ..zoo_card import assign_splits, split_counts  # noqa: F401  (re-exported: builders use them)
 
 # sampling order is fixed: adding a grid key never changes the values of the keys before it
 GRID_ORDER = ("optimizer", "activation", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
@@ -63,40 +64,6 @@ def sample_runs(grid: Mapping[str, Any], n_runs: int, grid_seed: int, seed_base:
             raise ConfigError(f"run seeds must lie in [0, 2^32), got {hp['seed']}")
         runs.append(hp)
     return runs
-
-
-def split_counts(n: int, fractions: Mapping[str, float]) -> dict[str, int]:
-    """Exact split sizes summing to n (largest remainder; ties go to the smaller split); every split
-    with a positive fraction gets at least one item when n allows."""
-    names = list(fractions)
-    total = sum(float(fractions[k]) for k in names)
-    if total <= 0 or any(float(fractions[k]) < 0 for k in names):
-        raise ConfigError(f"split fractions must be non-negative and not all zero, got {dict(fractions)}")
-    quota = {k: n * float(fractions[k]) / total for k in names}
-    counts = {k: int(math.floor(quota[k])) for k in names}
-    by_remainder = sorted(names, key=lambda k: (-(quota[k] - counts[k]), float(fractions[k])))
-    for k in by_remainder[:n - sum(counts.values())]:
-        counts[k] += 1
-    for k in names:  # a split that should exist is never empty
-        if counts[k] == 0 and float(fractions[k]) > 0:
-            donor = max(names, key=lambda d: counts[d])
-            if counts[donor] > 1:
-                counts[donor] -= 1
-                counts[k] = 1
-    return counts
-
-
-def assign_splits(ids: Sequence[int], fractions: Mapping[str, float], seed: int) -> dict[int, str]:
-    """{run index: split}: exact sizes, random (seeded) but independent of the order of `ids`."""
-    ids = sorted(set(int(i) for i in ids))
-    keys = np.array([np.random.default_rng([int(seed), i]).random() for i in ids])
-    order = [ids[j] for j in np.argsort(keys, kind="stable")]
-    out, start = {}, 0
-    for name, count in split_counts(len(ids), fractions).items():
-        for i in order[start:start + count]:
-            out[i] = name
-        start += count
-    return out
 
 
 def progress(total: float, desc: str, enabled: bool, unit: str = "net"):

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from ..errors import ConfigError, DataError, IntegrityError
-from . import READERS, ReaderResult, imported_card, load_tensor_checkpoint
+from .common import READERS, ReaderResult, imported_card, load_tensor_checkpoint
 
 _FOLDER = re.compile(r"_(training|testing)_(\d+)_(\d+)$")
 

@@ -23,8 +23,8 @@ from torch import nn
 
 from ..errors import DataError, IntegrityError
 from ..registry import ARCHS
-from ..zoo_builders.planning import assign_splits
-from . import READERS, ReaderResult, imported_card, load_tensor_checkpoint
+from ..zoo_card import assign_splits
+from .common import READERS, ReaderResult, imported_card, load_tensor_checkpoint
 
 # (out channels, kernel, max-pool after) per conv block, and whether every block has a Dropout module
 # regardless of the rate (CNN3 adds them unconditionally in the original code)

@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 
 from ..errors import DataError, IntegrityError
-from ..zoo_builders.planning import assign_splits
-from . import READERS, ReaderResult, imported_card
+from ..zoo_card import assign_splits
+from .common import READERS, ReaderResult, imported_card
 
 FILES = ("weights.npy", "metrics.csv.gz", "layout.csv")
 HPARAMS = {"config.optimizer": "optimizer", "config.learning_rate": "lr", "config.l2reg": "weight_decay",

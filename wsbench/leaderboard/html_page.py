@@ -19,12 +19,12 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from .errors import WsbenchError
-from .leaderboard import TITLE, Provenance, Table
-from .leaderboard_markdown import LEGEND, Grid, summary_line, table_grid
+from ..errors import WsbenchError
+from .markdown import LEGEND, Grid, summary_line, table_grid
+from .tables import TITLE, Provenance, Table
 
 if TYPE_CHECKING:
-    from .leaderboard_plots import Plot
+    from .plots import Plot
 
 CSS = """
 body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,"DejaVu Sans",sans-serif;margin:2rem auto;

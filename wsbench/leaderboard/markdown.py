@@ -7,10 +7,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from .leaderboard import TITLE, Provenance, Row, Stat, Table
+from .tables import TITLE, Provenance, Row, Stat, Table
 
 if TYPE_CHECKING:
-    from .leaderboard_plots import Plot
+    from .plots import Plot
 
 LEGEND = (
     "Cells are mean ± sample standard deviation over seeds (no ± with one seed); `Seeds` is the number "

@@ -19,7 +19,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Sequence
 
-from .leaderboard import Row, Table
+from .tables import Row, Table
 
 MAX_PANELS = 6
 MAX_BAR_METRICS = 6

@@ -38,7 +38,8 @@ def encoder_throughput(device: torch.device, batch: int = 256, steps: int = 10, 
     """networks/s of each encoder, filled into `out` one by one (`on_result` after each: partial results survive)."""
     from wsbench.methods.base import Encoder
     from wsbench.registry import METHODS
-    from wsbench.weights import WeightSpace, spec_for_arch
+    from wsbench.archs import spec_for_arch
+    from wsbench.weights import WeightSpace
 
     specs = {"siren": spec_for_arch("siren"), "small_cnn": spec_for_arch("small_cnn", in_channels=1)}
     out = {} if out is None else out

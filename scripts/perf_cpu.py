@@ -104,7 +104,8 @@ def path_dwsnet_step() -> dict:
 
     import wsbench.builtins  # noqa: F401
     from wsbench.registry import METHODS
-    from wsbench.weights import WeightSpace, spec_for_arch
+    from wsbench.archs import spec_for_arch
+    from wsbench.weights import WeightSpace
 
     cfg = {k: v for k, v in yaml.safe_load((ROOT / "baselines" / "dwsnet" / "paper.yaml").read_text()).items()
            if k not in ("description", "task")}

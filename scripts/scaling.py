@@ -68,7 +68,8 @@ def measure(n: int, arch: str, kwargs: dict, workdir: Path, device: str) -> dict
     import pandas as pd
     import torch
 
-    from wsbench.weights import batched_forward, spec_for_arch
+    from wsbench.archs import spec_for_arch
+    from wsbench.weights import batched_forward
     from wsbench.zoo import load_zoo, write_zoo
     from wsbench.zoo_card import ZooCard
 

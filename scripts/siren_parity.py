@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from wsbench.files import write_report  # noqa: E402
-from wsbench.zoo import load_zoo  # noqa: E402
+from wsbench.zoo_store import open_zoo  # noqa: E402
 
 # measured on the published DWSNets MNIST INRs and their statistics file (see the module docstring)
 PUBLISHED_STD = {"layers.0.weight": 0.063, "layers.0.bias": 0.021, "layers.1.weight": 0.018,
@@ -76,7 +76,7 @@ def main() -> int:
     ap.add_argument("--variant", default="small")
     ap.add_argument("--out", help="write <out>.json and <out>.md")
     a = ap.parse_args()
-    res = compare(load_zoo(a.zoo, variant=a.variant))
+    res = compare(open_zoo(a.zoo, variant=a.variant))
     command = f"python scripts/siren_parity.py --zoo {a.zoo} --variant {a.variant}"
     print(markdown(res, command))
     if a.out:

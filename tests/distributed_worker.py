@@ -40,7 +40,8 @@ def gradient_averaging() -> float:
 
 def synthetic_groups(n: int, seed: int):
     from wsbench.tasks.encoder_training import GroupData
-    from wsbench.weights import WeightSpace, spec_for_arch
+    from wsbench.archs import spec_for_arch
+    from wsbench.weights import WeightSpace
 
     spec = spec_for_arch("small_cnn", in_channels=1, num_classes=10, channels=4, n_conv=2)
     g = torch.Generator().manual_seed(seed)

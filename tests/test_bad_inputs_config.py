@@ -194,16 +194,16 @@ def test_range_descriptions():
 def test_an_unrelated_local_folder_does_not_hide_a_registered_zoo(tmp_path, monkeypatch):
     from bad_input_helpers import toy_card
     from wsbench.registry import ZOOS
-    from wsbench.zoo import load_zoo
+    from wsbench.zoo_store import open_zoo
 
     monkeypatch.setenv("WSBENCH_ZOO_DIR", str(tmp_path / "store"))
     monkeypatch.setitem(ZOOS._entries, "toy_cnn", toy_card())
     make_zoo(tmp_path / "store" / "toy_cnn" / "tiny")
     (tmp_path / "cwd" / "toy_cnn").mkdir(parents=True)  # e.g. a folder of notes about it
     monkeypatch.chdir(tmp_path / "cwd")
-    assert load_zoo("toy_cnn", variant="tiny").root == tmp_path / "store" / "toy_cnn" / "tiny"
+    assert open_zoo("toy_cnn", variant="tiny").root == tmp_path / "store" / "toy_cnn" / "tiny"
     make_zoo(tmp_path / "cwd" / "mine")  # a zoo folder given by its name still loads
-    assert load_zoo("mine").root == Path("mine")
+    assert open_zoo("mine").root == Path("mine")
 
 
 def test_one_broken_card_fails_only_the_commands_that_use_it(tmp_path, monkeypatch, capsys):

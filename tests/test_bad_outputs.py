@@ -167,9 +167,9 @@ def test_two_concurrent_first_builds_of_one_zoo_both_succeed(tmp_path):
     import time
 
     start = time.time() + 6  # both processes, imports done, ask for the zoo at the same moment
-    code = ("import time; from wsbench.zoo import load_zoo; import wsbench.builtins; "
+    code = ("import time; from wsbench.zoo_store import open_zoo; import wsbench.builtins; "
             f"time.sleep(max(0.0, {start} - time.time())); "
-            "z = load_zoo('siren_mnist', variant='tiny'); print(len(z.members))")
+            "z = open_zoo('siren_mnist', variant='tiny'); print(len(z.members))")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True) for _ in range(2)]
     outs = [p.communicate(timeout=300) for p in procs]

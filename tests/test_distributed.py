@@ -140,10 +140,10 @@ RUN_ARGS = ["--method", "mlp", "--zoo", "small_cnn_mnist", "--zoo-variant", "tin
 def two_process_run(tmp_path_factory):
     """One torchrun launch: the DDP checks of distributed_worker.py, then `run_bench.py RUN_ARGS`
     (the tiny zoo is built first by this process, as the encoder test's reference run needs it)."""
-    from wsbench.zoo import load_zoo
+    from wsbench.zoo_store import open_zoo
 
     with one_thread():
-        load_zoo("small_cnn_mnist", variant="tiny")  # auto-built once per test session
+        open_zoo("small_cnn_mnist", variant="tiny")  # auto-built once per test session
     tmp = tmp_path_factory.mktemp("ddp")
     proc = torchrun(str(ROOT / "tests" / "distributed_worker.py"), str(tmp / "report.json"), "--quiet", *RUN_ARGS,
                     "--results-dir", str(tmp / "results"), "--runs-dir", str(tmp / "runs"))

@@ -28,7 +28,8 @@ from wsbench.methods.graph import build_template
 from wsbench.methods.mlp import canonical_permutation
 from wsbench.methods.sne import chunk_plan
 from wsbench.registry import METHODS
-from wsbench.weights import WeightSpace, spec_for_arch
+from wsbench.archs import spec_for_arch
+from wsbench.weights import WeightSpace
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

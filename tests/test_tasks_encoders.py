@@ -26,7 +26,8 @@ from wsbench.metrics import accuracy, kendall_tau, mse, r2_score
 from wsbench.registry import METHODS, TASKS
 from wsbench.tasks.encoder_training import WeightNormalizer, task_options
 from wsbench.tasks.inr_classification import inr_augment
-from wsbench.weights import WeightSpace, batched_forward, spec_for_arch
+from wsbench.archs import spec_for_arch
+from wsbench.weights import WeightSpace, batched_forward
 from wsbench.zoo import load_zoo, write_zoo
 from wsbench.zoo_card import ZooCard
 

@@ -7,7 +7,8 @@ import torch
 
 from wsbench.archs import build_arch
 from wsbench.errors import IntegrityError
-from wsbench.weights import WeightSpace, batched_forward, spec_for_arch
+from wsbench.archs import spec_for_arch
+from wsbench.weights import WeightSpace, batched_forward
 
 CASES = [
     ("mlp", {"widths": [3, 8, 8, 2]}, (5, 3)),

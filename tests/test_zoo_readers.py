@@ -270,9 +270,11 @@ def test_dwsnets_limit_relative_paths_and_bad_entries(tmp_path, monkeypatch):
 
 
 def test_imported_and_built_sirens_share_one_spec(tmp_path):
-    from wsbench.weights import spec_for_arch
+    from wsbench.archs import spec_for_arch
 
     _write_dwsnets(tmp_path, n_train=2, n_test=1)
     zoo = import_zoo("dwsnets_inr", tmp_path / "mnist_splits.json", "dws_spec", out=tmp_path / "zoo")
     assert zoo.card.archs["siren"]["kwargs"] != {}  # spelt out on import
-    assert zoo.spec() == spec_for_arch("siren") == load_zoo("siren_mnist", variant="tiny").spec()
+    from wsbench.zoo_store import open_zoo
+
+    assert zoo.spec() == spec_for_arch("siren") == open_zoo("siren_mnist", variant="tiny").spec()

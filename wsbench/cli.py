@@ -250,9 +250,9 @@ def _cmd_hub(args: argparse.Namespace, con) -> int:
         n = hub.pull_results(args.repo, Path(args.results_dir))
         con.done({"pulled": args.repo, "new_records": n}, f"merged {n} new records from {args.repo} into {args.results_dir}")
     else:
-        from .zoo import load_zoo
+        from .zoo_store import open_zoo
 
-        zoo = load_zoo(args.name, variant=args.variant)
+        zoo = open_zoo(args.name, variant=args.variant)
         url = hub.push_zoo(zoo.root, args.repo)
         con.done({"pushed": str(zoo.root), "url": url}, f"pushed zoo {zoo.name} ({zoo.root}) to {args.repo}: {url}")
     return 0

@@ -80,10 +80,21 @@ ARCHS: Registry = Registry("architecture")
 _loaded = False
 
 
+CATALOGUES = ("wsbench.builtins",)  # modules whose imports fill the registries, by name
+PLUGIN_GROUP = "wsbench.plugins"  # entry points of other packages: more methods, tasks, zoos, architectures
+
+
 def _load_builtins() -> None:
-    """Import the modules whose decorators fill the registries (once, lazily)."""
+    """Import the catalogue modules (the suite's own, then installed plugins) once, lazily: they are
+    named, not imported here, so the registry sits below everything it lists."""
     global _loaded
     if _loaded:
         return
     _loaded = True
-    from . import builtins  # noqa: F401  (imports every registering module)
+    import importlib
+    from importlib.metadata import entry_points
+
+    for name in CATALOGUES:
+        importlib.import_module(name)
+    for ep in entry_points(group=PLUGIN_GROUP):
+        ep.load()

@@ -37,7 +37,8 @@ from .options import yaml11_float
 from .methods.base import RunContext
 from .registry import METHODS, TASKS
 from .results import ResultRecord, append_records, current_git_commit, read_records
-from .zoo import Zoo, load_zoo
+from .zoo import Zoo
+from .zoo_store import open_zoo
 
 BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
 RESERVED = {"description", "task", "extends", "groups"}
@@ -216,7 +217,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
         method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
     else:
         method_cls.parse_config(method_cfg)
-    zoo = load_zoo(req.zoo, variant=req.zoo_variant)
+    zoo = open_zoo(req.zoo, variant=req.zoo_variant)
     task_name = req.task or default_task(method_cls, zoo)
     task = TASKS.get(task_name)(**task_cfg)
     ok, why = task.applicable(method_cls, zoo)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -50,6 +49,7 @@ class NetworkSpec:
     layers: tuple[LayerSpec, ...]
     group_sizes: tuple[tuple[str, int], ...]
     residual: tuple[tuple[str, str], ...] = ()  # (block input module, block output module)
+    symmetry: str = "declared"  # where the groups come from: "declared" by the architecture, or derived
 
     @property
     def arch_kwargs(self) -> dict[str, Any]:
@@ -98,115 +98,6 @@ def _numel(shape: Sequence[int]) -> int:
     for s in shape:
         n *= s
     return n
-
-
-# ----------------------------------------------------------------------------- spec derivation
-
-def _mlp_groups(sd: Mapping[str, Tensor], prefix: str = "layers") -> dict[str, tuple[Group, ...]]:
-    n = len([k for k in sd if k.startswith(prefix) and k.endswith(".weight")])
-    out: dict[str, tuple[Group, ...]] = {}
-    for i in range(n):
-        g_in = None if i == 0 else f"h{i}"
-        g_out = None if i == n - 1 else f"h{i + 1}"
-        out[f"{prefix}.{i}.weight"] = (g_out, g_in)
-        out[f"{prefix}.{i}.bias"] = (g_out,)
-    return out
-
-
-def _small_cnn_groups(sd: Mapping[str, Tensor]) -> dict[str, tuple[Group, ...]]:
-    n = len([k for k in sd if k.startswith("convs.") and k.endswith(".weight")])
-    out: dict[str, tuple[Group, ...]] = {}
-    for i in range(n):
-        out[f"convs.{i}.weight"] = (f"h{i + 1}", None if i == 0 else f"h{i}", None, None)
-        out[f"convs.{i}.bias"] = (f"h{i + 1}",)
-    out["fc.weight"] = (None, f"h{n}")
-    out["fc.bias"] = (None,)
-    return out
-
-
-def _resnet_groups(model: nn.Module, sd: Mapping[str, Tensor]) -> dict[str, tuple[Group, ...]]:
-    """Option B: each stage's residual stream is one group (shortcut convs map stream to stream).
-    Option A: the zero-padded strided shortcut ties stream channels across stages in a way that is
-    not a plain permutation group, so streams are kept fixed (a valid, smaller symmetry group);
-    the channels inside each block (conv1 out = bn1 = conv2 in) are permutable either way."""
-    option_b = getattr(model, "shortcut_option", "A") == "B"
-
-    def stream(stage: int) -> Group:
-        return f"stream{stage}" if option_b else None
-
-    out: dict[str, tuple[Group, ...]] = {"conv1.weight": (stream(1), None, None, None)}
-    for key in ("weight", "bias", "running_mean", "running_var"):
-        out[f"bn1.{key}"] = (stream(1),)
-    for stage in (1, 2, 3):
-        blocks = getattr(model, f"layer{stage}")
-        for i in range(len(blocks)):
-            b = f"layer{stage}.{i}"
-            g_in = stream(stage - 1 if (i == 0 and stage > 1) else stage)
-            mid = f"{b}.mid"
-            out[f"{b}.conv1.weight"] = (mid, g_in, None, None)
-            out[f"{b}.conv2.weight"] = (stream(stage), mid, None, None)
-            for key in ("weight", "bias", "running_mean", "running_var"):
-                out[f"{b}.bn1.{key}"] = (mid,)
-                out[f"{b}.bn2.{key}"] = (stream(stage),)
-                out[f"{b}.shortcut.1.{key}"] = (stream(stage),)
-            out[f"{b}.shortcut.0.weight"] = (stream(stage), g_in, None, None)
-    out["linear.weight"] = (None, stream(3))
-    out["linear.bias"] = (None,)
-    return out
-
-
-def _residual_links(model: nn.Module) -> tuple[tuple[str, str], ...]:
-    links = []
-    for name, mod in model.named_modules():
-        if type(mod).__name__ == "BasicBlock":
-            links.append((f"{name}.conv1", f"{name}.bn2"))
-    return tuple(links)
-
-
-@lru_cache(maxsize=64)
-def _spec_cached(name: str, kwargs_json: str) -> NetworkSpec:
-    from .archs import build_arch
-
-    kwargs = json.loads(kwargs_json)
-    model = build_arch(name, **kwargs)
-    sd = {k: v for k, v in model.state_dict().items() if not k.endswith("num_batches_tracked")}
-    if name == "resnet_cifar":
-        groups = _resnet_groups(model, sd)
-    elif name == "small_cnn":
-        groups = _small_cnn_groups(sd)
-    elif name in ("mlp", "siren"):
-        groups = _mlp_groups(sd)
-    else:  # unknown architecture: nothing is assumed permutable
-        groups = {}
-    buffer_keys = {k for k, _ in model.named_buffers()}
-    params = tuple(
-        ParamSpec(k, tuple(v.shape), groups.get(k, (None,) * v.dim()), is_buffer=k in buffer_keys)
-        for k, v in sd.items()
-    )
-    sizes: dict[str, int] = {}
-    for p in params:
-        for g, n in zip(p.groups, p.shape):
-            if g is not None:
-                if sizes.setdefault(g, n) != n:
-                    raise ValueError(f"group {g} has sizes {sizes[g]} and {n}")
-    layers = []
-    for mname, mod in model.named_modules():
-        kind = {nn.Linear: "linear", nn.Conv2d: "conv", nn.BatchNorm2d: "batchnorm"}.get(type(mod))
-        if kind is None:
-            continue
-        w = f"{mname}.weight"
-        b = f"{mname}.bias" if f"{mname}.bias" in sd else None
-        bufs = tuple(f"{mname}.{x}" for x in ("running_mean", "running_var") if f"{mname}.{x}" in sd)
-        g = groups.get(w, (None, None))
-        layers.append(LayerSpec(mname, kind, w, b, bufs, out_group=g[0], in_group=g[1] if kind != "batchnorm" else None))
-    return NetworkSpec(name, kwargs_json, params, tuple(layers), tuple(sorted(sizes.items())), _residual_links(model))
-
-
-def spec_for_arch(name: str, **kwargs: Any) -> NetworkSpec:
-    """The NetworkSpec of an architecture (cached); kwargs equal to the defaults do not matter."""
-    from .archs import canonical_arch_kwargs
-
-    return _spec_cached(name, json.dumps(canonical_arch_kwargs(name, kwargs), sort_keys=True))
 
 
 # ----------------------------------------------------------------------------- WeightSpace

@@ -27,10 +27,11 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import Tensor
 
+from .archs import spec_for_arch
 from .errors import DataError, IntegrityError
 from .files import sweep_leftovers, temp_name
 from .manifest import MANIFEST, read_manifest, safe_relpath, verify_manifest, write_manifest
-from .weights import NetworkSpec, WeightSpace, spec_for_arch
+from .weights import NetworkSpec, WeightSpace
 from .zoo_card import ZooCard, card_path, load_card
 
 REQUIRED_COLUMNS = ("id", "split", "group", "row")
@@ -219,29 +220,12 @@ def _validate_members(df: pd.DataFrame, card: ZooCard, where: Path) -> None:
             raise DataError(f"{where}: card split {split_name!r} refers to unknown members {bad[:5]}")
 
 
-def load_zoo(name_or_path: str | os.PathLike, *, variant: str | None = None, verify: bool = True) -> Zoo:
-    """Load a zoo from a folder, or a registered zoo name from the store (building cheap ones). A bare
-    registered name means the registered zoo unless a zoo folder (with its card) of that name is here:
-    an unrelated folder named like it does not hide it."""
-    from .registry import ZOOS
-
-    p = Path(name_or_path)
-    bare = os.sep not in str(name_or_path) and not str(name_or_path).startswith(".")
-    if p.is_dir() and not (bare and not (p / CARD_FILE).exists() and str(name_or_path) in ZOOS):
-        root = p
-    elif os.sep in str(name_or_path) or str(name_or_path).startswith("."):
-        raise DataError(f"zoo folder {p} does not exist")
-    else:
-        card = ZOOS.get(str(name_or_path))  # UnknownNameError with close names
-        variant = variant or card.default_variant
-        root = built_zoo_path(card.name, variant)
-        if not (root / CARD_FILE).exists():
-            if not card.variant_config(variant).get("auto_build", False):
-                raise DataError(f"zoo {card.name} ({variant}) is not built yet: run "
-                                f"`python run_bench.py build-zoo {card.name} --variant {variant}`")
-            from .zoo_builders import build_zoo
-
-            build_zoo(card.name, variant=variant)
+def load_zoo(root: str | os.PathLike, *, verify: bool = True) -> Zoo:
+    """Load the zoo in folder `root` (manifest checked unless verify=False). A registered zoo by
+    name, built when cheap: wsbench.zoo_store.open_zoo."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"zoo folder {root} does not exist")
     if not (root / CARD_FILE).exists():
         raise DataError(f"{root} is not a zoo folder: it has no {CARD_FILE}")
     card = load_card(root / CARD_FILE)

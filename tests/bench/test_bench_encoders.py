@@ -26,7 +26,8 @@ from wsbench.methods.dwsnet.layer import DWSLayer
 from wsbench.methods.dwsnet.layout import features_from_ws, layouts_for_spec
 from wsbench.metrics import kendall_tau
 from wsbench.registry import METHODS
-from wsbench.weights import WeightSpace, spec_for_arch
+from wsbench.archs import spec_for_arch
+from wsbench.weights import WeightSpace
 from bench_timing import best_of
 
 ENCODERS = [n for n in METHODS.names() if METHODS.get(n).capability == "encoder"]

@@ -23,7 +23,8 @@ from safetensors.torch import load_file, save_file
 
 from wsbench.archs import build_arch
 from wsbench.manifest import verify_manifest
-from wsbench.weights import WeightSpace, batched_forward, spec_for_arch
+from wsbench.archs import spec_for_arch
+from wsbench.weights import WeightSpace, batched_forward
 from wsbench.zoo import load_zoo, write_zoo
 from wsbench.zoo_card import ZooCard
 from bench_timing import best_of, bench_threads  # noqa: F401 (bench_threads: a fixture)

@@ -7,9 +7,13 @@ the stem BN output and, per block, BN1 output, BN2 output and the residual sum (
 """
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from .symmetry import Group, declare_symmetry, image_input
 
 # Normalisation used to train the akamaster models (ImageNet statistics).
 CIFAR_MEAN = (0.485, 0.456, 0.406)
@@ -89,6 +93,38 @@ class ResNetCifar(nn.Module):
         return (logits, feats) if return_features else logits
 
 
+def resnet_groups(model: nn.Module, sd: Mapping[str, Tensor]) -> dict[str, tuple[Group, ...]]:
+    """Option B: each stage's residual stream is one group (shortcut convs map stream to stream).
+    Option A: the zero-padded strided shortcut ties stream channels across stages in a way that is
+    not a plain permutation group, so streams are kept fixed (a valid, smaller symmetry group);
+    the channels inside each block (conv1 out = bn1 = conv2 in) are permutable either way."""
+    option_b = getattr(model, "shortcut_option", "A") == "B"
+
+    def stream(stage: int) -> Group:
+        return f"stream{stage}" if option_b else None
+
+    out: dict[str, tuple[Group, ...]] = {"conv1.weight": (stream(1), None, None, None)}
+    for key in ("weight", "bias", "running_mean", "running_var"):
+        out[f"bn1.{key}"] = (stream(1),)
+    for stage in (1, 2, 3):
+        blocks = getattr(model, f"layer{stage}")
+        for i in range(len(blocks)):
+            b = f"layer{stage}.{i}"
+            g_in = stream(stage - 1 if (i == 0 and stage > 1) else stage)
+            mid = f"{b}.mid"
+            out[f"{b}.conv1.weight"] = (mid, g_in, None, None)
+            out[f"{b}.conv2.weight"] = (stream(stage), mid, None, None)
+            for key in ("weight", "bias", "running_mean", "running_var"):
+                out[f"{b}.bn1.{key}"] = (mid,)
+                out[f"{b}.bn2.{key}"] = (stream(stage),)
+                out[f"{b}.shortcut.1.{key}"] = (stream(stage),)
+            out[f"{b}.shortcut.0.weight"] = (stream(stage), g_in, None, None)
+    out["linear.weight"] = (None, stream(3))
+    out["linear.bias"] = (None,)
+    return out
+
+
+@declare_symmetry(resnet_groups, image_input(3, 32))
 def resnet_cifar(depth: int = 20, num_classes: int = 10, shortcut: str = "A", width: int = 16) -> ResNetCifar:
     return ResNetCifar(depth=depth, num_classes=num_classes, shortcut=shortcut, width=width)
 

@@ -10,6 +10,9 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .mlp import linear_chain_groups, vector_input
+from .symmetry import declare_symmetry
+
 
 class Siren(nn.Module):
     def __init__(self, in_dim: int = 2, hidden: int = 32, n_hidden: int = 2, out_dim: int = 1, omega0: float = 30.0,
@@ -31,6 +34,7 @@ class Siren(nn.Module):
         return self.layers[-1](h) + self.output_offset
 
 
+@declare_symmetry(linear_chain_groups, vector_input)  # sine is elementwise: hidden neurons permute freely
 def siren(**kwargs) -> Siren:
     return Siren(**kwargs)
 

@@ -6,14 +6,16 @@ Depth and width are arguments so that architecture families for transfer share o
 """
 from __future__ import annotations
 
+from typing import Mapping
+
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .symmetry import Group, chain_groups, declare_symmetry
 
 
 def _act(name: str):
-    import torch
-
     table = {"relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid}
     if name not in table:
         raise ValueError(f"activation must be one of {sorted(table)}, got {name!r}")
@@ -47,5 +49,16 @@ class SmallCNN(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
+def small_cnn_groups(model: nn.Module, sd: Mapping[str, Tensor]) -> dict[str, tuple[Group, ...]]:
+    """Each conv layer's channels are one group; global average pooling passes them to `fc`."""
+    convs = [(f"convs.{i}.weight", f"convs.{i}.bias", 4) for i in range(len(model.convs))]
+    return chain_groups(convs + [("fc.weight", "fc.bias", 2)], [True] * len(convs))
+
+
+def small_image_input(model: nn.Module, n: int) -> Tensor:
+    return torch.randn(n, model.convs[0].in_channels, 28, 28)
+
+
+@declare_symmetry(small_cnn_groups, small_image_input)
 def small_cnn(**kwargs) -> SmallCNN:
     return SmallCNN(**kwargs)

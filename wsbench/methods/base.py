@@ -95,14 +95,45 @@ class Reconstructor(Method):
         return True, ""
 
 
+def symmetry_problem(spec: Any) -> str:
+    """Why an invariant encoder must not read `spec` ("" when it may): hidden layers, no groups."""
+    if len(spec.weight_layers()) >= 2 and not spec.group_sizes:
+        return (f"{spec.describe()} has hidden layers but declares no neuron-permutation groups; an encoder that "
+                f"claims invariance would run with no symmetry (declare it: wsbench.archs.symmetry)")
+    return ""
+
+
 class Encoder(nn.Module, Method):
     """Maps a WeightSpace batch to a feature tensor [B, out_dim]."""
 
     capability: ClassVar[str] = "encoder"
     architecture_agnostic: ClassVar[bool] = False
+    invariant: ClassVar[bool] = False  # claims invariance under the spec's neuron permutations
     defaults: ClassVar[dict[str, Any]] = {}  # every config key and its default (types follow them)
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
     ranges: ClassVar[dict[str, Range]] = {}  # numbers not listed must be >= 0 (sizes, rates, counts)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Every encoder's `supports` also applies the symmetry rule: an encoder that claims
+        invariance refuses a network whose architecture declares no permutation groups (it would
+        otherwise run with no symmetry at all, silently)."""
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("supports")
+        if own is None or getattr(own, "__wrapped_by_symmetry__", False):
+            return
+        reads = own.__func__
+
+        def supports(klass: type, spec: Any) -> tuple[bool, str]:
+            ok, why = reads(klass, spec)
+            if ok and klass.invariant:
+                why = symmetry_problem(spec)
+                ok = not why
+            return ok, why
+
+        supports.__doc__, supports.__wrapped_by_symmetry__ = reads.__doc__, True  # type: ignore[attr-defined]
+        wrapped = classmethod(supports)
+        wrapped.__wrapped_by_symmetry__ = True  # type: ignore[attr-defined]
+        cls.supports = wrapped  # type: ignore[method-assign]
 
     @classmethod
     def parse_config(cls, config: Mapping[str, Any]) -> dict[str, Any]:

@@ -21,7 +21,8 @@ from typing import Any, ClassVar
 from ..errors import ConfigError
 from ..methods.base import Encoder, Method, RunContext
 from ..registry import TASKS
-from ..zoo import Zoo, load_zoo
+from ..zoo import Zoo
+from ..zoo_store import open_zoo
 from .base import Task, TaskResult
 from .encoder_training import group_data, resolve_normalize, split_frames, task_options
 from .property_prediction import as_list, check_groups, fit_models, regression_result, supports_groups
@@ -50,7 +51,7 @@ class TransferTask(Task):
         for name in self.eval_zoo_names:
             if name not in self._zoos:
                 variant = self.opts["eval_zoo_variant"] or zoo.card.variant
-                self._zoos[name] = zoo if name in (zoo.name, str(zoo.root)) else load_zoo(name, variant=variant)
+                self._zoos[name] = zoo if name in (zoo.name, str(zoo.root)) else open_zoo(name, variant=variant)
             out.append(self._zoos[name])
         return out
 

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..errors import DataError, IntegrityError
+from ..archs.symmetry import declare_symmetry, plain_chain_groups
 from ..registry import ARCHS
 from ..zoo_card import assign_splits
 from .common import READERS, ReaderResult, imported_card, load_tensor_checkpoint
@@ -68,6 +69,13 @@ class ModelZooCNN(nn.Module):
         return x
 
 
+def _example_images(model: nn.Module, n: int) -> torch.Tensor:
+    channels = model.module_list[0].in_channels  # MNIST-like 1 x 28 x 28, CIFAR-like 3 x 32 x 32
+    size = 28 if channels == 1 else 32
+    return torch.randn(n, channels, size, size)
+
+
+@declare_symmetry(plain_chain_groups, _example_images)  # conv-pool-act chain: derived, flatten breaks the tie
 def modelzoo_cnn(**kwargs: Any) -> ModelZooCNN:
     return ModelZooCNN(**kwargs)
 

@@ -3,10 +3,12 @@
 B networks of the `small_cnn` architecture (stride-2 3x3 convs, GAP, linear) share one flat
 parameter tensor [B, D]. Convolutions run as one grouped convolution (groups=B; or im2col +
 batched matmul, `conv_impl="unfold"`), so B networks cost one kernel launch per layer. Each
-member has its own learning rate, weight decay, optimizer (sgd / momentum / adam, written
-here as batched update rules with torch.optim's semantics), dropout rate, initialisation
-scale, training-data subset and seed; members of one batch share the activation function
-(callers group members by activation). All randomness is counter-based (counter_rng), so a
+member has its own learning rate, weight decay, optimizer (sgd / momentum / adam with
+torch.optim's semantics, rmsprop with Keras's: the Small CNN Zoo's), dropout rate, weight
+initialisation (scheme and scale), training-data subset and seed; members of one batch share the
+activation function (callers group members by activation). `TrainingRules` hold what a recipe
+fixes for all members: conv padding, which parameters weight decay applies to, optimizer
+constants, and whether an epoch is one pass over the member's own subset. All randomness is counter-based (counter_rng), so a
 member's training does not depend on its batch-mates. A member whose loss or parameters stop
 being finite is frozen at its last finite parameters and reported as diverged.
 """
@@ -25,8 +27,20 @@ from . import counter_rng as rng
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid,
 }
-OPTIMIZERS = ("sgd", "momentum", "adam")
+OPTIMIZERS = ("sgd", "momentum", "adam", "rmsprop")
 MOMENTUM, ADAM_BETAS, ADAM_EPS = 0.9, (0.9, 0.999), 1e-8
+RMSPROP_RHO, KERAS_EPS = 0.9, 1e-7  # tf.keras RMSprop / Adam defaults (the Small CNN Zoo's optimizers)
+W_INITS = ("scaled_he", "he_normal", "glorot_normal", "orthogonal", "normal", "truncated_normal")
+TRUNCATED_STD = 0.87962566103423978  # std of a unit normal truncated to +-2 (Keras VarianceScaling's correction)
+
+
+@dataclass(frozen=True)
+class TrainingRules:
+    """What a recipe fixes for every member (defaults: the suite's v1 small-CNN zoos)."""
+    weight_decay_on: str = "all"  # "all" parameters, or "kernels" only (Keras kernel_regularizer)
+    adam_eps: float = ADAM_EPS
+    epoch: str = "dataset"  # "dataset": ceil(N/bs) steps, minibatches drawn with replacement from the subset;
+    # "subset": one pass over the member's own subset without replacement, floor(n_sub/bs) steps (Keras)
 
 
 @dataclass(frozen=True)
@@ -36,6 +50,7 @@ class CnnArch:
     num_classes: int = 10
     channels: int = 16
     n_conv: int = 3
+    padding: int = 1  # 0 = the published Small CNN Zoo ('valid')
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """State-dict keys and shapes, in the order of `small_cnn`'s state_dict."""
@@ -60,6 +75,8 @@ class MemberHParams:
     dropout: Sequence[float]
     init_scale: Sequence[float]
     train_fraction: Sequence[float]
+    w_init: Sequence[str] | None = None  # None: scaled_he for all (see init_params)
+    init_std: Sequence[float] | None = None  # for the normal / truncated_normal schemes
 
     def __len__(self) -> int:
         return len(self.seed)
@@ -86,29 +103,68 @@ def unflatten(arch: CnnArch, flat: Tensor) -> dict[str, Tensor]:
     return out
 
 
-def init_params(arch: CnnArch, seeds: Tensor, init_scale: Tensor) -> Tensor:
-    """He-normal weights scaled by each member's init_scale, zero biases: flat [B, D]."""
+def init_params(arch: CnnArch, seeds: Tensor, init_scale: Tensor, w_init: Sequence[str] | None = None,
+                init_std: Tensor | None = None) -> Tensor:
+    """Zero biases and weights by each member's scheme (flat [B, D]):
+    - scaled_he (default): normal, std init_scale * sqrt(2 / fan_in);
+    - he_normal, glorot_normal: Keras's, normals truncated to +-2 std, std sqrt(2 / fan_in) resp.
+      sqrt(2 / (fan_in + fan_out)) after the truncation;
+    - orthogonal: Keras's (QR of a normal matrix in the kernel's (fan_in, out) layout, signs fixed);
+    - normal, truncated_normal: std init_std (Keras RandomNormal / TruncatedNormal)."""
+    nb, dev = len(seeds), seeds.device
+    schemes = list(w_init) if w_init is not None else ["scaled_he"] * nb
+    bad = sorted(set(schemes) - set(W_INITS))
+    if bad:
+        raise ValueError(f"unknown weight init(s) {bad}; known: {W_INITS}")
+    std = init_std.view(-1, 1) if init_std is not None else torch.ones(nb, 1, device=dev)
     parts = []
     for j, (key, shape) in enumerate(arch.shapes()):
+        n = math.prod(shape)
         if key.endswith("bias"):
-            parts.append(torch.zeros(len(seeds), math.prod(shape), device=seeds.device))
+            parts.append(torch.zeros(nb, n, device=dev))
             continue
-        fan_in = math.prod(shape[1:])
-        z = rng.normal(seeds, rng.STREAM_INIT, j, (math.prod(shape),))
-        parts.append(z * (init_scale.view(-1, 1) * math.sqrt(2.0 / fan_in)))
+        fan_in, fan_out = math.prod(shape[1:]), shape[0] * math.prod(shape[2:])
+        z = rng.normal(seeds, rng.STREAM_INIT, j, (n,))
+        out = z * (init_scale.view(-1, 1) * math.sqrt(2.0 / fan_in))  # scaled_he: the v1 zoos' draws, unchanged
+        if set(schemes) != {"scaled_he"}:
+            lo = 0.5 * math.erfc(2.0 / math.sqrt(2.0))  # P(z < -2)
+            u = rng.uniform(seeds, rng.STREAM_INIT, 1000 + j, (n,)).double()
+            t = torch.special.ndtri(lo + (u + 0.5 / (1 << 24)) * (1.0 - 2.0 * lo)).float()  # unit normal within +-2
+            candidates = {"he_normal": t * (math.sqrt(2.0 / fan_in) / TRUNCATED_STD),
+                          "glorot_normal": t * (math.sqrt(2.0 / (fan_in + fan_out)) / TRUNCATED_STD),
+                          "normal": z * std, "truncated_normal": t * std,
+                          "orthogonal": _orthogonal(z, shape)}
+            for name, value in candidates.items():
+                chosen = torch.tensor([s == name for s in schemes], device=dev).view(-1, 1)
+                out = torch.where(chosen, value, out)
+        parts.append(out)
     return torch.cat(parts, dim=1)
 
 
-def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str) -> Tensor:
-    """h [N, B*Ci, H, W], w [B, Co, Ci, 3, 3], b [B, Co] -> [N, B*Co, H', W'] (stride 2, pad 1)."""
+def _orthogonal(z: Tensor, shape: tuple[int, ...]) -> Tensor:
+    """Keras's Orthogonal(gain=1) of normals z [B, n] for a torch weight of `shape` (out, in, *k):
+    built in Keras's kernel layout (*k, in, out) flattened to (fan_in, out), returned flat in torch's."""
+    nb, out = z.shape[0], shape[0]
+    rows = math.prod(shape[1:])  # in * k * k
+    big, small = max(rows, out), min(rows, out)
+    q, r = torch.linalg.qr(z.view(nb, big, small))
+    q = q * torch.sign(torch.diagonal(r, dim1=-2, dim2=-1)).unsqueeze(1)
+    keras = q if rows >= out else q.transpose(1, 2)  # [B, rows, out], rows in Keras's (*k, in) order
+    k_shape = tuple(shape[2:]) + (shape[1], out)  # (*k, in, out)
+    w = keras.reshape(nb, *k_shape).permute(0, len(k_shape), len(k_shape) - 1, *range(1, len(k_shape) - 1))
+    return w.reshape(nb, -1)
+
+
+def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str, padding: int) -> Tensor:
+    """h [N, B*Ci, H, W], w [B, Co, Ci, 3, 3], b [B, Co] -> [N, B*Co, H', W'] (stride 2)."""
     nb, co, ci = w.shape[:3]
     if impl == "unfold" and groups > 1:
         n, _, hh, ww = h.shape
-        ho, wo = (hh + 1) // 2, (ww + 1) // 2
-        cols = F.unfold(h, 3, padding=1, stride=2).view(n, nb, ci * 9, ho * wo)
+        ho, wo = (hh + 2 * padding - 3) // 2 + 1, (ww + 2 * padding - 3) // 2 + 1
+        cols = F.unfold(h, 3, padding=padding, stride=2).view(n, nb, ci * 9, ho * wo)
         out = torch.einsum("nbkl,bok->nbol", cols, w.reshape(nb, co, ci * 9)) + b.view(1, nb, co, 1)
         return out.reshape(n, nb * co, ho, wo)
-    return F.conv2d(h, w.reshape(nb * co, ci, 3, 3), b.reshape(-1), stride=2, padding=1, groups=groups)
+    return F.conv2d(h, w.reshape(nb * co, ci, 3, 3), b.reshape(-1), stride=2, padding=padding, groups=groups)
 
 
 def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout: Tensor | None = None,
@@ -126,9 +182,9 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
     for i in range(arch.n_conv):
         w, b = p[f"convs.{i}.weight"], p[f"convs.{i}.bias"]
         if i == 0 and first_groups == 1:
-            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=2, padding=1)
+            h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=2, padding=arch.padding)
         else:
-            h = _conv(h, w, b, nb, conv_impl)
+            h = _conv(h, w, b, nb, conv_impl, arch.padding)
         h = act(h)
         if dropout is not None:
             n, _, hh, ww = h.shape
@@ -147,18 +203,25 @@ def _ce_per_member(logits: Tensor, y: Tensor) -> Tensor:
 
 
 class BatchedOptimizer:
-    """Per-member SGD / SGD with momentum 0.9 / Adam, with torch.optim's update rules and
-    coupled (L2) weight decay; diverged members are frozen."""
+    """Per-member SGD / SGD with momentum 0.9 / Adam (torch.optim's update rules) / RMSprop
+    (tf.keras's: rho 0.9, eps 1e-7, no momentum), with coupled (L2) weight decay on every
+    parameter or, with `decay_mask` ([D], 1 = decayed), on some; diverged members are frozen."""
 
-    def __init__(self, flat: Tensor, optimizer: Sequence[str], lr: Tensor, weight_decay: Tensor) -> None:
+    def __init__(self, flat: Tensor, optimizer: Sequence[str], lr: Tensor, weight_decay: Tensor, *,
+                 decay_mask: Tensor | None = None, adam_eps: float = ADAM_EPS) -> None:
         bad = sorted(set(optimizer) - set(OPTIMIZERS))
         if bad:
             raise ValueError(f"unknown optimizer(s) {bad}; known: {OPTIMIZERS}")
         dev = flat.device
         self.lr, self.wd = lr.view(-1, 1), weight_decay.view(-1, 1)
+        if decay_mask is not None:
+            self.wd = self.wd * decay_mask.view(1, -1).to(flat.dtype)
+        self.adam_eps = adam_eps
         self.mu = torch.tensor([MOMENTUM if o == "momentum" else 0.0 for o in optimizer], device=dev).view(-1, 1)
         self.is_adam = torch.tensor([o == "adam" for o in optimizer], device=dev).view(-1, 1)
-        self.any_adam, self.any_sgd = bool(self.is_adam.any()), not bool(self.is_adam.all())
+        self.is_rms = torch.tensor([o == "rmsprop" for o in optimizer], device=dev).view(-1, 1)
+        self.any_adam, self.any_rms = bool(self.is_adam.any()), bool(self.is_rms.any())
+        self.any_sgd = not bool((self.is_adam | self.is_rms).all())
         self.buf = torch.zeros_like(flat)
         self.m, self.v = torch.zeros_like(flat), torch.zeros_like(flat)
         self.t = 0
@@ -172,13 +235,21 @@ class BatchedOptimizer:
         if self.any_sgd:
             self.buf = self.mu * self.buf + g
             upd = self.buf
+        b1, b2 = ADAM_BETAS  # Adam and RMSprop share the second-moment buffer (a member has one rule)
         if self.any_adam:
-            b1, b2 = ADAM_BETAS
+            v_adam = b2 * self.v + (1 - b2) * g * g
+        if self.any_rms:
+            v_rms = RMSPROP_RHO * self.v + (1 - RMSPROP_RHO) * g * g
+            self.v = torch.where(self.is_rms, v_rms, v_adam) if self.any_adam else v_rms
+        elif self.any_adam:
+            self.v = v_adam
+        if self.any_adam:
             self.m = b1 * self.m + (1 - b1) * g
-            self.v = b2 * self.v + (1 - b2) * g * g
             bc1, bc2 = 1 - b1 ** self.t, 1 - b2 ** self.t
-            adam = (self.m / bc1) / (self.v.sqrt() / math.sqrt(bc2) + ADAM_EPS)
+            adam = (self.m / bc1) / (self.v.sqrt() / math.sqrt(bc2) + self.adam_eps)
             upd = torch.where(self.is_adam, adam, upd)
+        if self.any_rms:
+            upd = torch.where(self.is_rms, g / (self.v.sqrt() + KERAS_EPS), upd)
         new = flat - self.lr * upd
         alive &= torch.isfinite(new).all(dim=1)
         return torch.where(alive.view(-1, 1), new, flat)
@@ -219,11 +290,14 @@ def evaluate(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor,
 
 def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageData, *, epochs: int,
                 checkpoints: Sequence[int], batch_size: int, eval_train_images: int = 2000,
-                conv_impl: str = "grouped", on_step: Callable[[int], None] | None = None) -> BatchResult:
-    """Train B members for `epochs` epochs of ceil(N_train / batch_size) steps each (every member takes
-    the same number of steps; a member with train_fraction f draws its minibatches, with replacement,
-    from its own random f-subset of the training images). Snapshots are taken after the epochs in
-    `checkpoints` (0 = at initialisation)."""
+                conv_impl: str = "grouped", on_step: Callable[[int], None] | None = None,
+                rules: TrainingRules = TrainingRules()) -> BatchResult:
+    """Train B members for `epochs` epochs. With rules.epoch "dataset", an epoch is ceil(N_train /
+    batch_size) steps for every member, which draws its minibatches with replacement from its own
+    random f-subset of the training images; with "subset", it is one pass over the member's subset
+    in a fresh random order, floor(n_sub / batch_size) steps (all members of the batch must then have
+    the same train_fraction). Snapshots are taken after the epochs in `checkpoints` (0 = at
+    initialisation)."""
     import time
 
     dev = data.x_train.device
@@ -238,11 +312,25 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
     eval_idx = subset.gather(1, rng.randint(seeds, rng.STREAM_EVAL, 0, min(eval_train_images, n_train), n_sub))
     use_dropout = bool((p_drop > 0).any())
 
-    flat = init_params(arch, seeds, scale)
-    opt = BatchedOptimizer(flat, hp.optimizer, lr, wd)
+    flat = init_params(arch, seeds, scale, hp.w_init, as_t(hp.init_std) if hp.init_std is not None else None)
+    decay_mask = None
+    if rules.weight_decay_on == "kernels":
+        decay_mask = torch.cat([torch.full((math.prod(shape),), float(not key.endswith("bias")), device=dev)
+                                for key, shape in arch.shapes()])
+    elif rules.weight_decay_on != "all":
+        raise ValueError(f"weight_decay_on must be 'all' or 'kernels', got {rules.weight_decay_on!r}")
+    opt = BatchedOptimizer(flat, hp.optimizer, lr, wd, decay_mask=decay_mask, adam_eps=rules.adam_eps)
     alive = torch.ones(nb, dtype=torch.bool, device=dev)
     diverged_step = torch.full((nb,), -1, dtype=torch.int64, device=dev)
-    steps_per_epoch = math.ceil(n_train / batch_size)
+    if rules.epoch == "subset":
+        if len(set(n_sub.tolist())) != 1:
+            raise ValueError("epoch 'subset': the members of one batch must share their train_fraction")
+        n_pass = int(n_sub[0])
+        steps_per_epoch = max(1, n_pass // batch_size)  # Keras drop_remainder
+    elif rules.epoch == "dataset":
+        steps_per_epoch = math.ceil(n_train / batch_size)
+    else:
+        raise ValueError(f"epoch must be 'dataset' or 'subset', got {rules.epoch!r}")
     snapshots: dict[int, Tensor] = {}
     metrics: dict[int, dict[str, Tensor]] = {}
 
@@ -256,8 +344,13 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
         snapshot(0)
     t0, step = time.perf_counter(), 0
     for epoch in range(1, epochs + 1):
-        for _ in range(steps_per_epoch):
-            pos = rng.randint(seeds, rng.STREAM_BATCH, step, batch_size, n_sub)
+        if rules.epoch == "subset":  # this epoch's order of the member's subset: a pass without replacement
+            order = torch.argsort(rng.uniform(seeds, rng.STREAM_BATCH, (1 << 40) + epoch, (n_pass,)), dim=1, stable=True)
+        for i in range(steps_per_epoch):
+            if rules.epoch == "subset":
+                pos = order[:, i * batch_size:(i + 1) * batch_size] if n_pass >= batch_size else order
+            else:
+                pos = rng.randint(seeds, rng.STREAM_BATCH, step, batch_size, n_sub)
             idx = subset.gather(1, pos)  # [B, bs] image indices
             params = flat.detach().requires_grad_(True)
             logits = forward(arch, params, data.x_train[idx.T], activation, dropout=p_drop if use_dropout else None,

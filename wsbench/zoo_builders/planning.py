@@ -17,7 +17,8 @@ from ..zoo import member_arch  # noqa: F401  (re-exported: builders use it)
 from ..zoo_card import assign_splits, split_counts  # noqa: F401  (re-exported: builders use them)
 
 # sampling order is fixed: adding a grid key never changes the values of the keys before it
-GRID_ORDER = ("optimizer", "activation", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")
+GRID_ORDER = ("optimizer", "activation", "lr", "weight_decay", "dropout", "init_scale", "train_fraction",
+              "w_init", "init_std", "l2reg")
 
 
 def _sample_one(key: str, spec: Any, rng: np.random.Generator, sampled: Mapping[str, Any]) -> Any:

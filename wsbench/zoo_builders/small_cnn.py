@@ -2,8 +2,13 @@
 families of the same recipe (one card group per depth/width).
 
 Per run, hyper-parameters are sampled from the card's grid (optimizer, learning rate, weight
-decay, dropout, initialisation scale, activation, fraction of the training data); every run is
-checkpointed at the card's epochs, and each checkpoint is one member (`run_id` links them).
+decay or Keras-style `l2reg`, dropout, weight initialisation scheme and scale, activation,
+fraction of the training data); every run is checkpointed at the card's epochs, and each
+checkpoint is one member (`run_id` links them). Recipe keys that hold for every run: conv
+`padding` (in the card's arch kwargs), `weight_decay_on` (all | kernels), `adam_eps`,
+`epoch_steps` (dataset | subset: see batched_training.train_batch) and `input_scaling`
+(standardize: z-score, BT.601 luma for gray | signed_unit: [-1, 1], channel-mean gray, as the
+published Small CNN Zoo).
 Runs train many at once (batched_training), in shards of `members_per_shard` runs of one group
 and one activation; finished shards are kept in the work folder, so a build resumes. Under
 torchrun each rank trains its own shards (BuildContext.owns) and rank 0 assembles the zoo.
@@ -19,13 +24,16 @@ import torch
 from ..errors import ConfigError
 from ..zoo_card import ZooCard
 from . import BUILDERS, BuildContext, BuildResult, shards_across_ranks
-from .batched_training import ACTIVATIONS, OPTIMIZERS, CnnArch, ImageData, MemberHParams, train_batch, unflatten
+from .batched_training import (ACTIVATIONS, OPTIMIZERS, W_INITS, CnnArch, ImageData, MemberHParams, TrainingRules,
+                               train_batch, unflatten)
 from .planning import assign_splits, device_name, progress, sample_runs
 from .resumable import assemble, card_fingerprint, combine_reports, load_shards, open_store
 
 HPARAM_COLUMNS = ("optimizer", "lr", "weight_decay", "dropout", "init_scale", "activation", "train_fraction", "seed")
+OPTIONAL_COLUMNS = ("w_init", "init_std", "l2reg")  # members columns only when the card's grid samples them
 DEFAULTS = {"optimizer": "adam", "activation": "relu", "lr": 1e-3, "weight_decay": 0.0, "dropout": 0.0,
-            "init_scale": 1.0, "train_fraction": 1.0}
+            "init_scale": 1.0, "train_fraction": 1.0, "w_init": "scaled_he", "init_std": 0.05}
+INPUT_SCALINGS = ("standardize", "signed_unit")
 
 
 def cnn_arch(card: ZooCard, group: str) -> CnnArch:
@@ -33,10 +41,30 @@ def cnn_arch(card: ZooCard, group: str) -> CnnArch:
     if a["arch"] != "small_cnn":
         raise ConfigError(f"zoo {card.name}: builder small_cnn_zoo needs arch small_cnn, group {group} has {a['arch']!r}")
     kw = dict(a.get("kwargs", {}))
-    extra = sorted(set(kw) - {"in_channels", "num_classes", "channels", "n_conv", "activation", "dropout"})
+    extra = sorted(set(kw) - {"in_channels", "num_classes", "channels", "n_conv", "activation", "dropout", "padding"})
     if extra:
         raise ConfigError(f"zoo {card.name}, group {group}: small_cnn kwargs {extra} are not supported by the builder")
-    return CnnArch(kw.get("in_channels", 1), kw.get("num_classes", 10), kw.get("channels", 16), kw.get("n_conv", 3))
+    padding = kw.get("padding", 1)
+    if padding not in (0, 1):
+        raise ConfigError(f"zoo {card.name}, group {group}: padding must be 0 (published, 'valid') or 1, got {padding!r}")
+    return CnnArch(kw.get("in_channels", 1), kw.get("num_classes", 10), kw.get("channels", 16), kw.get("n_conv", 3),
+                   padding)
+
+
+def training_rules(card: ZooCard) -> TrainingRules:
+    r = card.recipe
+    rules = TrainingRules(weight_decay_on=r.get("weight_decay_on", "all"), adam_eps=float(r.get("adam_eps", 1e-8)),
+                          epoch=r.get("epoch_steps", "dataset"))
+    for key, value, allowed in (("weight_decay_on", rules.weight_decay_on, ("all", "kernels")),
+                                ("epoch_steps", rules.epoch, ("dataset", "subset")),
+                                ("input_scaling", r.get("input_scaling", "standardize"), INPUT_SCALINGS)):
+        if value not in allowed:
+            raise ConfigError(f"zoo {card.name}: recipe.{key} must be one of {list(allowed)}, got {value!r}")
+    return rules
+
+
+def hparam_columns(card: ZooCard) -> tuple[str, ...]:
+    return HPARAM_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if c in card.grid)
 
 
 def load_image_data(card: ZooCard, device: torch.device) -> tuple[ImageData, dict[str, str]]:
@@ -44,6 +72,12 @@ def load_image_data(card: ZooCard, device: torch.device) -> tuple[ImageData, dic
 
     r = card.recipe
     gray = bool(r.get("grayscale", False))
+    if r.get("input_scaling", "standardize") == "signed_unit":  # the published zoo: [0, 1] -> [-1, 1], gray = RGB mean
+        tr = load_split(card.dataset, "train_full", device=device, normalize=False, limit=r.get("train_images"))
+        te = load_split(card.dataset, "test", device=device, normalize=False, limit=r.get("test_images"))
+        prep = (lambda x: (x.mean(1, keepdim=True) if gray else x) * 2.0 - 1.0)  # noqa: E731
+        return (ImageData(prep(tr.x), tr.y, prep(te.x), te.y),
+                {"train_source": tr.source, "test_source": te.source})
     tr = load_split(card.dataset, "train_full", device=device, grayscale=gray, limit=r.get("train_images"))
     te = load_split(card.dataset, "test", device=device, grayscale=gray, limit=r.get("test_images"))
     return ImageData(tr.x, tr.y, te.x, te.y), {"train_source": tr.source, "test_source": te.source}
@@ -55,20 +89,33 @@ def plan(card: ZooCard) -> tuple[list[dict[str, Any]], list[tuple[str, str, list
     n_runs = int(r.get("runs", 0))
     if n_runs < 1:
         raise ConfigError(f"zoo {card.name}: recipe.runs must be a positive integer")
+    if "l2reg" in card.grid and "weight_decay" in card.grid:
+        raise ConfigError(f"zoo {card.name}: the grid samples weight_decay or l2reg (Keras l2: weight_decay = 2 l2reg), "
+                          "not both")
+    rules = training_rules(card)
     grid = {**DEFAULTS, **card.grid}
     runs = sample_runs(grid, n_runs, int(card.seeds.get("grid", 0)), int(card.seeds.get("init", 0)))
     for hp in runs:
+        if "l2reg" in card.grid:  # Keras kernel_regularizer l2(l): loss + l * sum(w^2), gradient 2 l w
+            hp["weight_decay"] = 2.0 * hp["l2reg"]
+        if hp["w_init"] not in W_INITS:
+            raise ConfigError(f"zoo {card.name}: w_init {hp['w_init']!r} unknown (known: {', '.join(W_INITS)})")
         if hp["optimizer"] not in OPTIMIZERS:
             raise ConfigError(f"zoo {card.name}: optimizer {hp['optimizer']!r} unknown (known: {', '.join(OPTIMIZERS)})")
         if hp["activation"] not in ACTIVATIONS:
             raise ConfigError(f"zoo {card.name}: activation {hp['activation']!r} unknown (known: {', '.join(ACTIVATIONS)})")
     per_shard = int(r.get("members_per_shard", 256))
+    # one shard trains in lockstep: one activation; with subset epochs also one train_fraction (one step count)
+    by_fraction = rules.epoch == "subset"
     shards = []
     for group in card.archs:
         for act in sorted({hp["activation"] for hp in runs}):
-            idx = [i for i, hp in enumerate(runs) if hp["activation"] == act]
-            for k in range(0, len(idx), per_shard):
-                shards.append((group, act, idx[k:k + per_shard]))
+            fractions = sorted({hp["train_fraction"] for hp in runs}) if by_fraction else [None]
+            for frac in fractions:
+                idx = [i for i, hp in enumerate(runs) if hp["activation"] == act
+                       and (frac is None or hp["train_fraction"] == frac)]
+                for k in range(0, len(idx), per_shard):
+                    shards.append((group, act, idx[k:k + per_shard]))
     return runs, shards
 
 
@@ -86,10 +133,11 @@ def train_shard(card: ZooCard, group: str, activation: str, run_idx: list[int], 
     epochs, ckpts = _epochs_and_checkpoints(card)
     r = card.recipe
     hp = MemberHParams(**{k: [runs[i][k] for i in run_idx] for k in
-                          ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction")})
+                          ("seed", "optimizer", "lr", "weight_decay", "dropout", "init_scale", "train_fraction",
+                           "w_init", "init_std")})
     res = train_batch(arch, hp, activation, data, epochs=epochs, checkpoints=ckpts, batch_size=int(r.get("batch_size", 128)),
                       eval_train_images=int(r.get("eval_train_images", 2000)), conv_impl=r.get("conv_impl", "grouped"),
-                      on_step=on_step)
+                      on_step=on_step, rules=training_rules(card))
     rows, flats = [], []
     for b, i in enumerate(run_idx):
         s = int(res.diverged_step[b])
@@ -99,7 +147,7 @@ def train_shard(card: ZooCard, group: str, activation: str, run_idx: list[int], 
             m = {k: float(v[b]) for k, v in res.metrics[e].items()}
             run_id = f"{group}_r{i:05d}"
             rows.append({"id": f"{run_id}_e{e:03d}", "run_id": run_id, "run_index": i, "epoch": e,
-                         "step": e * res.steps_per_epoch, **{c: runs[i][c] for c in HPARAM_COLUMNS},
+                         "step": e * res.steps_per_epoch, **{c: runs[i][c] for c in hparam_columns(card)},
                          **m, "gen_gap": m["train_acc"] - m["test_acc"], "diverged": s >= 0,
                          "diverged_epoch": (s // res.steps_per_epoch + 1) if s >= 0 else -1,
                          "n_conv": arch.n_conv, "channels": arch.channels, "n_params": arch.n_params,

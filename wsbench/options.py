@@ -50,7 +50,8 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _is_number(v: Any) -> bool:
+def is_number(v: Any) -> bool:
+    """An int or float, not a bool."""
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
@@ -66,7 +67,7 @@ def _typed(owner: str, key: str, value: Any, default: Any, nullable: bool) -> An
     elif _is_int(default):
         ok, want = _is_int(value), "an integer"
     elif isinstance(default, float):
-        ok, want = _is_number(value) and math.isfinite(value), "a finite number"
+        ok, want = is_number(value) and math.isfinite(value), "a finite number"
         value = float(value) if ok else value
     elif isinstance(default, str):
         ok, want = isinstance(value, str), "a string"
@@ -103,6 +104,6 @@ def parse_options(owner: str, given: Mapping[str, Any], defaults: Mapping[str, A
         if out[key] not in allowed:
             raise ConfigError(f"{owner}: option {key!r} must be one of {list(allowed)}, got {out[key]!r}")
     for key, rng in (ranges or {}).items():
-        if out[key] is not None and _is_number(out[key]) and not rng.contains(out[key]):
+        if out[key] is not None and is_number(out[key]) and not rng.contains(out[key]):
             raise ConfigError(f"{owner}: option {key!r} must be {rng.describe()}, got {out[key]!r}")
     return out

@@ -72,15 +72,12 @@ def load_image_data(card: ZooCard, device: torch.device) -> tuple[ImageData, dic
 
     r = card.recipe
     gray = bool(r.get("grayscale", False))
-    if r.get("input_scaling", "standardize") == "signed_unit":  # the published zoo: [0, 1] -> [-1, 1], gray = RGB mean
-        tr = load_split(card.dataset, "train_full", device=device, normalize=False, limit=r.get("train_images"))
-        te = load_split(card.dataset, "test", device=device, normalize=False, limit=r.get("test_images"))
-        prep = (lambda x: (x.mean(1, keepdim=True) if gray else x) * 2.0 - 1.0)  # noqa: E731
-        return (ImageData(prep(tr.x), tr.y, prep(te.x), te.y),
-                {"train_source": tr.source, "test_source": te.source})
-    tr = load_split(card.dataset, "train_full", device=device, grayscale=gray, limit=r.get("train_images"))
-    te = load_split(card.dataset, "test", device=device, grayscale=gray, limit=r.get("test_images"))
-    return ImageData(tr.x, tr.y, te.x, te.y), {"train_source": tr.source, "test_source": te.source}
+    signed = r.get("input_scaling", "standardize") == "signed_unit"  # the published zoo: [-1, 1], gray = RGB mean
+    splits = [load_split(card.dataset, split, device=device, normalize=not signed, grayscale=gray and not signed,
+                         limit=r.get(limit)) for split, limit in (("train_full", "train_images"), ("test", "test_images"))]
+    x_tr, x_te = ((s.x.mean(1, keepdim=True) if gray else s.x) * 2.0 - 1.0 if signed else s.x for s in splits)
+    tr, te = splits
+    return ImageData(x_tr, tr.y, x_te, te.y), {"train_source": tr.source, "test_source": te.source}
 
 
 def plan(card: ZooCard) -> tuple[list[dict[str, Any]], list[tuple[str, str, list[int]]]]:

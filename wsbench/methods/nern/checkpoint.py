@@ -17,7 +17,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 from safetensors import SafetensorError
@@ -111,6 +111,23 @@ def reconstruction_only_until(config: dict[str, Any]) -> int:
     return int(config.get("loss_warmup", 0))
 
 
+def _sibling_checkpoints(workdir: Path, member_id: str) -> Iterator[tuple[Path, dict[str, Any], int]]:
+    """(folder, identity, iteration) of each readable checkpoint of `member_id` in the run folders
+    beside `workdir` (its JSON side file is read; unreadable ones are skipped)."""
+    if not workdir.parent.is_dir():
+        return
+    ckpt_name, json_name = checkpoint_names(member_id)
+    for other in sorted(workdir.parent.iterdir()):
+        if other == workdir or not (other / ckpt_name).is_file() or not (other / json_name).is_file():
+            continue
+        try:
+            info = json.loads((other / json_name).read_text())
+            theirs, iteration = info["identity"], int(info["iteration"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        yield other, theirs, iteration
+
+
 def find_prefix_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[Path, dict[str, Any]] | None:
     """A checkpoint of another run beside `workdir` (e.g. runs/<other key>/) that this run would have
     reached itself: same member, weights, seed and config except keys that only matter for KD/FMD,
@@ -120,17 +137,7 @@ def find_prefix_checkpoint(workdir: Path, identity: dict[str, Any]) -> tuple[Pat
     reconstruction-only run of the same schedule instead of repeating its steps."""
     ours = json.loads(json.dumps(identity, sort_keys=True, default=float))
     best: tuple[int, Path, dict[str, Any]] | None = None
-    if not workdir.parent.is_dir():
-        return None
-    ckpt_name, json_name = checkpoint_names(identity["member_id"])
-    for other in sorted(workdir.parent.iterdir()):
-        if other == workdir or not (other / ckpt_name).is_file() or not (other / json_name).is_file():
-            continue
-        try:
-            info = json.loads((other / json_name).read_text())
-            theirs, it = info["identity"], int(info["iteration"])
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
+    for other, theirs, it in _sibling_checkpoints(workdir, identity["member_id"]):
         if any(theirs.get(k) != ours.get(k) for k in ("member_id", "weights_digest", "seed")):
             continue
         a, b = theirs.get("config", {}), ours["config"]
@@ -146,17 +153,11 @@ def adopt_same_run_checkpoint(workdir: Path, identity: dict[str, Any]) -> Path |
     weights digest, seed) that a sibling run folder holds, e.g. one recorded under an older run key
     (run keys gained the zoo's content digest). Returns the folder it came from, or None."""
     ckpt_name, json_name = checkpoint_names(identity["member_id"])
-    if (workdir / ckpt_name).is_file() or not workdir.parent.is_dir():
+    if (workdir / ckpt_name).is_file():
         return None
     ours = json.loads(json.dumps(identity, sort_keys=True, default=float))
-    for other in sorted(workdir.parent.iterdir()):
-        if other == workdir or not (other / ckpt_name).is_file() or not (other / json_name).is_file():
-            continue
-        try:
-            same = json.loads((other / json_name).read_text())["identity"] == ours
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if same and _stored_identity(other / ckpt_name) == ours:
+    for other, theirs, _ in _sibling_checkpoints(workdir, identity["member_id"]):
+        if theirs == ours and _stored_identity(other / ckpt_name) == ours:
             workdir.mkdir(parents=True, exist_ok=True)
             os.replace(other / ckpt_name, workdir / ckpt_name)
             os.replace(other / json_name, workdir / json_name)

@@ -14,11 +14,10 @@ kept as a documented option:
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ...errors import ConfigError
-from ...options import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, parse_options
+from ...options import AT_LEAST_ONE, NON_NEGATIVE, POSITIVE, Range, is_number, parse_options
 from .embeddings import COORDINATES, EMBEDDINGS
 from .losses import KD_LOSSES, REC_LOSSES
 from .optim import OPTIMIZERS
@@ -111,10 +110,6 @@ def _err(key: str, msg: str, value: Any) -> ConfigError:
     return ConfigError(f"nern: option {key!r} {msg}, got {value!r}")
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     """Defaults merged with `config` by the one option rule (types from DEFAULTS, CHOICES, RANGES),
     then the checks that span keys or lists; raises ConfigError naming the key."""
@@ -129,7 +124,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
     if cfg["lr_min"] > cfg["lr"]:
         raise _err("lr_min", f"must not exceed lr ({cfg['lr']})", cfg["lr_min"])
     b = cfg["betas"]
-    if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(_is_num(x) and 0 <= x < 1 for x in b):
+    if not isinstance(b, (list, tuple)) or len(b) != 2 or not all(is_number(x) and 0 <= x < 1 for x in b):
         raise _err("betas", "must be two numbers in [0, 1)", b)
     cfg["betas"] = [float(x) for x in b]
     if not (isinstance(cfg["compile"], bool) or cfg["compile"] in COMPILE_MODES):
@@ -138,7 +133,7 @@ def validate_config(config: dict[str, Any]) -> dict[str, Any]:
         if not (isinstance(cfg[key], bool) or cfg[key] == "auto"):
             raise _err(key, "must be true, false or 'auto'", cfg[key])
     sp = cfg["prune_sparsities"]
-    if not isinstance(sp, (list, tuple)) or not sp or not all(_is_num(s) and 0 <= s < 1 for s in sp):
+    if not isinstance(sp, (list, tuple)) or not sp or not all(is_number(s) and 0 <= s < 1 for s in sp):
         raise _err("prune_sparsities", "must be a non-empty list of numbers in [0, 1)", sp)
     if len(set(float(s) for s in sp)) != len(sp):
         raise _err("prune_sparsities", "must not repeat a value", sp)

@@ -33,27 +33,28 @@ def _load_state(trainer: NeRNTrainer, tensors: dict[str, Tensor], prefix: str) -
             trainer.learned_emb.copy_(tensors[prefix + "embedding"].to(dev))
 
 
-def _expected_shape(trainer: NeRNTrainer, key: str) -> tuple[int, ...] | None | bool:
-    """Shape a checkpoint tensor `key` must have in this run; None: any (an optimizer step counter);
-    False: this run has no such tensor."""
-    model = {k: tuple(v.shape) for k, v in _clone_state(trainer).items()}
-    params = [tuple(p.shape) for g in trainer.optimizer.param_groups for p in g["params"]]
-    head, _, rest = key.partition(".")
-    if head == "best":
-        return model.get(rest, False)
-    if head in ("slow", "opt"):
-        pid, _, name = rest.partition(".")
-        if not pid.isdigit() or int(pid) >= len(params) or (head == "slow") == bool(name):
-            return False
-        return None if name == "step" else params[int(pid)]
-    return model.get(key, False)
-
-
 def check_checkpoint_shapes(trainer: NeRNTrainer, tensors: dict[str, Tensor], where: str) -> None:
     """IntegrityError (one line) when a checkpoint holds a tensor this run does not have or of
     another shape: an edited or foreign file, caught before it is loaded into the model."""
+    model = {f"predictor.{k}": tuple(v.shape) for k, v in trainer.predictor.state_dict().items()}
+    if trainer.learned_emb is not None:
+        model["embedding"] = tuple(trainer.learned_emb.shape)
+    params = [tuple(p.shape) for g in trainer.optimizer.param_groups for p in g["params"]]
+
+    def expected(key: str) -> tuple[int, ...] | None | bool:
+        """The shape `key` must have; None: any (an optimizer step counter); False: no such tensor."""
+        head, _, rest = key.partition(".")
+        if head == "best":
+            return model.get(rest, False)
+        if head in ("slow", "opt"):
+            pid, _, name = rest.partition(".")
+            if not pid.isdigit() or int(pid) >= len(params) or (head == "slow") == bool(name):
+                return False
+            return None if name == "step" else params[int(pid)]
+        return model.get(key, False)
+
     for key, v in tensors.items():
-        want = _expected_shape(trainer, key)
+        want = expected(key)
         if want is False:
             raise IntegrityError(f"nern: checkpoint {where} holds tensor {key!r} that this run does not have; "
                                  f"delete it to start afresh")

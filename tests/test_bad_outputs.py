@@ -207,3 +207,37 @@ def test_disk_full_during_build_zoo_is_one_line_and_leaves_nothing(tmp_path, cap
                      tmp_path, capsys)
     assert_user_error(rc, err, "No space left on device")
     assert not out.exists() and not list(tmp_path.glob(".z.*"))  # no staging folder; no work folder (no shards)
+
+
+def test_the_build_lock_is_per_variant_and_a_waiting_build_says_so(tmp_path):
+    """Building `tiny` of a zoo while its `medium` builds used to wait silently for the whole build
+    (the lock was on the zoo's folder); now each variant has its own lock, and a second build of the
+    same variant prints that it waits, then re-takes the lock on the new work folder."""
+    import shutil
+    import threading
+
+    from wsbench.zoo_builders import _build_lock, _work_folder
+
+    medium, tiny = tmp_path / "zoo" / "medium", tmp_path / "zoo" / "tiny"
+    messages: list[str] = []
+    with _build_lock(medium, 1, messages.append):
+        with _build_lock(tiny, 1, messages.append):  # would block forever with one lock per zoo
+            pass
+        assert messages == []
+        entered = threading.Event()
+
+        def second_medium_build() -> None:
+            with _build_lock(medium, 1, messages.append):
+                entered.set()
+
+        waiter = threading.Thread(target=second_medium_build)
+        waiter.start()
+        for _ in range(200):
+            if messages:
+                break
+            threading.Event().wait(0.01)
+        assert messages == [f"waiting for another process that builds {medium} to finish"]
+        assert not entered.is_set()
+        shutil.rmtree(_work_folder(medium))  # a finished build removes its work folder
+    waiter.join(timeout=10)
+    assert entered.is_set() and _work_folder(medium).is_dir()

@@ -93,24 +93,46 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
     root = Path(out) if out else zoo_mod.built_zoo_path(card.name, variant)
     zoo_mod.check_zoo_output(root, overwrite=True)  # before any work: never replace a folder of other files
     world = max(distributed.world(), int(os.environ.get("WORLD_SIZE", "1")))  # torchrun sets it before setup
-    with _build_lock(root, world):
+    with _build_lock(root, world, log or print):
         if (root / zoo_mod.CARD_FILE).exists() and not overwrite:  # built by another process meanwhile
+            _drop_if_nothing_to_resume(_work_folder(root))
             return zoo_mod.load_zoo(root)
         return _build_locked(resolved, root, device, progress, overwrite, log)
 
 
+def _work_folder(root: Path) -> Path:
+    return root.with_name(f".{root.name}.work")
+
+
 @contextlib.contextmanager
-def _build_lock(root: Path, world: int) -> Iterator[None]:
-    """One build of a zoo folder at a time: an exclusive flock on its parent folder (no lock file).
-    Two first runs of an auto-built zoo used to share its work folder until one deleted it under
-    the other. Under torchrun (world > 1) the ranks build together and are not serialised."""
+def _build_lock(root: Path, world: int, log: Callable[[str], None]) -> Iterator[None]:
+    """One build of a zoo folder at a time: an exclusive flock on its work folder (no lock file), so
+    that other variants of the zoo build meanwhile. Two first runs of an auto-built zoo used to share
+    the work folder until one deleted it under the other; a build that waits says so. The folder is
+    removed when a build ends, so a lock taken on a removed folder is taken again on the new one.
+    Under torchrun (world > 1) the ranks build together and are not serialised."""
     if world > 1:
         yield
         return
-    root.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root.parent, os.O_RDONLY | os.O_DIRECTORY)
+    workdir, told = _work_folder(root), False
+    while True:
+        workdir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(workdir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if not told:
+                log(f"waiting for another process that builds {root} to finish")
+                told = True
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            current = os.stat(workdir).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            break
+        os.close(fd)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -127,7 +149,7 @@ def _build_locked(resolved: ZooCard, root: Path, device: str | torch.device, pro
     from .. import distributed
     from .. import zoo as zoo_mod
 
-    workdir = root.with_name(f".{root.name}.work")
+    workdir = _work_folder(root)
     workdir.mkdir(parents=True, exist_ok=True)
     builder = BUILDERS.get(resolved.builder)
     if progress is None:  # bars only on a terminal (not in CI, not in pipes)

@@ -4,6 +4,9 @@ path as a fraction of the fp32 GEMM rate measured in the same run, and each path
 
     WSBENCH_DATA_DIR=../shared/data python scripts/perf_cpu.py [--out leaderboards/perf/cpu] [--paths ...]
 
+With WSBENCH_OFFICIAL_DWSNETS=<a checkout of github:AvivNavon/DWSNets>, the DWSNet path also times the
+official model at the same settings in the same process (imported from the checkout, not copied).
+
 FLOPs are counted with torch.utils.flop_counter over one step (matrix products and convolutions,
 forward and backward; elementwise work such as sin or Adam is not counted: it is what a path
 spends beyond the useful FLOPs). Every path runs in a fresh process (its peak RSS is its own), with
@@ -119,32 +122,61 @@ def path_small_cnn_train() -> dict:
             "flops_per_step": flops, "seconds_per_step": (time.perf_counter() - t) / steps}
 
 
+def _official_dwsnet(path: str, batch: int):
+    """The official DWSModelForClassification (a checkout of github:AvivNavon/DWSNets at `path`, imported
+    from there, never copied) at the MNIST-INR settings, with inputs of our SIREN shapes."""
+    sys.path.insert(0, path)
+    try:
+        from nn.models import DWSModelForClassification  # the checkout's top-level package `nn`
+    finally:
+        sys.path.remove(path)
+    shapes = ((2, 32), (32, 32), (32, 1))
+    model = DWSModelForClassification(weight_shapes=shapes, bias_shapes=tuple((b,) for _, b in shapes),
+                                      input_features=1, hidden_dim=32, n_hidden=4, reduction="max", n_classes=10,
+                                      num_heads=8, set_layer="sab", bn=True, dropout_rate=0.0)
+    inputs = (tuple(0.1 * torch.randn(batch, a, b, 1) for a, b in shapes),
+              tuple(0.1 * torch.randn(batch, b, 1) for _, b in shapes))
+    return model, inputs
+
+
 def path_dwsnet_step() -> dict:
     import yaml
 
     import wsbench.builtins  # noqa: F401
-    from wsbench.registry import METHODS
     from wsbench.archs import spec_for_arch
+    from wsbench.registry import METHODS
+    from wsbench.tasks.encoder_training import adamw
     from wsbench.weights import WeightSpace
 
     cfg = {k: v for k, v in yaml.safe_load((ROOT / "baselines" / "dwsnet" / "paper.yaml").read_text()).items()
            if k not in ("description", "task")}
     spec = spec_for_arch("siren")
     ws = WeightSpace(spec, {p.key: 0.1 * torch.randn(64, *p.shape) for p in spec.params})
-    model = METHODS.get("dwsnet")(spec, 10, **cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     y = torch.randint(0, 10, (64,))
 
-    def step() -> None:
-        loss = torch.nn.functional.cross_entropy(model(ws), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    def training_step(model: torch.nn.Module, inputs, optimizer) -> Callable[[], None]:
+        def step() -> None:
+            loss = torch.nn.functional.cross_entropy(model(inputs), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+        return step
 
-    flops = _flops(step)
-    return {"what": f"DWSNet paper config ({sum(p.numel() for p in model.parameters()):,} params), batch 64 "
-                    f"SIREN INRs, AdamW", "flops_per_step": flops, "seconds_per_step": _timed(step, 5),
-            "networks_per_s": 64 / _timed(step, 3, warmup=0)}
+    model = METHODS.get("dwsnet")(spec, 10, **cfg)
+    step = training_step(model, ws, adamw(list(model.parameters()), lr=1e-3))
+    out = {"what": f"DWSNet paper config ({sum(p.numel() for p in model.parameters()):,} params), batch 64 "
+                   "SIREN INRs, AdamW (the trainer's: fused)", "flops_per_step": _flops(step),
+           "seconds_per_step": _timed(step, 5)}
+    out["networks_per_s"] = 64 / out["seconds_per_step"]
+    official = os.environ.get("WSBENCH_OFFICIAL_DWSNETS")
+    if official:
+        ref_model, ref_inputs = _official_dwsnet(official, 64)
+        ref_step = training_step(ref_model, ref_inputs, torch.optim.AdamW(ref_model.parameters(), lr=1e-3))
+        ref_s, ours_s = _timed(ref_step, 5), _timed(step, 5)  # alternated, so both see the same machine load
+        out["reference"] = {"what": "the official DWSNets DWSModelForClassification, same settings and batch "
+                                    f"({sum(p.numel() for p in ref_model.parameters()):,} params), its AdamW",
+                            "seconds_per_step": ref_s, "speedup": ref_s / ours_s}
+    return out
 
 
 def _nern(kd: bool) -> dict:

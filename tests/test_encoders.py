@@ -325,3 +325,48 @@ def test_per_entry_normalisation_breaks_invariance_and_symmetric_keeps_close_to_
     assert sym.mean[first].shape == (1, zoo.tensors[first].shape[2])
     with pytest.raises(ConfigError, match="normalisation"):
         WeightNormalizer.fit(zoo, "auto")
+
+
+@pytest.mark.parametrize("spec_key", ["mlp", "cnn"])
+def test_dws_layer_equals_the_plain_sum_of_its_blocks(spec_key):
+    """The layer pools each tensor once per set of axes and sums terms by shape before broadcasting;
+    the result must be the plain sum over blocks (each block on its own input), divided by the count."""
+    spec = spec_of(spec_key)
+    layouts = layouts_for_spec(spec)
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, [t.channels for t in layouts], 6, num_heads=2)
+    xs = features_from_ws(random_ws(spec_key, 3), layouts)
+    got = layer(xs)
+    want = [torch.zeros(3, *(a.size for a in t.axes), 6) for t in layouts]
+    for j, h in layer.pooled(xs).items():
+        want[j] = want[j] + h
+    for i, j, fam, key in layer.routes:
+        want[j] = want[j] + layer.blocks[fam][key](xs[i])
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w / len(layouts), rtol=1e-5, atol=1e-6)
+
+
+def test_sum_terms_equals_the_plain_sum():
+    from wsbench.methods.dwsnet.blocks import sum_terms
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [(2, 4, 5, 3), (2, 4, 1, 3), (2, 1, 5, 3), (2, 1, 1, 3), (2, 4, 1, 3), (2, 1, 1, 3)]
+    for subset in ([0, 1, 2, 3, 4, 5], [1, 2], [3, 5, 1], [2], [0]):
+        terms = [(torch.randn(shapes[k], generator=g), 0.5 + k) for k in subset]
+        want = sum(t * s for t, s in terms)
+        torch.testing.assert_close(sum_terms(terms), want, rtol=1e-6, atol=1e-6)
+
+
+def test_max_pooling_is_the_official_torch_max_over_flattened_axes():
+    """Values as amax; the gradient goes to one entry per output (torch.max over one axis, as the
+    official DWSNets code pools), not split over ties."""
+    from wsbench.methods.dwsnet.blocks import reduce
+
+    x = torch.zeros(2, 3, 4, 5, requires_grad=True)  # all tied
+    out = reduce(x, [1, 2], "max")
+    torch.testing.assert_close(out, x.amax(dim=(1, 2)))
+    out.sum().backward()
+    assert x.grad.sum().item() == 2 * 5 and x.grad.max().item() == 1.0
+    y = torch.randn(2, 3, 4, 5)
+    torch.testing.assert_close(reduce(y, [1, 3], "max"), y.amax(dim=(1, 3)))  # non-adjacent axes
+    torch.testing.assert_close(reduce(y, [2], "max"), y.amax(dim=2))

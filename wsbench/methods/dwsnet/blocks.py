@@ -23,6 +23,7 @@ from __future__ import annotations
 import math
 from itertools import combinations
 from math import prod
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -31,11 +32,17 @@ from torch import Tensor, nn
 from .layout import Axis
 
 
-def reduce(x: Tensor, dims: list[int], how: str) -> Tensor:
+def reduce(x: Tensor, dims: Sequence[int], how: str) -> Tensor:
+    """Pool `x` over `dims`. Max over adjacent dims flattens them and takes torch.max over one axis,
+    as the official code does: its backward scatters the gradient to one index per output (amax
+    splits it over ties and runs four full-size passes to do so)."""
     if not dims:
         return x
     if how == "max":
-        return x.amax(dim=dims)
+        lo, hi = min(dims), max(dims)
+        if hi - lo + 1 == len(dims):
+            return (x.flatten(lo, hi) if hi > lo else x).max(dim=lo).values
+        return x.amax(dim=list(dims))
     if how == "mean":
         return x.mean(dim=dims)
     return x.sum(dim=dims)
@@ -104,19 +111,48 @@ class PairBlock(nn.Module):
         return {"pool": pool, "perm": [0] + [1 + i for i in order] + [len(rem) + 1], "kept_sizes": kept_sizes,
                 "out_perm": [0] + [1 + p for p in present] + [len(cur) + 1], "broadcast": broadcast}
 
-    def forward(self, x: Tensor) -> Tensor:
-        """[B, *src sizes, c_in] -> [B, *dst sizes (1 where broadcast), c_out]."""
+    def term_outputs(self, x: Tensor, pool: Callable[[Sequence[int]], Tensor] | None = None) -> list[Tensor]:
+        """The block's terms, unscaled and not summed: [B, *dst sizes (1 where broadcast), c_out] each.
+        `pool(dims)` gives x pooled over dims (a cache shared by the blocks of a layer)."""
         B = x.shape[0]
-        out: Tensor | None = None
+        out = []
         for mod, plan in zip(self.terms, self.plans):
-            h = reduce(x, plan["pool"], self.reduction).permute(plan["perm"])
+            h = (pool(plan["pool"]) if pool is not None else reduce(x, plan["pool"], self.reduction)).permute(plan["perm"])
             h = mod(h.reshape(B, *plan["kept_sizes"], -1))
             h = h.reshape(B, *plan["kept_sizes"], *self.out_fixed, self.c_out).permute(plan["out_perm"])
             for d in plan["broadcast"]:
                 h = h.unsqueeze(d)
-            out = h if out is None else out + h
-        assert out is not None
-        return out * self.scale if self.scale != 1.0 else out
+            out.append(h)
+        return out
+
+    def forward(self, x: Tensor) -> Tensor:
+        """[B, *src sizes, c_in] -> [B, *dst sizes (1 where broadcast), c_out]."""
+        return sum_terms([(h, self.scale) for h in self.term_outputs(x)])
+
+
+def sum_terms(terms: Sequence[tuple[Tensor, float]]) -> Tensor:
+    """sum(scale * term) over broadcastable terms with few full-size passes: terms of one shape are
+    summed first, a smaller sum is added into the smallest other sum it broadcasts into, and only
+    what remains is broadcast to the full shape (adding each term into a full-size running sum took
+    one full-size pass per term, and as many reductions in the backward pass)."""
+    groups: dict[tuple[int, ...], Tensor] = {}
+    for t, s in terms:
+        shape = tuple(t.shape)
+        groups[shape] = t * s if shape not in groups else groups[shape].add(t, alpha=s)
+    order = sorted(groups, key=prod)
+    kept: list[tuple[int, ...]] = []
+    for shape in reversed(order):  # largest first; fold each into the smallest kept shape it fits
+        into = [k for k in kept if all(a == b or a == 1 for a, b in zip(shape, k))]
+        if into:
+            target = min(into, key=prod)
+            groups[target] = groups[target] + groups.pop(shape)
+        else:
+            kept.append(shape)
+    parts = sorted((groups[k] for k in kept), key=lambda t: -t.numel())
+    out = parts[0]
+    for t in parts[1:]:
+        out = out + t
+    return out
 
 
 class PooledBlocks(nn.Module):
@@ -161,9 +197,10 @@ class PooledBlocks(nn.Module):
                     start += f
                 bias.uniform_(-1e-4, 1e-4)
 
-    def forward(self, xs: list[Tensor]) -> dict[int, Tensor]:
+    def forward(self, xs: Sequence[Tensor], pool: Callable[[int, Sequence[int]], Tensor] | None = None) -> dict[int, Tensor]:
         B = xs[0].shape[0]
-        pooled = {i: reduce(xs[i], self.pool_dims[i], self.reduction).reshape(B, -1) for i in self.needed}
+        pooled = {i: (pool(i, self.pool_dims[i]) if pool is not None else reduce(xs[i], self.pool_dims[i], self.reduction))
+                  .reshape(B, -1) for i in self.needed}
         out = {}
         for j, lin, bias in zip(self.dsts, self.linears, self.biases):
             h = lin(torch.cat([pooled[i] for i in self.sources[j]], dim=1)) + bias.sum(0)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import PairBlock, PooledBlocks, reduce
+from .blocks import PairBlock, PooledBlocks, reduce, sum_terms
 from .layout import TensorLayout
 
 
@@ -25,7 +25,7 @@ class DWSLayer(nn.Module):
         super().__init__()
         self.layouts = list(layouts)
         c_ins = [c_in] * len(self.layouts) if isinstance(c_in, int) else list(c_in)
-        self.c_out = c_out
+        self.c_out, self.reduction = c_out, reduction
         index = {id(t): (t.kind, sum(1 for u in self.layouts[:k] if u.kind == t.kind)) for k, t in enumerate(self.layouts)}
         families = {f"{a}_to_{b}": nn.ModuleDict() for a in ("weight", "bias") for b in ("weight", "bias")}
         self.routes: list[tuple[int, int, str, str]] = []
@@ -57,14 +57,22 @@ class DWSLayer(nn.Module):
                         m.bias.uniform_(-1e-4, 1e-4)
 
     def forward(self, xs: Sequence[Tensor]) -> list[Tensor]:
-        outs: list[Tensor | None] = [None] * len(self.layouts)
-        for j, h in self.pooled(xs).items():
-            outs[j] = h
-        for i, j, fam, key in self.routes:
-            h = self.blocks[fam][key](xs[i])
-            outs[j] = h if outs[j] is None else outs[j] + h
         n, B = len(self.layouts), xs[0].shape[0]
-        return [o.expand(B, *(a.size for a in t.axes), self.c_out) / n for o, t in zip(outs, self.layouts)]
+        pooled: dict[tuple[int, tuple[int, ...]], Tensor] = {}
+
+        def pool(i: int, dims: Sequence[int]) -> Tensor:  # each tensor pooled once per set of axes
+            key = (i, tuple(dims))
+            if key not in pooled:
+                pooled[key] = reduce(xs[i], dims, self.reduction)
+            return pooled[key]
+
+        terms: list[list[tuple[Tensor, float]]] = [[] for _ in self.layouts]
+        for j, h in self.pooled(xs, pool).items():
+            terms[j].append((h, 1.0 / n))
+        for i, j, fam, key in self.routes:
+            block = self.blocks[fam][key]
+            terms[j] += [(h, block.scale / n) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims))]
+        return [sum_terms(ts).expand(B, *(a.size for a in t.axes), self.c_out) for ts, t in zip(terms, self.layouts)]
 
 
 class TensorBatchNorm(nn.Module):

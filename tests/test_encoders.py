@@ -22,10 +22,10 @@ import wsbench.methods.sne  # noqa: F401
 import wsbench.methods.stat_features  # noqa: F401
 from wsbench.archs import build_arch
 from wsbench.errors import ConfigError, NotApplicableError
-from wsbench.methods.dwsnet.layer import DWSLayer
-from wsbench.methods.dwsnet.layout import features_from_ws, layouts_for_spec
+from wsbench.methods.equivariant.layer import DWSLayer
+from wsbench.methods.equivariant.layout import features_from_ws, layouts_for_spec
 from wsbench.methods.graph import build_template
-from wsbench.methods.mlp import canonical_permutation
+from wsbench.methods.common import canonical_permutation
 from wsbench.methods.sne import chunk_plan
 from wsbench.registry import METHODS
 from wsbench.archs import spec_for_arch
@@ -55,7 +55,7 @@ def random_ws(key: str, n: int, seed: int = 0) -> WeightSpace:
 def make(name: str, specs, out_dim: int = 2, seed: int = 0):
     cls = METHODS.get(name)
     torch.manual_seed(seed)
-    return cls(specs, out_dim, **getattr(cls, "tiny_config", {}))
+    return cls(specs, out_dim, **cls.tiny_config)
 
 
 def cases():
@@ -248,7 +248,7 @@ def test_canonical_alignment_maps_an_orbit_to_one_point():
 
 def test_pooled_blocks_equal_one_linear_per_block():
     """The batched no-shared-group blocks compute exactly sum_i Lin_ij(pool(x_i)) per destination."""
-    from wsbench.methods.dwsnet.blocks import PairBlock
+    from wsbench.methods.equivariant.blocks import PairBlock
 
     spec = spec_of("cnn")
     layouts = layouts_for_spec(spec)
@@ -347,7 +347,7 @@ def test_dws_layer_equals_the_plain_sum_of_its_blocks(spec_key):
 
 
 def test_sum_terms_equals_the_plain_sum():
-    from wsbench.methods.dwsnet.blocks import sum_terms
+    from wsbench.methods.equivariant.blocks import sum_terms
 
     g = torch.Generator().manual_seed(0)
     shapes = [(2, 4, 5, 3), (2, 4, 1, 3), (2, 1, 5, 3), (2, 1, 1, 3), (2, 4, 1, 3), (2, 1, 1, 3)]
@@ -360,7 +360,7 @@ def test_sum_terms_equals_the_plain_sum():
 def test_max_pooling_is_the_official_torch_max_over_flattened_axes():
     """Values as amax; the gradient goes to one entry per output (torch.max over one axis, as the
     official DWSNets code pools), not split over ties."""
-    from wsbench.methods.dwsnet.blocks import reduce
+    from wsbench.methods.equivariant.blocks import reduce
 
     x = torch.zeros(2, 3, 4, 5, requires_grad=True)  # all tied
     out = reduce(x, [1, 2], "max")

@@ -13,7 +13,7 @@ def listing() -> dict:
         tasks = [t for t in TASKS.names() if TASKS.get(t).capability == cls.capability]
         methods[name] = {"capability": cls.capability, "description": cls.description,
                          "tasks": tasks, "presets": preset_names(name),
-                         "architecture_agnostic": bool(getattr(cls, "architecture_agnostic", False))}
+                         "architecture_agnostic": cls.architecture_agnostic}
     zoos = {}
     for name in ZOOS.names():
         card = ZOOS.get(name)

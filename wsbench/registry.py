@@ -25,11 +25,17 @@ class Registry(Generic[T]):
         self._broken: dict[str, Exception] = {}  # entries that failed to load: the error, raised on get
 
     def register(self, name: str) -> Callable[[T], T]:
-        """Decorator: `@METHODS.register("nern")` on a class or factory."""
+        """Decorator: `@METHODS.register("nern")` on a class or factory. A class with a `name`
+        attribute (methods) gets the registered name: it is written once, here."""
 
         def deco(obj: T) -> T:
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} registered twice")
+            if isinstance(obj, type) and hasattr(obj, "name"):  # a class that carries its name: set it here, once
+                own = obj.__dict__.get("name")
+                if own not in (None, "", name):
+                    raise ValueError(f"{self.kind} class {obj.__name__} is named {own!r} but registered as {name!r}")
+                obj.name = name  # type: ignore[attr-defined]
             self._entries[name] = obj
             return obj
 

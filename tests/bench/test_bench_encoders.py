@@ -21,9 +21,9 @@ import wsbench.methods.nfn  # noqa: F401
 import wsbench.methods.sne  # noqa: F401
 import wsbench.methods.stat_features  # noqa: F401
 from wsbench.archs import build_arch
-from wsbench.methods.dwsnet.blocks import PairBlock
-from wsbench.methods.dwsnet.layer import DWSLayer
-from wsbench.methods.dwsnet.layout import features_from_ws, layouts_for_spec
+from wsbench.methods.equivariant.blocks import PairBlock
+from wsbench.methods.equivariant.layer import DWSLayer
+from wsbench.methods.equivariant.layout import features_from_ws, layouts_for_spec
 from wsbench.metrics import kendall_tau
 from wsbench.registry import METHODS
 from wsbench.archs import spec_for_arch

@@ -70,7 +70,7 @@ class Reconstruction:
 
 
 class Method:
-    """Common base: a name, a capability, and a validated config dict."""
+    """Common base: a name (set by the registry: `@METHODS.register("x")`), a capability, a version."""
 
     name: ClassVar[str] = ""
     capability: ClassVar[str] = ""  # "reconstructor" | "encoder"
@@ -78,6 +78,7 @@ class Method:
     # Bump when a change alters what the method computes for the same config: the version is part of
     # the run key (from 2 on), so older records are not taken for a run of today's code.
     version: ClassVar[int] = 1
+    architecture_agnostic: ClassVar[bool] = False  # reads networks of several architectures in one model
 
 
 class Reconstructor(Method):
@@ -107,11 +108,22 @@ class Encoder(nn.Module, Method):
     """Maps a WeightSpace batch to a feature tensor [B, out_dim]."""
 
     capability: ClassVar[str] = "encoder"
-    architecture_agnostic: ClassVar[bool] = False
     invariant: ClassVar[bool] = False  # claims invariance under the spec's neuron permutations
+    # further transformations the encoder is meant to be invariant to (checked by the generic tests):
+    # "input_permutation", "layer_shuffle", "untied_permutation", ...
+    intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {}  # every config key and its default (types follow them)
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
     ranges: ClassVar[dict[str, Range]] = {}  # numbers not listed must be >= 0 (sizes, rates, counts)
+    tiny_config: ClassVar[dict[str, Any]] = {}  # a small model for tests and benchmarks
+
+    def augment(self, ws: Any, generator: torch.Generator | None = None) -> Any:
+        """Training-time augmentation of a normalised batch (a WeightSpace); none by default."""
+        return ws
+
+    def auxiliary_loss(self, ws: Any, out: Tensor, generator: torch.Generator | None = None) -> Tensor | None:
+        """A loss added to the task's during training (e.g. SNE's invariance regulariser); none by default."""
+        return None
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Every encoder's `supports` also applies the symmetry rule: an encoder that claims

@@ -83,7 +83,6 @@ class _BudgetReconstructor(Reconstructor):
 
 @METHODS.register("magnitude_prune")
 class MagnitudePrune(_BudgetReconstructor):
-    name = "magnitude_prune"
     description = "global magnitude pruning of conv kernels to a fraction of their weights"
     default_budgets = [0.25, 0.5, 0.75]
 
@@ -113,7 +112,6 @@ class MagnitudePrune(_BudgetReconstructor):
 
 @METHODS.register("low_rank")
 class LowRank(_BudgetReconstructor):
-    name = "low_rank"
     description = "per-layer truncated SVD of conv kernels, ranks allocated greedily to a parameter budget"
     default_budgets = [0.25, 0.5, 0.75]
 
@@ -144,7 +142,6 @@ class LowRank(_BudgetReconstructor):
 
 @METHODS.register("quantize")
 class Quantize(_BudgetReconstructor):
-    name = "quantize"
     description = "uniform per-layer k-bit (min-max) quantisation of conv kernels; budgets are bit widths"
     budget_range = (1.0, 16.0)
     default_budgets = [2, 4, 8]

@@ -25,8 +25,7 @@ from ..errors import ConfigError, NotApplicableError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
-from .mlp import SpecArg, checked_specs
-from .sne import sinusoidal
+from .common import SpecArg, checked_specs, sinusoidal
 
 
 @dataclass
@@ -105,11 +104,9 @@ class NeuralGraphLayer(MessagePassing):
 
 @METHODS.register("neural_graph")
 class NeuralGraph(Encoder):
-    name: ClassVar[str] = "neural_graph"
     description: ClassVar[str] = "message-passing GNN on the network-as-graph (neurons = nodes, weights = edges)"
     architecture_agnostic: ClassVar[bool] = True
     invariant: ClassVar[bool] = True
-    intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 4, "max_kernel": 9, "max_fixed": 1024}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_layers": 2}
 

@@ -19,10 +19,9 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..registry import METHODS
 from ..weights import WeightSpace
-from .dwsnet.layer import DWSLayer, InvariantHead, relu_dropout
-from .dwsnet.layout import Axis, TensorLayout, features_from_ws, layouts_for_spec
-from .dwsnet.model import ChainEncoder
-from .mlp import SpecArg, checked_specs
+from .equivariant.layer import DWSLayer, InvariantHead, relu_dropout
+from .equivariant.layout import Axis, TensorLayout, features_from_ws, layouts_for_spec
+from .common import ChainEncoder, SpecArg, checked_specs
 
 
 def np_layouts(layouts: list[TensorLayout]) -> list[TensorLayout]:
@@ -72,15 +71,12 @@ class NeuralFunctional(ChainEncoder):
 
 @METHODS.register("nfn_hnp")
 class NFNHNP(NeuralFunctional):
-    name: ClassVar[str] = "nfn_hnp"
     description: ClassVar[str] = "neural functional, hidden-neuron permutation (HNP) equivariant layers (Zhou et al.)"
     symmetry: ClassVar[str] = "hnp"
-    intended_invariances: ClassVar[frozenset[str]] = frozenset()
 
 
 @METHODS.register("nfn_np")
 class NFNNP(NeuralFunctional):
-    name: ClassVar[str] = "nfn_np"
     description: ClassVar[str] = "neural functional, all-neuron permutation (NP) equivariant layers (Zhou et al.)"
     symmetry: ClassVar[str] = "np"
     intended_invariances: ClassVar[frozenset[str]] = frozenset({"input_permutation"})

@@ -28,7 +28,7 @@ from ..errors import ConfigError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
-from .mlp import SpecArg, checked_specs, random_neuron_permutation
+from .common import SpecArg, checked_specs, random_neuron_permutation, sinusoidal
 
 LAYER_TYPES = {"linear": 0, "conv": 1, "batchnorm": 2, "other": 3}
 
@@ -89,15 +89,6 @@ def chunk_plan(spec: NetworkSpec, chunk_size: int) -> ChunkPlan:
                      len(types), max(slot) + 1)
 
 
-def sinusoidal(positions: Tensor, dim: int) -> Tensor:
-    """[n] integer positions -> [n, dim] sine/cosine encodings (Vaswani et al.)."""
-    half = dim // 2
-    freq = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=torch.float32) / max(half, 1))
-    ang = positions.float()[:, None] * freq[None]
-    enc = torch.cat([ang.sin(), ang.cos()], dim=1)
-    return torch.nn.functional.pad(enc, (0, dim - enc.shape[1]))
-
-
 class MAB(nn.Module):
     """Set Transformer multihead attention block, pre-LayerNorm form:
     H = X + MHA(LN(X), LN(Y), LN(Y)), out = H + rFF(LN(H)). (The post-LN form of Lee et al.,
@@ -145,11 +136,9 @@ class SetStage(nn.Module):
 
 @METHODS.register("sne")
 class SNE(Encoder):
-    name: ClassVar[str] = "sne"
     description: ClassVar[str] = "Set-based Neural network Encoder: pad-chunk-encode + logit invariance (Andreis et al.)"
     architecture_agnostic: ClassVar[bool] = True
     invariant: ClassVar[bool] = False  # invariance is learned (regulariser), not built in
-    intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {"chunk_size": 16, "hidden_dim": 64, "num_heads": 4, "n_sab": 2,
                                           "invariance_weight": 0.1, "max_layers": 512,
                                           "head_bn": True}

@@ -14,7 +14,7 @@ from ..errors import ConfigError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
-from .mlp import SpecArg, checked_specs, make_mlp
+from .common import SpecArg, checked_specs, make_mlp
 
 QUANTILES = (0.0, 0.25, 0.5, 0.75, 1.0)
 N_STATS = 2 + len(QUANTILES)
@@ -33,7 +33,6 @@ def weight_statistics(ws: WeightSpace, keys: list[str] | None = None) -> Tensor:
 
 @METHODS.register("statnn")
 class StatNN(Encoder):
-    name: ClassVar[str] = "statnn"
     description: ClassVar[str] = "MLP on per-layer weight statistics (Unterthiner et al. 2020)"
     invariant: ClassVar[bool] = True
     intended_invariances: ClassVar[frozenset[str]] = frozenset({"layer_shuffle", "untied_permutation",

@@ -58,7 +58,7 @@ def resolve_normalize(mode: str, method_cls: type) -> str:
     statistics would break it), per tensor (`layer`) otherwise."""
     if mode != "auto":
         return mode
-    return "symmetric" if getattr(method_cls, "invariant", False) else "layer"
+    return "symmetric" if method_cls.invariant else "layer"
 
 
 def task_options(task: str, config: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -237,11 +237,10 @@ class _TrainStep(nn.Module):
     def __init__(self, model: Encoder) -> None:
         super().__init__()
         self.model = model
-        self.aux = getattr(model, "auxiliary_loss", None)
 
     def forward(self, ws: WeightSpace, generator: torch.Generator) -> tuple[Tensor, Tensor | None]:
         out = self.model(ws)
-        return out, (self.aux(ws, out, generator) if self.aux is not None else None)
+        return out, self.model.auxiliary_loss(ws, out, generator)
 
 
 def _rank_batches(batches: list, rank: int, world: int) -> list:
@@ -296,7 +295,6 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
     select = opts["select_by"] if opts["select_by"] != "auto" else ("accuracy" if classification else "mse")
     if select != "last" and (select == "accuracy") != classification:
         raise ConfigError(f"select_by {select!r} does not fit a {'classification' if classification else 'regression'} task")
-    augment, aux = getattr(model, "augment", None), getattr(model, "auxiliary_loss", None)
     best_state, best, n_seen = None, None, 0
     from tqdm.auto import tqdm
 
@@ -314,13 +312,12 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
             if batch_augment is not None:
                 ws = batch_augment(ws, agen)
             ws = normalizers[g.ws.spec](ws)
-            if augment is not None:
-                ws = augment(ws, agen)
+            ws = model.augment(ws, agen)
             if ddp is not None:
                 out, extra = ddp(ws, agen)
             else:
                 out = model(ws)
-                extra = aux(ws, out, gen) if aux is not None else None
+                extra = model.auxiliary_loss(ws, out, gen)
             if classification:
                 loss = F.cross_entropy(out, y)
             else:

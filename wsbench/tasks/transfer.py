@@ -98,7 +98,7 @@ class TransferTask(Task):
             if not ok:
                 return ok, why
             unseen = [g for g in groups if ez.spec(g) not in train_specs]
-            if unseen and not getattr(method_cls, "architecture_agnostic", False):
+            if unseen and not method_cls.architecture_agnostic:
                 return False, (f"method {method_cls.name!r} is not architecture-agnostic: it cannot read the held-out "
                                f"architecture(s) {unseen} of {ez.name}")
         return True, ""

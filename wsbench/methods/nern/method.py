@@ -28,7 +28,6 @@ def kept_params(target: ReconstructionTarget, predicted: list[str]) -> int:
 
 @METHODS.register("nern")
 class NeRN(Reconstructor):
-    name: ClassVar[str] = "nern"
     # 2: the official code's measured behaviour (raw coordinates, RMSE with the sampled-kernel RMSE
     #    estimate, gradient centralisation, aliased FMD maps, cosine 1x1 rule)
     version: ClassVar[int] = 2

@@ -6,7 +6,7 @@ InvariantHead. Defaults are the MNIST/FMNIST INR settings: H = 32, n_hidden = 4,
 SAB set layers with 8 heads, BatchNorm on, dropout 0. Inputs: MLPs/INRs and, with kernel entries as
 channels (paper App. H), small CNNs. Differences from the official code: dropout is off at eval
 (the official F.dropout ignores eval mode; irrelevant at p = 0) and the W_{L-2} -> W_{L-1} block
-maps to every output column (see blocks.py).
+maps to every output column (see equivariant/blocks.py).
 """
 from __future__ import annotations
 
@@ -14,37 +14,20 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 
-from ...errors import NotApplicableError
-from ...options import AT_LEAST_ONE, Range
-from ...registry import METHODS
-from ...weights import NetworkSpec, WeightSpace
-from ..base import Encoder
-from ..mlp import SpecArg, checked_specs
-from .layer import DWSLayer, InvariantHead, TensorBatchNorm, relu_dropout
-from .layout import chain_problem, features_from_ws, layouts_for_spec
+from ..options import AT_LEAST_ONE, Range
+from ..registry import METHODS
+from ..weights import WeightSpace
+from .common import ChainEncoder, SpecArg, checked_specs
+from .equivariant.layer import DWSLayer, InvariantHead, TensorBatchNorm, relu_dropout
+from .equivariant.layout import features_from_ws, layouts_for_spec
 
 CHOICES = {"reduction": ("max", "mean", "sum"), "set_layer": ("sab", "ds")}
 
 
-class ChainEncoder(Encoder):
-    """An encoder built for one chain-structured spec (layers in sequence: MLPs, INRs, plain CNNs)."""
-
-    @classmethod
-    def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
-        why = chain_problem(spec)
-        return (not why, why)
-
-    def check_spec(self, ws: WeightSpace) -> None:
-        if ws.spec != self.spec:
-            raise NotApplicableError(f"{self.name} was built for {self.spec.describe()}, got {ws.spec.describe()}")
-
-
 @METHODS.register("dwsnet")
 class DWSNet(ChainEncoder):
-    name: ClassVar[str] = "dwsnet"
     description: ClassVar[str] = "Deep Weight Space Network: equivariant layers between weight spaces (Navon et al. 2023)"
     invariant: ClassVar[bool] = True
-    intended_invariances: ClassVar[frozenset[str]] = frozenset()
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 32, "n_hidden": 4, "reduction": "max", "set_layer": "sab",
                                           "num_heads": 8, "bn": True, "dropout": 0.0, "init_scale": 1.0,
                                           "n_out_fc": 1}

@@ -71,3 +71,23 @@ def test_quantize_levels_and_bytes(target):
 def test_bad_configs(cls, cfg):
     with pytest.raises(ConfigError):
         cls(**cfg)
+
+
+def test_one_relative_error_rule_with_a_zero_original_tensor():
+    """Every reconstructor and the task use wsbench.metrics.relative_weight_errors: a tensor that is
+    zero in the original gives 0.0 when reconstructed exactly, None otherwise (no NaN, no 1e12)."""
+    from wsbench.metrics import relative_weight_errors
+
+    orig = {"a": torch.tensor([3.0, 4.0]), "z": torch.zeros(2)}
+    same = relative_weight_errors(orig, {"a": torch.tensor([3.0, 4.0]), "z": torch.zeros(2)}, ["a", "z"])
+    assert same == {"a": 0.0, "z": 0.0, "__total__": 0.0}
+    off = relative_weight_errors(orig, {"a": torch.tensor([0.0, 4.0]), "z": torch.ones(2)}, ["a", "z"])
+    assert off["a"] == pytest.approx(0.6) and off["z"] is None
+    assert off["__total__"] == pytest.approx((9 + 2) ** 0.5 / 5)
+
+
+def test_conv_layers_come_from_the_architectures_spec(target):
+    from wsbench.methods.compression import conv_keys
+
+    assert conv_keys(target) == [k for k, v in target.state_dict.items() if k.endswith("weight") and v.dim() == 4]
+    assert all(lay.kind in ("conv", "linear") for lay in target.spec.weight_layers())

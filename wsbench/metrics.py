@@ -1,11 +1,11 @@
-"""Scores for encoder tasks: Kendall tau-b (ties handled), R^2, MSE and accuracy.
-
-All functions take 1-D array-likes (lists, numpy arrays or tensors) and return Python floats.
+"""Scores: for encoder tasks Kendall tau-b (ties handled), R^2, MSE and accuracy (1-D array-likes:
+lists, numpy arrays or tensors, to Python floats); for reconstructions the relative weight error
+per tensor (`relative_weight_errors`, the one rule every reconstructor and the task use).
 """
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 
@@ -85,3 +85,19 @@ def regression_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
 
 
 REGRESSION_HIGHER_IS_BETTER = {"tau": True, "r2": True, "mse": False}
+
+
+def relative_weight_errors(orig: Mapping[str, Any], new: Mapping[str, Any], keys: Sequence[str]) -> dict[str, float | None]:
+    """Per key ||new - orig|| / ||orig|| in float64, and over all keys together under '__total__'.
+
+    A tensor that is zero in the original has no relative error: 0.0 if the reconstruction is zero
+    too, else None (never a NaN or an error over a clamped denominator)."""
+    out: dict[str, float | None] = {}
+    num_total = den_total = 0.0
+    for k in keys:
+        a, b = orig[k].detach().double(), new[k].detach().double()
+        num, den = float((b - a).pow(2).sum()), float(a.pow(2).sum())
+        num_total, den_total = num_total + num, den_total + den
+        out[k] = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else None)
+    out["__total__"] = math.sqrt(num_total / den_total) if den_total > 0 else (0.0 if num_total == 0 else None)
+    return out

@@ -6,6 +6,7 @@ Tasks check the capability (declared, never guessed) and report "not applicable"
 """
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +43,14 @@ class ReconstructionTarget:
     arch_kwargs: dict[str, Any]
     state_dict: dict[str, Tensor]  # full state dict (params + buffers), CPU float32
     dataset: str  # wsbench.data dataset name the network was trained on, e.g. "cifar10"
+
+    @functools.cached_property
+    def spec(self) -> Any:
+        """The architecture's NetworkSpec: its layers (kind, weight and bias keys) and permutation
+        groups, so that reconstructors and the task find conv layers from it, not by key heuristics."""
+        from ..archs import spec_for_arch
+
+        return spec_for_arch(self.arch, **self.arch_kwargs)
 
     def build_model(self, device: torch.device | str = "cpu") -> nn.Module:
         """A fresh module of the target's architecture holding the target's weights, eval mode."""

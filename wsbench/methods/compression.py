@@ -19,14 +19,22 @@ import torch
 from torch import Tensor
 
 from ..errors import ConfigError
+from ..metrics import relative_weight_errors
 from ..options import parse_options
 from ..registry import METHODS
 from .base import Reconstruction, ReconstructionTarget, Reconstructor, RunContext
 
 
 def conv_keys(target: ReconstructionTarget) -> list[str]:
-    """State-dict keys of conv kernels (4-d float weights)."""
-    return [k for k, v in target.state_dict.items() if k.endswith("weight") and v.dim() == 4]
+    """State-dict keys of the conv kernels, from the architecture's spec."""
+    return [lay.weight for lay in target.spec.weight_layers() if lay.kind == "conv"]
+
+
+def layer_errors(orig: dict[str, Tensor], new: dict[str, Tensor], keys: list[str]) -> dict[str, float | None]:
+    """Relative error per tensor (wsbench.metrics.relative_weight_errors, without the total)."""
+    errs = relative_weight_errors(orig, new, keys)
+    errs.pop("__total__")
+    return errs
 
 
 def kept_size(target: ReconstructionTarget, predicted: list[str]) -> int:
@@ -43,10 +51,6 @@ def _budgets(config: dict[str, Any], default: list[float], lo: float, hi: float,
         if isinstance(b, bool) or not isinstance(b, (int, float)) or not lo <= b <= hi:
             raise ConfigError(f"method {name!r}: every budget must be a number in [{lo}, {hi}], got {b!r}")
     return [float(b) for b in budgets]
-
-
-def _layer_errors(orig: dict[str, Tensor], new: dict[str, Tensor], keys: list[str]) -> dict[str, float]:
-    return {k: float((new[k] - orig[k]).norm() / orig[k].norm().clamp_min(1e-12)) for k in keys}
 
 
 class _BudgetReconstructor(Reconstructor):
@@ -70,7 +74,7 @@ class _BudgetReconstructor(Reconstructor):
             compressed, n_params, n_bytes = self.compress(target, keys, b)
             sd = {**target.state_dict, **compressed}
             variants[self.label(b)] = Reconstruction(
-                sd, n_params, n_bytes, extra={"budget": b, "layer_rel_error": _layer_errors(target.state_dict, sd, keys)})
+                sd, n_params, n_bytes, extra={"budget": b, "layer_rel_error": layer_errors(target.state_dict, sd, keys)})
         first = variants[self.label(self.budgets[0])]
         return Reconstruction(first.state_dict, first.n_params, first.n_bytes, first.extra, variants)
 

@@ -15,6 +15,7 @@ import torch
 
 from ..errors import ConfigError
 from ..evaluation import accuracy
+from ..metrics import relative_weight_errors
 from ..methods.base import Method, Reconstruction, ReconstructionTarget, RunContext
 from ..options import parse_options
 from ..registry import TASKS
@@ -113,14 +114,17 @@ class ReconstructionTask(Task):
                 metrics |= {f"acc_orig{sfx}": 100 * orig[name], f"acc_recon{sfx}": 100 * rec_acc,
                             f"acc_drop{sfx}": 100 * (orig[name] - rec_acc)}
                 hib |= {f"acc_orig{sfx}": True, f"acc_recon{sfx}": True, f"acc_drop{sfx}": False}
-            errs = weight_errors(target.state_dict, var.state_dict)
-            metrics |= {"rel_weight_error": errs["__total__"], "size_params": float(var.n_params),
+            errs = weight_errors(target, var.state_dict)
+            total = errs.pop("__total__")
+            if total is None:
+                raise ConfigError(f"{target.member_id}: every conv/linear weight is zero; a relative error is undefined")
+            metrics |= {"rel_weight_error": total, "size_params": float(var.n_params),
                         "size_bytes": float(var.n_bytes), "compression_ratio": orig_params / max(var.n_params, 1),
                         "bytes_ratio": 4 * orig_params / max(var.n_bytes, 1)}
             hib |= {"rel_weight_error": False, "size_params": False, "size_bytes": False,
                     "compression_ratio": True, "bytes_ratio": True}
             extra = {"member": target.member_id, "variant": label or None, "label": label or None,
-                     "fit_s": fit_s, "layer_rel_error": {k: v for k, v in errs.items() if k != "__total__"},
+                     "fit_s": fit_s, "layer_rel_error": errs,
                      "test_sets": {n: s.source for n, s in tests.items()}, "orig_params": orig_params,
                      **{k: v for k, v in rec.extra.items() if k not in ("layer_rel_error",)},
                      **{f"variant_{k}": v for k, v in var.extra.items() if k not in ("layer_rel_error",)}}
@@ -129,11 +133,7 @@ class ReconstructionTask(Task):
         return out
 
 
-def weight_errors(orig: dict[str, torch.Tensor], new: dict[str, torch.Tensor]) -> dict[str, float]:
-    """Relative L2 error per conv/linear weight, and over all of them ('__total__')."""
-    keys = [k for k, v in orig.items() if k.endswith("weight") and v.dim() >= 2]
-    errs = {k: float((new[k] - orig[k]).norm() / orig[k].norm().clamp_min(1e-12)) for k in keys}
-    num = sum(float((new[k] - orig[k]).pow(2).sum()) for k in keys)
-    den = sum(float(orig[k].pow(2).sum()) for k in keys)
-    errs["__total__"] = (num / max(den, 1e-24)) ** 0.5
-    return errs
+def weight_errors(target: ReconstructionTarget, new: dict[str, torch.Tensor]) -> dict[str, float | None]:
+    """Relative L2 error per conv/linear weight of the target's architecture, and over all of them
+    ('__total__'): wsbench.metrics.relative_weight_errors."""
+    return relative_weight_errors(target.state_dict, new, [lay.weight for lay in target.spec.weight_layers()])

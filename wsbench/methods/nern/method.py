@@ -12,6 +12,7 @@ from torch import Tensor
 from ...errors import NotApplicableError
 from ...registry import METHODS
 from ..base import Reconstruction, ReconstructionTarget, Reconstructor, RunContext
+from ..compression import layer_errors
 from .config import validate_config
 from .fit import Fitter
 from .meta import magnitude_prune, size_report
@@ -52,6 +53,12 @@ class NeRN(Reconstructor):
                                          f"{target.arch!r} does not provide; set fmd_weight: 0")
             if self.cfg["fmd_aliasing"] is True and target.arch != "resnet_cifar":
                 raise NotApplicableError("nern: fmd_aliasing is the official ResNet quirk; only for resnet_cifar")
+
+    @classmethod
+    def supports(cls, spec: Any) -> tuple[bool, str]:
+        if not any(lay.kind == "conv" for lay in spec.layers):
+            return False, f"NeRN predicts conv kernels; {spec.describe()} has no conv layers"
+        return True, ""
 
     def reconstruct(self, target: ReconstructionTarget, ctx: RunContext) -> Reconstruction:
         t_all = time.perf_counter()
@@ -98,13 +105,13 @@ class NeRN(Reconstructor):
             sd = self._state_dict(trainer, pruned)
             size = size_report(pruned, kept, perm_bits, emb_params)
             var_extra = {"sparsity": sparsity, "size": size.as_dict(),
-                         "layer_rel_error": _layer_errors(target.state_dict, sd, keys)}
+                         "layer_rel_error": layer_errors(target.state_dict, sd, keys)}
             variants[f"sparsity{sparsity:g}"] = Reconstruction(sd, size.n_params, size.n_bytes, var_extra)
         trainer.predictor.load_state_dict(base_state)
         main_sd = self._state_dict(trainer, trainer.predictor)
         size = size_report(trainer.predictor, kept, perm_bits, emb_params)
         extra["size"] = size.as_dict()
-        extra["layer_rel_error"] = _layer_errors(target.state_dict, main_sd, keys)
+        extra["layer_rel_error"] = layer_errors(target.state_dict, main_sd, keys)
         return Reconstruction(main_sd, size.n_params, size.n_bytes, extra, variants)
 
     @staticmethod
@@ -117,9 +124,3 @@ class NeRN(Reconstructor):
         return out
 
 
-def _layer_errors(orig: dict[str, Tensor], new: dict[str, Tensor], keys: list[str]) -> dict[str, float]:
-    out = {}
-    for k in keys:
-        den = float(orig[k].float().norm())
-        out[k] = float((new[k].float() - orig[k].float()).norm()) / den if den > 0 else math.nan
-    return out

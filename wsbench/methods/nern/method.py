@@ -2,7 +2,6 @@
 and one variant per meta-compression sparsity."""
 from __future__ import annotations
 
-import math
 import time
 from typing import Any, ClassVar
 

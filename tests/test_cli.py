@@ -71,10 +71,10 @@ def test_a_method_version_bump_reruns_instead_of_reusing_records(tmp_path, capsy
             "--set", "budgets=[0.5]", "--set", "task.eval_limit=100", "--results-dir", str(res),
             "--runs-dir", str(tmp_path / "runs")]
     assert main(argv) == 0
-    assert [r.extra["method_version"] for r in read_records(res)] == [1]
+    assert [r.method_version for r in read_records(res)] == [1]
     monkeypatch.setattr(MagnitudePrune, "version", 2)  # the implementation changed: the old record is not this run
     assert main(argv) == 0
-    assert [r.extra["method_version"] for r in read_records(res)] == [1, 2]
+    assert [r.method_version for r in read_records(res)] == [1, 2]
     assert main(argv) == 0 and len(read_records(res)) == 2  # and the new one is reused
     capsys.readouterr()
 
@@ -89,7 +89,7 @@ def test_reconstruction_run_end_to_end(tmp_path, capsys):
     assert "magnitude_prune@0.3" in out and "appended to" in out
     records = read_records(res)
     assert len(records) == 2
-    by = {r.extra["label"]: r for r in records}
+    by = {r.variant: r for r in records}
     lo, hi = by["magnitude_prune@0.3"].metrics, by["magnitude_prune@0.8"].metrics
     assert hi["acc_orig"] == lo["acc_orig"] > 80  # ResNet20 on its first 256 JPEG test images
     assert lo["acc_recon_cifar10_exact"] <= hi["acc_recon_cifar10_exact"] + 1.0

@@ -166,7 +166,7 @@ def test_two_process_encoder_run_writes_one_record_like_a_single_process(two_pro
     rec, ref = json.loads(lines[0]), single[0].as_dict()
     assert sorted(rec) == sorted(ref) and sorted(rec["extra"]) == sorted(ref["extra"])
     assert sorted(rec["metrics"]) == sorted(ref["metrics"])
-    assert rec["extra"]["run_key"] == ref["extra"]["run_key"]  # the same run, recorded once
+    assert rec["run_key"] == ref["run_key"]  # the same run, recorded once
     assert rec["device"].endswith("x2 processes (torchrun)") and not ref["device"].endswith("(torchrun)")
 
 

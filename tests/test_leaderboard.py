@@ -32,7 +32,7 @@ def make(**overrides) -> ResultRecord:
 def recon(method: str, member: str, acc: float, nbytes: float, seed: int = 0, **extra) -> ResultRecord:
     return make(task="reconstruction", zoo="cifar10_resnet", method=method, seed=seed, method_config=extra.pop("cfg", {}),
                 metrics={"acc_orig": 91.0, "acc_recon": acc, "acc_drop": 91.0 - acc, "size_bytes": nbytes},
-                higher_is_better=RECON_HIB, extra={"member": member, **extra}, command=f"run_bench.py run --method {method}")
+                higher_is_better=RECON_HIB, member=member, extra=extra, command=f"run_bench.py run --method {method}")
 
 
 def sample_records() -> list[ResultRecord]:
@@ -123,7 +123,7 @@ def test_not_applicable_listed_with_reason():
 
 def test_config_labels_from_label_diff_or_hash():
     recs = [make(method="nern", method_config={"hidden": h, "lr": 0.1}) for h in (32, 64)]
-    recs.append(make(method="prune", method_config={"budgets": [0.1, 0.5]}, extra={"label": "prune@0.1"}))
+    recs.append(make(method="prune", method_config={"budgets": [0.1, 0.5]}, variant="prune@0.1"))
     recs.append(make(method="dwsnet", method_config={"x": 1}))
     recs += [make(method="big", method_config={"a_long_option_name": i, "another_long_option_name": i, "third": i}) for i in (1, 2)]
     labels = [config_labels(recs)[r.record_id] for r in recs]
@@ -132,7 +132,7 @@ def test_config_labels_from_label_diff_or_hash():
 
 
 def test_markdown_escapes_table_breaking_text():
-    table = only_table([make(method="a", extra={"label": "x|y"}, command="cmd --a | tee log")])
+    table = only_table([make(method="a", variant="x|y", command="cmd --a | tee log")])
     lines = [ln for ln in render_markdown([table], [], "results", 1).splitlines() if ln.startswith("| ")]
     assert len({len(re.findall(r"(?<!\\)\|", ln)) for ln in lines}) == 1  # every line has the same columns
     assert "x\\|y" in lines[-1]
@@ -240,7 +240,7 @@ def test_plot_choice_and_zoo_variants_apart():
     from wsbench.leaderboard.plots import make_plots
 
     recs = [make(method=m, metrics={"test_acc_tau": t, "test_acc_r2": t / 2}, higher_is_better={"test_acc_tau": True,
-            "test_acc_r2": True}, extra={"zoo_variant": v}) for m, t in (("a", 0.5), ("b", 0.7)) for v in ("full", "tiny")]
+            "test_acc_r2": True}, zoo_variant=v) for m, t in (("a", 0.5), ("b", 0.7)) for v in ("full", "tiny")]
     tables = build_tables(recs)
     assert [(t.zoo_variant, t.title) for t in tables] == [("full", "property_prediction · cnn_zoo"),
                                                           ("tiny", "property_prediction · cnn_zoo [tiny]")]

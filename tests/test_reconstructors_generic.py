@@ -33,7 +33,7 @@ def test_every_reconstructor_runs_the_task_on_the_tiny_zoo(name, tmp_path, capsy
         m = r.metrics
         assert all(math.isfinite(v) for v in m.values()), m
         assert m["size_params"] > 0 and m["size_bytes"] > 0 and m["rel_weight_error"] >= 0
-        spec = spec_for_arch("resnet_cifar", depth=20 if "20" in r.extra["member"] else 56)
+        spec = spec_for_arch("resnet_cifar", depth=20 if "20" in r.member else 56)
         assert set(r.extra["layer_rel_error"]) == {lay.weight for lay in spec.weight_layers()}
 
 

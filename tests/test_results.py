@@ -27,7 +27,7 @@ def make_record(seed: int = 0, task: str = "reconstruction", **overrides) -> Res
         metrics={"acc": 0.9 + seed * 1e-6, "weight_mse": 0.01}, higher_is_better={"acc": True, "weight_mse": False},
         status="ok", n_train=10, n_eval=5, n_params=1234, wall_s=1.5, device="cpu (2 cores)",
         versions={"wsbench": "0.1.0", "torch": "2.x", "python": "3.x"}, git_commit="abc",
-        date="2025-01-01T00:00:00+00:00", command="run_bench.py --method nern", extra={"member": "m0"},
+        date="2025-01-01T00:00:00+00:00", command="run_bench.py --method nern", member="m0",
     )
     fields.update(overrides)
     return ResultRecord.create(**fields)

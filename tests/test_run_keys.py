@@ -36,8 +36,8 @@ def test_another_zoo_of_the_same_name_is_run_not_skipped(tmp_path, capsys):
     rc, err = _run(other, tmp_path, capsys)
     assert rc == 0 and "already recorded" not in err
     records = read_records(tmp_path / "res")
-    digests = {r.extra["zoo_digest"] for r in records}
-    assert len(records) == 2 and len(digests) == 2 and len({r.extra["run_key"] for r in records}) == 2
+    digests = {r.zoo_digest for r in records}
+    assert len(records) == 2 and len(digests) == 2 and len({r.run_key for r in records}) == 2
     (table,) = build_tables(records)
     assert "2 different zoo contents" in table.provenance.mixed_zoos
 
@@ -51,14 +51,14 @@ def test_records_from_before_the_digest_are_still_recognised(tmp_path, capsys):
     (rec,) = [json.loads(line) for line in path.read_text().splitlines()]
     # what the record was before: its key without the zoo digest, and no digest in it
     parts = dict(task="reconstruction", task_version=1, zoo=rec["zoo"], zoo_version=rec["zoo_version"],
-                 zoo_variant=rec["extra"]["zoo_variant"], method="magnitude_prune",
-                 method_config=rec["method_config"], task_config=rec["extra"]["task_config"], seed=0)
-    assert runner.run_key(**parts, zoo_digest=rec["extra"]["zoo_digest"]) == rec["extra"]["run_key"]
+                 zoo_variant=rec["zoo_variant"], method="magnitude_prune",
+                 method_config=rec["method_config"], task_config=rec["task_config"], seed=0)
+    assert runner.run_key(**parts, zoo_digest=rec["zoo_digest"]) == rec["run_key"]
     legacy = runner.run_key(**parts)
     from wsbench.results import ResultRecord
 
     old = ResultRecord.from_json(path.read_text().splitlines()[0]).as_dict()
-    old["extra"] = {k: v for k, v in old["extra"].items() if k != "zoo_digest"} | {"run_key": legacy}
+    old |= {"zoo_digest": None, "run_key": legacy}
     path.write_text(ResultRecord.create(**old).to_json() + "\n")
     rc, err = _run(zoo, tmp_path, capsys)
     assert rc == 0 and f"already recorded (run key {legacy})" in err

@@ -19,7 +19,8 @@ from . import __version__
 from .allocator import tune_allocator
 from .errors import ConfigError, UnknownNameError, WsbenchError
 
-SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo", "merge-records")
+SUBCOMMANDS = ("run", "list", "leaderboard", "build-zoo", "import-zoo", "push", "pull", "push-zoo", "merge-records",
+               "migrate-records")
 
 EPILOG = """examples:
   run_bench.py list                                        what can be run
@@ -77,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                "session returned) to the local store, skipping duplicates")
     mr.add_argument("folder")
     mr.add_argument("--results-dir", default="leaderboards/results")
+    mg = sub.add_parser("migrate-records", help="rewrite a store's older result records in the current schema "
+                                                 "(older records are read either way)")
+    mg.add_argument("--results-dir", default="leaderboards/results")
     pz = sub.add_parser("push-zoo", help="push a built zoo folder to a Hub dataset repo")
     pz.add_argument("name", help="zoo name or folder")
     pz.add_argument("repo")
@@ -192,6 +196,15 @@ def _dispatch(args: argparse.Namespace, command_line: str) -> int:
         return 0
     if args.command == "merge-records":
         return _cmd_merge_records(args, con)
+    if args.command == "migrate-records":
+        from .record_merge import migrate_store
+
+        mig = migrate_store(args.results_dir)
+        for line in mig.kept_bad:
+            con.log(f"left as it was: {line}")
+        con.done({"upgraded": mig.upgraded, "files": [str(p) for p in mig.files], "kept_bad": mig.kept_bad},
+                 f"{mig.upgraded} record(s) rewritten in schema 2 in {len(mig.files)} file(s) of {args.results_dir}")
+        return 0
     if args.command in ("push", "pull", "push-zoo"):
         return _cmd_hub(args, con)
     return args.handler(args)  # sub-commands registered by other modules

@@ -64,8 +64,8 @@ class Console:
     def _table(self, records: list[Any]) -> None:
         rows = []
         for r in records:
-            label = r.extra.get("label") or ""
-            member = r.extra.get("member") or ""
+            label = r.variant or ""
+            member = r.member or ""
             shown = {k: v for k, v in r.metrics.items() if k in KEY_METRICS or k.startswith(("tau", "r2", "acc"))}
             metrics = "  ".join(f"{k}={v:.4g}" for k, v in list(shown.items())[:8])
             if r.status != "ok":
@@ -94,14 +94,14 @@ def reconstruction_comparison(all_records: list[Any], shown: list[Any]) -> str:
     from statistics import fmean
 
     r0 = shown[0]
-    members = {r.extra.get("member") for r in shown}
-    mine = {(r.method, r.preset, r.extra.get("label"), r.extra.get("member"), r.n_eval) for r in shown}
+    members = {r.member for r in shown}
+    mine = {(r.method, r.preset, r.variant, r.member, r.n_eval) for r in shown}
     groups: dict[tuple, list[Any]] = {}
     for r in all_records:
         if (r.task, r.zoo, r.zoo_version, r.status) != ("reconstruction", r0.zoo, r0.zoo_version, "ok") \
-                or r.extra.get("member") not in members:
+                or r.member not in members:
             continue
-        key = (r.method, r.preset, r.extra.get("label"), r.extra.get("member"), r.n_eval)
+        key = (r.method, r.preset, r.variant, r.member, r.n_eval)
         groups.setdefault(key, []).append(r)
     header = ("", "member", "method", "preset", "variant", "scored", "seeds", "acc %", "exact %", "params x", "bytes x",
               "device")
@@ -115,7 +115,7 @@ def reconstruction_comparison(all_records: list[Any], shown: list[Any]) -> str:
              f"accuracy on the first test set, exact = on cifar10_exact; x = compression):"]
     lines += aligned(header, rows)
     for member in sorted(m for m in members if m):
-        r = next(r for r in shown if r.extra.get("member") == member)
+        r = next(r for r in shown if r.member == member)
         if "acc_orig" in r.metrics:
             exact = r.metrics.get("acc_orig_cifar10_exact")
             lines.append(f"original {member}: {r.metrics['acc_orig']:.2f} %"

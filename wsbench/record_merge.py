@@ -38,3 +38,50 @@ def merge_record_files(source: str | os.PathLike, results_dir: str | os.PathLike
                 records.setdefault(record.record_id, record)
     added = append_records_counted(results_dir, records.values())[1] if records else 0
     return MergeReport(files, len(records), added, bad)
+
+
+@dataclasses.dataclass
+class MigrationReport:
+    files: list[Path]  # files rewritten
+    upgraded: int  # schema-1 lines rewritten as schema 2
+    kept_bad: list[str]  # "file:line: why" of lines left as they were (not valid records)
+
+
+def migrate_store(results_dir: str | os.PathLike) -> MigrationReport:
+    """Rewrite every *.jsonl of the store with its schema-1 records as schema 2 (identity as typed
+    fields). Lines that are not valid records are kept verbatim; a file with nothing to upgrade is not
+    touched; each file is replaced atomically under the store's lock, so a concurrent append waits."""
+    import fcntl
+
+    from .files import write_atomic
+
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise ConfigError(f"migrate-records: {results_dir} is not a folder")
+    report = MigrationReport([], 0, [])
+    lock_fd = os.open(results_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        for path in sorted(results_dir.glob("*.jsonl")):
+            lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+            out, seen, upgraded = [], set(), 0
+            for lineno, line in enumerate(lines, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    record = ResultRecord.from_json(line)
+                except ConfigError as exc:
+                    report.kept_bad.append(f"{path}:{lineno}: {exc}")
+                    out.append(line)
+                    continue
+                upgraded += '"schema_version"' not in line
+                if record.record_id not in seen:
+                    seen.add(record.record_id)
+                    out.append(record.to_json())
+            if upgraded:
+                write_atomic(path, "\n".join(out) + "\n")
+                report.files.append(path)
+                report.upgraded += upgraded
+    finally:
+        os.close(lock_fd)
+    return report

@@ -29,6 +29,9 @@ from .errors import ConfigError, WsbenchError
 
 STATUSES = ("ok", "not_applicable")
 _TASK_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SCHEMA_VERSION = 2
+# Schema 2 made the run's identity typed fields; schema 1 kept them in `extra` (read and upgraded).
+IDENTITY_FIELDS = ("zoo_variant", "zoo_digest", "method_version", "task_config", "run_key", "member", "variant")
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,15 @@ class ResultRecord:
     git_commit: str | None
     date: str
     command: str
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # diagnostics only (curves, per-layer errors, timings)
+    schema_version: int = SCHEMA_VERSION
+    zoo_variant: str | None = None
+    zoo_digest: str | None = None  # content digest of the zoo the run read (schema-1 records: often none)
+    method_version: int = 1
+    task_config: dict[str, Any] = field(default_factory=dict)
+    run_key: str | None = None  # the run's identity: same key, same run (wsbench.runner.run_key)
+    member: str | None = None  # the network reconstructed (reconstruction tasks)
+    variant: str | None = None  # which of a run's reconstructions (e.g. "magnitude_prune@0.25")
     record_id: str = ""
 
     @classmethod
@@ -73,6 +84,14 @@ class ResultRecord:
         fields.setdefault("extra", {})
         fields.setdefault("reason", None)
         fields.setdefault("preset", None)
+        fields.setdefault("schema_version", SCHEMA_VERSION)
+        fields.setdefault("task_config", {})
+        fields.setdefault("method_version", 1)
+        for key in ("zoo_variant", "zoo_digest", "run_key", "member", "variant"):
+            fields.setdefault(key, None)
+        misplaced = sorted(set(fields["extra"]) & set(IDENTITY_FIELDS))
+        if misplaced:
+            raise ConfigError(f"ResultRecord: {misplaced} are typed fields, not extra")
         names = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
         unknown = sorted(set(fields) - names)
         missing = sorted(names - set(fields))
@@ -99,16 +118,38 @@ class ResultRecord:
             raise ConfigError("result record is not a JSON object")
         record_id = data.pop("record_id", None)
         names = {f.name for f in dataclasses.fields(cls)} - {"record_id"}
+        schema_1 = "schema_version" not in data
+        if schema_1:
+            names -= {"schema_version", *IDENTITY_FIELDS}
         if set(data) != names:
             raise ConfigError(
                 f"result record fields differ: missing {sorted(names - set(data))}, "
                 f"unknown {sorted(set(data) - names)}"
             )
+        if schema_1:  # checked as written, then read as schema 2 (a new record_id, for its new content)
+            if record_id != compute_record_id(_normalise(data, from_json=True, schema=1)):
+                raise ConfigError(f"result record_id {record_id!r} does not match its content")
+            data = upgrade_schema_1(data)
         body = _normalise(data, from_json=True)
         expected = compute_record_id(body)
-        if record_id != expected:
+        if not schema_1 and record_id != expected:
             raise ConfigError(f"result record_id {record_id!r} does not match its content ({expected})")
         return cls(**body, record_id=expected)
+
+
+def upgrade_schema_1(data: dict[str, Any]) -> dict[str, Any]:
+    """A schema-1 record (identity inside `extra`) as schema 2. Its reconstruction records copied
+    the method's first variant's options (e.g. `budget`) into every variant's extra beside the
+    variant's own `variant_budget`; the copy is dropped."""
+    extra = dict(data["extra"])
+    label = extra.pop("label", None)
+    typed = {"schema_version": SCHEMA_VERSION, "zoo_variant": extra.pop("zoo_variant", None),
+             "zoo_digest": extra.pop("zoo_digest", None), "method_version": extra.pop("method_version", 1),
+             "task_config": extra.pop("task_config", {}), "run_key": extra.pop("run_key", None),
+             "member": extra.pop("member", None), "variant": extra.pop("variant", None) or label}
+    for key in [k for k in extra if f"variant_{k}" in extra]:
+        del extra[key]
+    return {**data, "extra": extra, **typed}
 
 
 def compute_record_id(body: dict[str, Any]) -> str:
@@ -130,10 +171,11 @@ def _dumps(obj: Any) -> str:
         raise ConfigError(f"result record contains a value that is not JSON: {exc}") from None
 
 
-def _normalise(fields: dict[str, Any], from_json: bool = False) -> dict[str, Any]:
+def _normalise(fields: dict[str, Any], from_json: bool = False, schema: int = SCHEMA_VERSION) -> dict[str, Any]:
     """Check types and convert numpy/torch scalars to plain Python so hashing is stable.
 
-    from_json: the values come from json.loads (plain, finite), so the deep copy is skipped."""
+    from_json: the values come from json.loads (plain, finite), so the deep copy is skipped.
+    schema 1: the fields of a schema-1 record only (to check its record_id before the upgrade)."""
     out = dict(fields)
     for key in ("task", "zoo", "zoo_version", "split", "method", "device", "command", "date"):
         if not isinstance(out[key], str) or not out[key]:
@@ -154,7 +196,14 @@ def _normalise(fields: dict[str, Any], from_json: bool = False) -> dict[str, Any
     missing = sorted(set(out["metrics"]) - set(out["higher_is_better"]))
     if missing:
         raise ConfigError(f"ResultRecord.higher_is_better lacks metrics {missing}")
-    for key in ("method_config", "versions", "extra"):
+    if schema != 1:
+        if out["schema_version"] != SCHEMA_VERSION:
+            raise ConfigError(f"ResultRecord.schema_version must be {SCHEMA_VERSION}, got {out['schema_version']!r}")
+        out["method_version"] = _as_int("method_version", out["method_version"])
+        for key in ("zoo_variant", "zoo_digest", "run_key", "member", "variant"):
+            if out[key] is not None and (not isinstance(out[key], str) or not out[key]):
+                raise ConfigError(f"ResultRecord.{key} must be a non-empty string or None, got {out[key]!r}")
+    for key in ("method_config", "versions", "extra") + (("task_config",) if schema != 1 else ()):
         if not isinstance(out[key], dict):
             raise ConfigError(f"ResultRecord.{key} must be a dict, got {type(out[key]).__name__}")
         if not from_json:
@@ -240,7 +289,7 @@ def results_file(results_dir: str | os.PathLike, task: str) -> Path:
 
 
 def _recorded(path: Path) -> tuple[set[str], set[str]]:
-    """(record_ids, extra.run_keys) of the VALID records of a store file. A torn or corrupted line
+    """(record_ids, run_keys) of the VALID records of a store file. A torn or corrupted line
     counts for neither: the record it held can be appended again (by a rerun, merge-records or a
     pull), and readers then find the good copy; counting it would hide the loss for good."""
     ids: set[str] = set()
@@ -250,9 +299,8 @@ def _recorded(path: Path) -> tuple[set[str], set[str]]:
     for _, record in parse_record_lines(path):
         if isinstance(record, ResultRecord):
             ids.add(record.record_id)
-            key = record.extra.get("run_key")
-            if isinstance(key, str):
-                keys.add(key)
+            if record.run_key is not None:
+                keys.add(record.run_key)
     return ids, keys
 
 
@@ -274,7 +322,7 @@ def append_records_counted(
 ) -> tuple[list[Path], int]:
     """Like :func:`append_records`; returns (task files touched, number of lines added).
 
-    With skip_recorded_runs, records whose `extra["run_key"]` is in the file already are dropped
+    With skip_recorded_runs, records whose `run_key` is in the file already are dropped
     (checked under the lock, so the same run finished twice at once is recorded once)."""
     results_dir = Path(results_dir)
     by_task: dict[str, list[ResultRecord]] = {}
@@ -295,7 +343,7 @@ def append_records_counted(
             runs_done = recorded_runs if skip_recorded_runs else set()
             lines = []
             for record in task_records:
-                if record.extra.get("run_key") in runs_done:
+                if record.run_key in runs_done:
                     continue
                 if record.record_id not in seen:
                     seen.add(record.record_id)
@@ -362,7 +410,7 @@ def parse_record_lines(path: str | os.PathLike) -> Iterator[tuple[int, "ResultRe
 
 def records_frame(records: Iterable[ResultRecord]) -> "pandas.DataFrame":  # noqa: F821
     """Flat table: one row per record; ``metric.<name>``, ``higher_is_better.<name>``,
-    ``version.<pkg>`` columns; method_config and extra as JSON strings."""
+    ``version.<pkg>`` columns; method_config, task_config and extra as JSON strings."""
     import pandas as pd
 
     rows = []
@@ -371,8 +419,8 @@ def records_frame(records: Iterable[ResultRecord]) -> "pandas.DataFrame":  # noq
         metrics = row.pop("metrics")
         hib = row.pop("higher_is_better")
         versions = row.pop("versions")
-        row["method_config"] = _dumps(row["method_config"])
-        row["extra"] = _dumps(row["extra"])
+        for key in ("method_config", "task_config", "extra"):
+            row[key] = _dumps(row[key])
         row.update({f"metric.{k}": v for k, v in metrics.items()})
         row.update({f"higher_is_better.{k}": v for k, v in hib.items()})
         row.update({f"version.{k}": v for k, v in versions.items()})
@@ -381,7 +429,7 @@ def records_frame(records: Iterable[ResultRecord]) -> "pandas.DataFrame":  # noq
     frame = pd.DataFrame(rows, columns=None if rows else base)
     extra_cols = sorted(c for c in frame.columns if c not in base)
     frame = frame[[c for c in base if c in frame.columns] + extra_cols]
-    for col in ("task_version", "seed"):
+    for col in ("task_version", "seed", "schema_version", "method_version"):
         if col in frame:
             frame[col] = frame[col].astype("int64")
     for col in ("n_train", "n_eval", "n_params"):

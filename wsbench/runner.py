@@ -205,8 +205,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     main = distributed.is_main()
     log = req.log if main else (lambda _m: None)
     preset, method_cfg, task_cfg = method_and_task_config(req, device)
-    record_notes = {"method_version": method_cls.version}
-    record_notes |= {"preset_description": " ".join(load_preset(req.method, preset).get("description", "").split())} \
+    notes = {"preset_description": " ".join(load_preset(req.method, preset).get("description", "").split())} \
         if preset else {}
     if req.save and main:
         check_writable(req.results_dir)
@@ -229,8 +228,9 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     stored: list[ResultRecord] = []
     if main and req.results_dir.exists():
         stored = read_records(req.results_dir)
-    keys = distributed.broadcast_object({(r.extra.get("run_key"), "zoo_digest" in r.extra) for r in stored})
-    record_notes["zoo_digest"] = zoo.content_digest
+    keys = distributed.broadcast_object({(r.run_key, r.zoo_digest is not None) for r in stored})
+    identity = {"zoo_variant": zoo.card.variant, "zoo_digest": zoo.content_digest, "method_version": method_cls.version,
+                "task_config": task_cfg}
     records = []
     for seed in req.seeds:
         versioned = {"method_version": method_cls.version} if method_cls.version != 1 else {}  # v1 keys unchanged
@@ -242,7 +242,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
         if match:
             log(f"seed {seed}: already recorded (run key {match}); skipping (use --force to run again)")
             if recorded is not None:
-                recorded += [r for r in stored if r.extra.get("run_key") == match]
+                recorded += [r for r in stored if r.run_key == match]
             continue
         if not readable:  # recorded, so that the leaderboard shows the method as not applicable
             log(f"seed {seed}: not applicable: {unread_why}")
@@ -251,7 +251,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
                 method=req.method, method_config=method_cfg, preset=preset, seed=seed, metrics={},
                 higher_is_better={}, status="not_applicable", reason=unread_why, n_train=0, n_eval=0, n_params=None,
                 wall_s=0.0, device=distributed.describe(describe_device(device)), command=req.command,
-                extra={"run_key": key, "zoo_variant": zoo.card.variant, "task_config": task_cfg, **record_notes}))
+                run_key=key, **identity, extra=notes))
             if req.save and main:
                 append_records(req.results_dir, records[-1:], skip_recorded_runs=not req.force)
             continue
@@ -271,11 +271,11 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
                 method=req.method, method_config=r.method_config or method_cfg, preset=preset, seed=seed,
                 metrics=r.metrics, higher_is_better=r.higher_is_better, status="ok", reason=None,
                 n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=device_text,
-                command=req.command, extra={**r.extra, "run_key": key, "zoo_variant": zoo.card.variant,
-                                            "task_config": task_cfg, **record_notes}))
+                command=req.command, run_key=key, member=r.member, variant=r.variant, **identity,
+                extra={**r.extra, **notes}))
         _check_finite(records)
         if req.save and records and main:
-            append_records(req.results_dir, [r for r in records if r.extra.get("run_key") == key],
+            append_records(req.results_dir, [r for r in records if r.run_key == key],
                            skip_recorded_runs=not req.force)
     return records
 

@@ -3,15 +3,16 @@
 `generate_leaderboard` (generate.py) reads `results_dir/*.jsonl` and writes README.md, index.html (one
 self-contained page, plots embedded as PNG data URIs) and plots/*.png. Rules:
 
-- a row is (method, config label, preset, member); the label is ``extra["label"]`` (or
-  ``extra["variant"]``) when a record has one, else the method-config keys that differ between
-  that method's runs in the table (e.g. ``hidden=64``);
+- a row is (method, config label, preset, member); the label is the record's ``variant`` when it
+  has one, else the method-config keys that differ between that method's runs in the table
+  (e.g. ``hidden=64``);
 - cells are the mean +- sample std (ddof=1) over distinct seeds; a seed recorded twice (a forced
   re-run) counts once, with its newest record (by date, then record_id);
 - best per metric column in bold by ``higher_is_better``, compared within each zoo member; ties are
   all bold, and a column (of a member) where fewer than two rows differ has none;
-- records whose task_version or zoo_version is not the newest of their table go to a separate
-  "older versions" table (never bold: versions are not comparable).
+- records whose task_version or zoo_version is not the newest of their table, or whose
+  method_version is not the newest of their method's, go to a separate "older versions" table
+  (never bold: versions are not comparable).
 
 The output depends on the records alone (everything sorted, no clock), so regenerating gives
 byte-identical files.
@@ -102,7 +103,7 @@ class Provenance:
                    _sorted_set(r.preset or "default" for r in records), _sorted_set(r.device for r in records),
                    _sorted_set(r.git_commit or "unknown" for r in records), dates[0], dates[-1],
                    tuple(sorted(notes.items())),
-                   _sorted_set(str(r.extra["zoo_digest"]) for r in records if r.extra.get("zoo_digest")))
+                   _sorted_set(r.zoo_digest for r in records if r.zoo_digest))
 
 
 @dataclass(frozen=True)
@@ -192,14 +193,6 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: json.dumps(config, sort_keys=True, separators=(",", ":"))}
 
 
-def _record_label(record: ResultRecord) -> str | None:
-    for key in ("label", "variant"):
-        value = record.extra.get(key)
-        if isinstance(value, str) and value:
-            return value
-    return None
-
-
 def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
     """record_id -> short label: the record's own label, else the config keys that differ
     between runs of the same method (``''`` when the method has one config only)."""
@@ -213,7 +206,7 @@ def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
         varying[method] = [k for k in keys if len({flat.get(k) for flat in by_blob.values()}) > 1]
     labels = {}
     for r in records:
-        own = _record_label(r)
+        own = r.variant
         if own is not None:
             labels[r.record_id] = own
             continue
@@ -229,11 +222,6 @@ def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
 # ---------------------------------------------------------------- aggregation
 
 
-def _member(record: ResultRecord) -> str | None:
-    member = record.extra.get("member")
-    return None if member is None else str(member)
-
-
 def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
@@ -242,12 +230,13 @@ def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> l
     """Group records into rows (one per method/config/preset/member/status/version) over seeds."""
     groups: dict[tuple, dict[int, ResultRecord]] = {}
     for r in records:
-        key = (r.method, labels[r.record_id], r.preset, _member(r), r.status, r.task_version, r.zoo_version, r.n_eval)
+        key = (r.method, labels[r.record_id], r.preset, r.member, r.status, r.task_version, r.zoo_version, r.n_eval,
+               r.method_version)
         seeds = groups.setdefault(key, {})
         if r.seed not in seeds or (r.date, r.record_id) > (seeds[r.seed].date, seeds[r.seed].record_id):
             seeds[r.seed] = r
     rows = []
-    for (method, label, preset, member, status, task_v, zoo_v, n_eval), by_seed in groups.items():
+    for (method, label, preset, member, status, task_v, zoo_v, n_eval, _), by_seed in groups.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         names = sorted({m for r in recs for m in r.metrics})
         metrics = {m: Stat.of([r.metrics[m] for r in recs if m in r.metrics]) for m in names}
@@ -268,21 +257,24 @@ def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
     """One table per (task, zoo, zoo variant), sorted; older task/zoo versions kept apart."""
     by_table: dict[tuple[str, str, str], list[ResultRecord]] = {}
     for r in records:
-        variant = r.extra.get("zoo_variant")
-        by_table.setdefault((r.task, r.zoo, "" if variant is None else str(variant)), []).append(r)
+        by_table.setdefault((r.task, r.zoo, r.zoo_variant or ""), []).append(r)
     tables = []
     for (task, zoo, variant), recs in sorted(by_table.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "full",
                                                                                  natural_key(kv[0][2]))):
         labels = config_labels(recs)
         task_v = max(r.task_version for r in recs)
         zoo_v = max((r.zoo_version for r in recs), key=version_key)
-        current = [r for r in recs if r.task_version == task_v and r.zoo_version == zoo_v]
-        older = [r for r in recs if not (r.task_version == task_v and r.zoo_version == zoo_v)]
+        newest_method = {}
+        for r in recs:
+            newest_method[r.method] = max(newest_method.get(r.method, r.method_version), r.method_version)
+        recs_now = [r for r in recs if r.method_version == newest_method[r.method]]
+        current = [r for r in recs_now if r.task_version == task_v and r.zoo_version == zoo_v]
         if not current:  # the newest task and zoo versions were never run together
-            task_v, zoo_v = max(((r.task_version, r.zoo_version) for r in recs),
+            task_v, zoo_v = max(((r.task_version, r.zoo_version) for r in recs_now),
                                 key=lambda tv: (tv[0], version_key(tv[1])))
-            current = [r for r in recs if (r.task_version, r.zoo_version) == (task_v, zoo_v)]
-            older = [r for r in recs if (r.task_version, r.zoo_version) != (task_v, zoo_v)]
+            current = [r for r in recs_now if (r.task_version, r.zoo_version) == (task_v, zoo_v)]
+        ids = {r.record_id for r in current}
+        older = [r for r in recs if r.record_id not in ids]
         hib: dict[str, bool] = {}
         for r in sorted(recs, key=lambda r: (r.date, r.record_id)):  # newest record's direction wins
             hib |= r.higher_is_better

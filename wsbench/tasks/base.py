@@ -21,7 +21,9 @@ class TaskResult:
     n_eval: int
     n_params: int | None = None
     method_config: dict[str, Any] = field(default_factory=dict)  # effective config (e.g. incl. a variant)
-    extra: dict[str, Any] = field(default_factory=dict)  # member id, per-layer errors, curves...
+    extra: dict[str, Any] = field(default_factory=dict)  # diagnostics: per-layer errors, curves, timings...
+    member: str | None = None  # the network scored (reconstruction)
+    variant: str | None = None  # which of the run's reconstructions (e.g. a budget or a pruning level)
 
 
 class Task:

@@ -123,13 +123,13 @@ class ReconstructionTask(Task):
                         "bytes_ratio": 4 * orig_params / max(var.n_bytes, 1)}
             hib |= {"rel_weight_error": False, "size_params": False, "size_bytes": False,
                     "compression_ratio": True, "bytes_ratio": True}
-            extra = {"member": target.member_id, "variant": label or None, "label": label or None,
-                     "fit_s": fit_s, "layer_rel_error": errs,
+            extra = {"fit_s": fit_s, "layer_rel_error": errs,
                      "test_sets": {n: s.source for n, s in tests.items()}, "orig_params": orig_params,
-                     **{k: v for k, v in rec.extra.items() if k not in ("layer_rel_error",)},
-                     **{f"variant_{k}": v for k, v in var.extra.items() if k not in ("layer_rel_error",)}}
+                     **{k: v for k, v in rec.extra.items() if k != "layer_rel_error" and k not in var.extra},
+                     **{f"variant_{k}": v for k, v in var.extra.items() if k != "layer_rel_error"}}
             out.append(TaskResult(metrics, hib, split="test", n_train=0, n_eval=len(next(iter(tests.values()))),
-                                  n_params=var.n_params, method_config=cfg, extra=extra))
+                                  n_params=var.n_params, method_config=cfg, extra=extra, member=target.member_id,
+                                  variant=label or None))
         return out
 
 

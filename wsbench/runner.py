@@ -39,8 +39,9 @@ from .registry import METHODS, TASKS
 from .results import ResultRecord, append_records, current_git_commit, read_records
 from .zoo import Zoo
 from .zoo_store import open_zoo
+from .resources import resource_dir
 
-BASELINES_DIR = Path(__file__).resolve().parent.parent / "baselines"
+BASELINES_DIR = resource_dir("baselines")
 RESERVED = {"description", "task", "extends", "groups"}
 
 

@@ -20,10 +20,11 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, DataError
+from .resources import resource_dir
 
 CARD_FORMAT_VERSION = 1
 GROUP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-CARDS_DIR = Path(__file__).resolve().parent.parent / "zoos"
+CARDS_DIR = resource_dir("zoos")
 
 
 @dataclass

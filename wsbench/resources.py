@@ -1,0 +1,16 @@
+"""Where the presets (baselines/) and zoo cards (zoos/) are: the checkout's top-level folders, or in an
+installed, non-editable wsbench the copies its wheel bundles (setup.py puts them in wsbench/_bundled/)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+PACKAGE = Path(__file__).resolve().parent
+
+
+def resource_dir(name: str) -> Path:
+    """The folder `name` ("baselines" or "zoos") this wsbench reads."""
+    checkout = PACKAGE.parent / name
+    if checkout.is_dir():
+        return checkout
+    bundled = PACKAGE / "_bundled" / name
+    return bundled if bundled.is_dir() else checkout  # neither: the checkout path, for the error messages

@@ -1,6 +1,6 @@
-"""Builds wsbench with its presets (baselines/) and zoo cards (zoos/*.yaml) inside the package, so that
-an installed, non-editable wsbench finds them too (wsbench/_bundled/; a checkout reads the top-level
-folders). Everything else is in pyproject.toml."""
+"""Builds wsbench with its presets (baselines/), zoo cards (zoos/*.yaml) and benchmark entries
+(benchmarks/) inside the package, so that an installed, non-editable wsbench finds them too
+(wsbench/_bundled/; a checkout reads the top-level folders). Everything else is in pyproject.toml."""
 import shutil
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from setuptools import setup
 from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-BUNDLED = {"baselines": ("*.yaml",), "zoos": ("*.yaml",)}
+BUNDLED = {"baselines": ("*.yaml",), "zoos": ("*.yaml",), "benchmarks": ("*.yaml",)}
 
 
 class BuildPyWithData(build_py):

@@ -69,6 +69,7 @@ def test_plugins_named_by_entry_points_fill_the_registries(monkeypatch):
         name, group = "test", registry.PLUGIN_GROUP
         load = staticmethod(load_plugin)
 
+    registry.TASKS.names()  # the builtins registered first: the copy below must hold them (undone at teardown)
     real = importlib.metadata.entry_points
     monkeypatch.setattr(importlib.metadata, "entry_points",
                         lambda **kw: [EntryPoint()] if kw.get("group") == registry.PLUGIN_GROUP else real(**kw))

@@ -13,9 +13,10 @@ PROBE = """
 import wsbench, wsbench.builtins
 from wsbench.registry import ZOOS
 from wsbench.runner import BASELINES_DIR, load_preset
+from wsbench.benchmarks import all_benchmarks
 assert '_bundled' in str(BASELINES_DIR), BASELINES_DIR
 print(wsbench.__file__)
-print(load_preset('dwsnet', 'paper')['hidden_dim'], len(ZOOS.names()), sorted(ZOOS.broken()))
+print(load_preset('dwsnet', 'paper')['hidden_dim'], len(ZOOS.names()), sorted(ZOOS.broken()), len(all_benchmarks()))
 """
 
 
@@ -24,7 +25,7 @@ def test_a_wheel_install_finds_presets_and_zoo_cards(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "setup.py", "README.md"):
         shutil.copy2(ROOT / name, src / name)
-    for name in ("wsbench", "baselines", "zoos"):
+    for name in ("wsbench", "baselines", "zoos", "benchmarks"):
         shutil.copytree(ROOT / name, src / name, ignore=shutil.ignore_patterns("__pycache__", "_bundled"))
     wheels, target = tmp_path / "wheels", tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "wheel", str(src), "--no-deps", "--no-build-isolation", "-q",
@@ -38,4 +39,5 @@ def test_a_wheel_install_finds_presets_and_zoo_cards(tmp_path):
     module, figures = out.stdout.splitlines()[-2:]
     assert module.startswith(str(target))
     n_cards = len(list((ROOT / "zoos").glob("*.yaml")))
-    assert figures == f"32 {n_cards} []"
+    n_entries = len(list((ROOT / "benchmarks").glob("*.yaml")))
+    assert figures == f"32 {n_cards} [] {n_entries}"

@@ -34,7 +34,9 @@ EPILOG = """examples:
 
 def _run_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", required=True, help="method registry name (see `list`)")
-    p.add_argument("--zoo", required=True, help="zoo name (see `list`) or path to a zoo folder")
+    p.add_argument("--zoo", help="zoo name (see `list`) or path to a zoo folder (required unless --benchmark)")
+    p.add_argument("--benchmark", help="a benchmark entry (benchmarks/NAME.yaml, see `list`): its task, zoo, variant, "
+                                       "task options and preset")
     p.add_argument("--task", help="task name (default: reconstruction for reconstructors, property_prediction "
                                   "for CNN zoos, inr_classification for INR zoos)")
     p.add_argument("--seed", type=int, default=None, help="one seed (default 0)")
@@ -219,7 +221,9 @@ def _cmd_run(args: argparse.Namespace, command_line: str, con) -> int:
         raise ConfigError(f"seed {bad[0]}: seeds are integers from 0 to {2**32 - 1}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"--seeds {' '.join(map(str, seeds))}: a seed given twice would be one run counted twice")
-    req = RunRequest(method=args.method, zoo=args.zoo, task=args.task, seeds=seeds, device=args.device,
+    if not args.zoo and not args.benchmark:
+        raise ConfigError("run: --zoo NAME (or --benchmark NAME) is required")
+    req = RunRequest(method=args.method, zoo=args.zoo, benchmark=args.benchmark, task=args.task, seeds=seeds, device=args.device,
                      preset=args.preset, config_path=args.config, overrides=args.overrides, members=args.member,
                      zoo_variant=args.zoo_variant, results_dir=Path(args.results_dir), runs_dir=Path(args.runs_dir),
                      save=not args.no_save, force=args.force, progress=con.progress, command=command_line, log=con.log)

@@ -1,4 +1,4 @@
-"""`run_bench.py list`: methods, zoos, tasks and presets, and which method can do which task."""
+"""`run_bench.py list`: methods, zoos, tasks, benchmark entries and presets, and which method can do which task."""
 from __future__ import annotations
 
 from .registry import METHODS, TASKS, ZOOS
@@ -25,7 +25,18 @@ def listing() -> dict:
     tasks = {name: {"version": TASKS.get(name).version, "needs": TASKS.get(name).capability,
                     "zoo_kinds": list(TASKS.get(name).zoo_kinds), "description": TASKS.get(name).description}
              for name in TASKS.names()}
-    return {"methods": methods, "zoos": zoos, "tasks": tasks}
+    from .benchmarks import benchmark_names, load_benchmark
+
+    benchmarks = {}
+    for name in benchmark_names():
+        try:
+            b = load_benchmark(name)
+        except Exception as error:  # noqa: BLE001 - a broken entry is listed with its error, the rest stay usable
+            benchmarks[name] = {"broken": str(error)}
+            continue
+        benchmarks[name] = {"task": b.task, "zoo": b.zoo, "zoo_variant": b.zoo_variant, "options": b.options,
+                            "preset": b.preset, "metrics": list(b.metrics), "version": b.version}
+    return {"methods": methods, "zoos": zoos, "tasks": tasks, "benchmarks": benchmarks}
 
 
 def _short(text: str, n: int = 90) -> str:
@@ -56,4 +67,11 @@ def print_listing(con) -> None:
         article = "an" if t["needs"][0] in "aeiou" else "a"
         print(f"  {name:<22} v{t['version']} needs {article} {t['needs']} on {'/'.join(t['zoo_kinds']) or 'any'} zoos: "
               f"{_short(t['description'], 60)}")
+    print("\nBENCHMARKS (name: task on zoo [variant], defining options; run with --benchmark NAME --method M)")
+    for name, b in data["benchmarks"].items():
+        if "broken" in b:
+            print(f"  {name}: BROKEN ENTRY: {_short(b['broken'], 100)}")
+            continue
+        opts = ", ".join(f"{k}={v}" for k, v in b["options"].items()) or "-"
+        print(f"  {name}: {b['task']} on {b['zoo']} [{b['zoo_variant']}]; {opts}; preset {b['preset'] or 'default'}")
     print("\nPresets: baselines/<method>/<preset>.yaml; `--preset auto` = paper on GPU, quick on CPU.")

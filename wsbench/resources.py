@@ -1,4 +1,4 @@
-"""Where the presets (baselines/) and zoo cards (zoos/) are: the checkout's top-level folders, or in an
+"""Where the presets (baselines/), zoo cards (zoos/) and benchmark entries (benchmarks/) are: the checkout's top-level folders, or in an
 installed, non-editable wsbench the copies its wheel bundles (setup.py puts them in wsbench/_bundled/)."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ PACKAGE = Path(__file__).resolve().parent
 
 
 def resource_dir(name: str) -> Path:
-    """The folder `name` ("baselines" or "zoos") this wsbench reads."""
+    """The folder `name` ("baselines", "zoos" or "benchmarks") this wsbench reads."""
     checkout = PACKAGE.parent / name
     if checkout.is_dir():
         return checkout

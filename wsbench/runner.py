@@ -22,7 +22,7 @@ import re
 import shutil
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -30,6 +30,7 @@ import torch
 import yaml
 
 from . import distributed
+from .benchmarks import apply_benchmark, load_benchmark
 from .errors import ConfigError, DataError, NotApplicableError
 from .evaluation import describe_device
 from .files import check_folder_path
@@ -48,8 +49,9 @@ RESERVED = {"description", "task", "extends", "groups"}
 @dataclass
 class RunRequest:
     method: str
-    zoo: str
+    zoo: str | None
     task: str | None = None
+    benchmark: str | None = None  # an entry of benchmarks/: fixes task, zoo, variant and the defining task options
     seeds: list[int] = field(default_factory=lambda: [0])
     device: str = "auto"
     preset: str = "auto"
@@ -177,7 +179,20 @@ def method_and_task_config(req: RunRequest, device: torch.device) -> tuple[str |
     task_cfg = {**(data.get("task") or {}), **task_over}
     if req.members:
         task_cfg["members"] = req.members
+    if req.benchmark:
+        task_cfg = apply_benchmark(load_benchmark(req.benchmark), None, None, None, task_cfg)
     return preset, method_cfg, task_cfg
+
+
+def with_benchmark(req: RunRequest) -> RunRequest:
+    """The request with its benchmark entry's task, zoo and variant (refusing contradicting flags), and
+    the entry's preset when none was asked for and the method has it."""
+    entry = load_benchmark(req.benchmark)
+    apply_benchmark(entry, req.zoo, req.zoo_variant, req.task, {})
+    preset = req.preset
+    if preset == "auto" and entry.preset and entry.preset in preset_names(req.method):
+        preset = entry.preset
+    return replace(req, zoo=entry.zoo, zoo_variant=entry.zoo_variant, task=entry.task, preset=preset)
 
 
 def default_task(method_cls: type, zoo: Zoo) -> str:
@@ -200,6 +215,8 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     of runs skipped because they are recorded already are appended to `recorded` when given."""
     current_git_commit()  # read now: a long run's records name the commit it started from, not a later HEAD
     method_cls = METHODS.get(req.method)
+    if req.benchmark:
+        req = with_benchmark(req)
     if req.task:
         TASKS.get(req.task)  # a misspelt task name fails before any zoo is loaded or built
     device = distributed.setup(resolve_device(req.device))

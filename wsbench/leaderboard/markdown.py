@@ -121,6 +121,8 @@ def table_grid(table: Table, older: bool = False) -> Grid:
 
 def summary_line(table: Table, prov: Provenance, older: bool = False) -> str:
     versions = "" if older else f"task v{table.task_version} · zoo v{table.zoo_version} · "
+    if table.benchmark and not older:
+        versions = f"benchmark {table.benchmark} (run_bench.py --benchmark {table.benchmark} --method M) · " + versions
     stale = (f" · STALE: the zoo card is now v{table.card_version}; these records predate it (rerun)"
              if table.stale and not older else "")
     return (f"{versions}{prov.n_records} record{'s' * (prov.n_records != 1)} · "

@@ -26,6 +26,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
+from ..benchmarks import match_benchmark
 from ..results import ResultRecord
 
 MAX_LABEL_CHARS = 48
@@ -121,6 +122,7 @@ class Table:
     older_rows: tuple[Row, ...] = ()
     older_provenance: Provenance | None = None
     card_version: str | None = None  # the zoo card's version now (None: no card of that name here)
+    benchmark: str | None = None  # the benchmark entry the records answer (benchmarks/NAME.yaml), if any
 
     @property
     def stale(self) -> bool:
@@ -134,6 +136,8 @@ class Table:
 
     @property
     def slug(self) -> str:
+        if self.benchmark:
+            return slugify(self.benchmark)
         return slugify(f"{self.task}-{self.zoo}" + (f"-{self.zoo_variant}" if self.zoo_variant else ""))
 
     def best(self) -> dict[str, set[int]]:
@@ -254,13 +258,20 @@ def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> l
 
 
 def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
-    """One table per (task, zoo, zoo variant), sorted; older task/zoo versions kept apart."""
-    by_table: dict[tuple[str, str, str], list[ResultRecord]] = {}
+    """One table per (task, zoo, zoo variant, benchmark entry the records match), sorted; older
+    task/zoo/method versions kept apart."""
+    by_table: dict[tuple[str, str, str, str], list[ResultRecord]] = {}
+    entries = _benchmark_entries()
+    matched: dict[tuple, str] = {}
     for r in records:
-        by_table.setdefault((r.task, r.zoo, r.zoo_variant or ""), []).append(r)
+        settings = (r.task, r.zoo, r.zoo_variant, json.dumps(r.task_config, sort_keys=True))
+        if settings not in matched:
+            hit = match_benchmark(r.task, r.zoo, r.zoo_variant, r.task_config, entries) if entries else None
+            matched[settings] = hit.name if hit else ""
+        by_table.setdefault((r.task, r.zoo, r.zoo_variant or "", matched[settings]), []).append(r)
     tables = []
-    for (task, zoo, variant), recs in sorted(by_table.items(), key=lambda kv: (kv[0][0], kv[0][1], kv[0][2] != "full",
-                                                                                 natural_key(kv[0][2]))):
+    for (task, zoo, variant, entry), recs in sorted(by_table.items(), key=lambda kv: (
+            kv[0][0], kv[0][1], kv[0][2] != "full", natural_key(kv[0][2]), kv[0][3])):
         labels = config_labels(recs)
         task_v = max(r.task_version for r in recs)
         zoo_v = max((r.zoo_version for r in recs), key=version_key)
@@ -284,7 +295,8 @@ def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
             rows=tuple(aggregate_rows(current, labels)), provenance=Provenance.of(current),
             older_metrics=metric_order(m for r in older for m in r.metrics),
             older_rows=tuple(aggregate_rows(older, labels)),
-            older_provenance=Provenance.of(older) if older else None, card_version=_card_version(zoo)))
+            older_provenance=Provenance.of(older) if older else None, card_version=_card_version(zoo),
+            benchmark=entry or None))
     return tables
 
 
@@ -298,3 +310,16 @@ def _card_version(zoo: str) -> str | None:
 
 
 TITLE = "wsbench leaderboards"  # the pages' heading; README.md's first line marks a folder as a leaderboard
+
+
+def _benchmark_entries() -> list:
+    """The benchmark entries of this checkout (a broken entry names no table; `list` shows its error)."""
+    from ..benchmarks import benchmark_names, load_benchmark
+
+    out = []
+    for name in benchmark_names():
+        try:
+            out.append(load_benchmark(name))
+        except Exception:  # noqa: BLE001 - shown by `run_bench.py list`
+            continue
+    return out

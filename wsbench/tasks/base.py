@@ -36,6 +36,11 @@ class Task:
     def __init__(self, **config: Any) -> None:
         self.config = config
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        """Every task option and its default (what a run's task config overrides)."""
+        return {}
+
     def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
         """(True, "") or (False, why): checked before anything runs."""
         if method_cls.capability != self.capability:

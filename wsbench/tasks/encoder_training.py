@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import pandas as pd
 import torch
@@ -36,6 +36,7 @@ from ..metrics import accuracy, kendall_tau
 from ..options import AT_LEAST_ONE, NON_NEGATIVE, Range, parse_options
 from ..weights import NetworkSpec, WeightSpace
 from ..zoo import Zoo
+from .base import Task
 
 ENCODER_TASKS = ("property_prediction", "inr_classification", "cross_dataset", "cross_architecture")
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -59,6 +60,18 @@ def resolve_normalize(mode: str, method_cls: type) -> str:
     if mode != "auto":
         return mode
     return "symmetric" if method_cls.invariant else "layer"
+
+
+class EncoderTask(Task):
+    """A task that trains an encoder: its options are the training options (TRAIN_DEFAULTS) plus its
+    own `extra_defaults`."""
+
+    capability = "encoder"
+    extra_defaults: ClassVar[dict[str, Any]] = {}
+
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return {**TRAIN_DEFAULTS, **cls.extra_defaults}
 
 
 def task_options(task: str, config: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ dropout (p = 0.01) of every tensor. Not reproduced: the official "noise" adds th
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -61,7 +61,7 @@ class INRClassification(GroupedEncoderTask):
     version = 1
     zoo_kinds = ("inr",)
     description = "classify the image an INR represents from the INR's weights (test accuracy, %)"
-    extra_defaults: dict[str, Any] = {"target": "label", "groups": None, "inr_augment": False}
+    extra_defaults: ClassVar[dict[str, Any]] = {"target": "label", "groups": None, "inr_augment": False}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)

@@ -8,7 +8,7 @@ the scores are over the pooled test predictions, with per-group scores in `extra
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from typing import Any, ClassVar, Mapping, Sequence
 
 import torch
 
@@ -18,8 +18,8 @@ from ..metrics import REGRESSION_HIGHER_IS_BETTER, regression_scores
 from ..registry import TASKS
 from ..weights import NetworkSpec
 from ..zoo import Zoo
-from .base import Task, TaskResult
-from .encoder_training import (GroupData, TrainedEncoder, group_data, resolve_normalize, split_frames, task_options,
+from .base import TaskResult
+from .encoder_training import (EncoderTask, GroupData, TrainedEncoder, group_data, resolve_normalize, split_frames, task_options,
                                train_encoder)
 
 Models = list[tuple[NetworkSpec | None, TrainedEncoder]]  # (spec, model); None = reads every spec
@@ -110,10 +110,9 @@ def regression_result(models: Models, test: Sequence[GroupData], method: str, me
                       extra={**extra, **training_extra(models)})
 
 
-class GroupedEncoderTask(Task):
+class GroupedEncoderTask(EncoderTask):
     """An encoder task on the zoo's `groups` option (default: every architecture group)."""
 
-    capability = "encoder"
     opts: dict[str, Any]
 
     def groups(self, zoo: Zoo) -> list[str]:
@@ -130,7 +129,7 @@ class PropertyPrediction(GroupedEncoderTask):
     version = 1
     zoo_kinds = ("cnn",)
     description = "predict CNN test accuracy / generalisation gap from weights (Kendall tau, R^2, MSE on test)"
-    extra_defaults: dict[str, Any] = {"target": "test_acc", "groups": None}
+    extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "groups": None}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)

@@ -40,6 +40,10 @@ class ReconstructionTask(Task):
     zoo_kinds = ("resnet", "cnn")
     description = "fit one network, score original vs reconstructed test accuracy, size and weight error"
 
+    @classmethod
+    def option_defaults(cls) -> dict[str, Any]:
+        return dict(OPTIONS)
+
     def __init__(self, **config: Any) -> None:
         opts = parse_options("task 'reconstruction'", config, OPTIONS)
         limit, sets, members = opts["eval_limit"], opts["test_sets"], opts["members"]

@@ -23,17 +23,16 @@ from ..methods.base import Encoder, Method, RunContext
 from ..registry import TASKS
 from ..zoo import Zoo
 from ..zoo_store import open_zoo
-from .base import Task, TaskResult
-from .encoder_training import group_data, resolve_normalize, split_frames, task_options
+from .base import TaskResult
+from .encoder_training import EncoderTask, group_data, resolve_normalize, split_frames, task_options
 from .property_prediction import as_list, check_groups, fit_models, regression_result, supports_groups
 
 
-class TransferTask(Task):
-    capability = "encoder"
+class TransferTask(EncoderTask):
     zoo_kinds = ("cnn",)
     version = 1
     mode: ClassVar[str] = ""
-    extra_defaults: dict[str, Any] = {"target": "test_acc", "eval_zoo": None, "eval_zoo_variant": None,
+    extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "eval_zoo": None, "eval_zoo_variant": None,
                                       "train_groups": None, "eval_groups": None}
 
     def __init__(self, **config: Any) -> None:

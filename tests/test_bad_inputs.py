@@ -275,7 +275,7 @@ def _weights_edit(key: str, make):
 ZOO_CASES = {
     "no_card": (_drop_card, ["no zoo.yaml"]),
     "card_unknown_format_version": (_card_edit(format_version=99), ["zoo.yaml", "format_version 99"]),
-    "card_unknown_key": (_card_edit(colour="red"), ["zoo.yaml", "unknown card keys ['colour']"]),
+    "card_unknown_key": (_card_edit(colour="red"), ["zoo.yaml", "unknown option(s) ['colour']"]),
     "card_not_yaml": (lambda r: (r / "zoo.yaml").write_text("name: [unclosed\n"), ["zoo.yaml", "not valid YAML"]),
     "members_missing_columns": (_members_edit(lambda df: df.drop(columns=["row", "split"])),
                                 ["members.parquet", "lacks columns", "row"]),

@@ -271,3 +271,16 @@ def test_a_build_killed_before_its_rename_is_swept_by_the_next_build(tmp_path, c
     assert rc == 0, err
     assert not stale.exists() and other.exists() and (tmp_path / "z" / "zoo.yaml").is_file()
 
+
+
+def test_a_typo_under_a_group_fails_before_any_work(zoo, tmp_path, capsys):
+    """NeRN's paper preset configures groups (resnet20, resnet56); a misspelt key under one group used to
+    pass the up-front check and fail only when that group's member came, after the others trained."""
+    before = snapshot(zoo)
+    cfg = _config(tmp_path, b"groups:\n  resnet56: {iteratons: 5}\n")
+    rc, _, err = cli(["--method", "magnitude_prune", "--zoo", str(zoo), "--config", str(cfg)], tmp_path, capsys)
+    assert_user_error(rc, err, "'iteratons'", "in groups.resnet56")
+    assert_untouched(before, tmp_path, zoo)
+    cfg = _config(tmp_path, b"groups:\n  d2w8: {hidden_dm: 5}\n")
+    rc, _, err = cli(["--method", "mlp", "--zoo", str(zoo), "--config", str(cfg)], tmp_path, capsys)
+    assert_user_error(rc, err, "'hidden_dm'", "did you mean 'hidden_dim'", "in groups.d2w8")

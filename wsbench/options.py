@@ -73,6 +73,8 @@ def _typed(owner: str, key: str, value: Any, default: Any, nullable: bool) -> An
         ok, want = isinstance(value, str), "a string"
     elif isinstance(default, (list, tuple)):
         ok, want = isinstance(value, (list, tuple)), "a list"
+    elif isinstance(default, Mapping):
+        ok, want = isinstance(value, Mapping), "a mapping"
     else:
         ok, want = isinstance(value, type(default)), f"a {type(default).__name__}"
     if not ok:

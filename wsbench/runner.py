@@ -37,6 +37,7 @@ from .files import check_folder_path
 from .options import yaml11_float
 from .methods.base import RunContext
 from .registry import METHODS, TASKS
+from .tasks.reconstruction import merged_method_config
 from .results import ResultRecord, append_records, current_git_commit, read_records
 from .zoo import Zoo
 from .zoo_store import open_zoo
@@ -184,6 +185,26 @@ def method_and_task_config(req: RunRequest, device: torch.device) -> tuple[str |
     return preset, method_cfg, task_cfg
 
 
+def check_method_configs(method_cls: type, method_cfg: dict[str, Any]) -> None:
+    """The method's config and each per-group config (`groups: {resnet56: {...}}` merged over it), checked
+    the way the method will read them: a typo under a group fails now, not when that group's turn comes."""
+    groups = method_cfg.get("groups") or {}
+    if not isinstance(groups, dict) or not all(isinstance(v, dict) for v in groups.values()):
+        raise ConfigError(f"method {method_cls.name!r}: 'groups' maps architecture groups to config mappings, "
+                          f"got {groups!r}")
+    for group in [None, *groups]:
+        cfg = merged_method_config(method_cfg, group) if group else {k: v for k, v in method_cfg.items() if k != "groups"}
+        try:
+            if method_cls.capability == "reconstructor":
+                method_cls(**cfg)
+            else:
+                method_cls.parse_config(cfg)
+        except ConfigError as error:
+            if group is None:
+                raise
+            raise ConfigError(f"{error} (in groups.{group})") from None
+
+
 def with_benchmark(req: RunRequest) -> RunRequest:
     """The request with its benchmark entry's task, zoo and variant (refusing contradicting flags), and
     the entry's preset when none was asked for and the method has it."""
@@ -230,10 +251,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
     check_folder_path(req.runs_dir, "--runs-dir")
     if distributed.world() > 1 and method_cls.capability == "reconstructor":
         raise ConfigError(_ONE_PROCESS.format(what=f"method {req.method} (a reconstructor)"))
-    if method_cls.capability == "reconstructor":  # fail on a bad config value before any data is loaded
-        method_cls(**{k: v for k, v in method_cfg.items() if k != "groups"})
-    else:
-        method_cls.parse_config(method_cfg)
+    check_method_configs(method_cls, method_cfg)  # every group's config, before any data is loaded
     zoo = open_zoo(req.zoo, variant=req.zoo_variant)
     task_name = req.task or default_task(method_cls, zoo)
     task = TASKS.get(task_name)(**task_cfg)

@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -20,6 +20,7 @@ import numpy as np
 import yaml
 
 from .errors import ConfigError, DataError
+from .options import parse_options
 from .resources import resource_dir
 
 CARD_FORMAT_VERSION = 1
@@ -57,18 +58,17 @@ class ZooCard:
         fv = d.get("format_version", CARD_FORMAT_VERSION)
         if fv != CARD_FORMAT_VERSION:
             raise DataError(f"{where}: card format_version {fv!r} is not supported (this wsbench reads {CARD_FORMAT_VERSION})")
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise DataError(f"{where}: unknown card keys {unknown}")
         missing = [k for k in ("name", "version", "description", "kind", "dataset", "archs", "builder") if k not in d]
         if missing:
             raise DataError(f"{where}: card lacks required keys {missing}")
-        for key, kind in (("archs", dict), ("variants", dict), ("recipe", dict), ("grid", dict), ("seeds", dict),
-                          ("splits", dict), ("name", str), ("kind", str), ("dataset", str), ("builder", str)):
-            if key in d and d[key] is not None and not isinstance(d[key], kind):
-                raise DataError(f"{where}: card key {key!r} must be a {'mapping' if kind is dict else 'string'}, "
-                                f"got {type(d[key]).__name__}")
+        defaults = {f.name: f.default if f.default is not MISSING else (f.default_factory() if f.default_factory
+                    is not MISSING else "") for f in fields(cls)}  # the required keys' types: strings, archs a mapping
+        defaults["archs"] = {}
+        try:  # the one option rule: unknown keys named with the closest, types from the defaults
+            parse_options(where, d, defaults, untyped=("version", "description", "split_ids", "variant"),
+                          nullable=("recipe", "grid", "seeds", "splits", "variants"))
+        except ConfigError as error:
+            raise DataError(str(error)) from None
         card = cls(**{k: copy.deepcopy(v) for k, v in d.items()})
         card.version = str(card.version)
         for g, a in card.archs.items():

@@ -25,3 +25,21 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     assert nern["peak_rss_mb"] > 0
     md = out.with_suffix(".md").read_text()
     assert "fp32 GEMM rate measured in the same run" in md and "nern_rec_step" in md
+
+
+def test_markdown_states_the_same_run_reference_and_the_measured_bound():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("perf_cpu", ROOT / "scripts" / "perf_cpu.py")
+    perf = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(perf)
+    res = {"machine": "x86_64 CPU, 2 cores", "command": "python scripts/perf_cpu.py", "date": "2026-12-01",
+           "torch": "2.x", "threads": 2, "paths": {
+               "gemm": {"gflops": 300.0},
+               "siren_fit": {"what": "SIRENs", "gflops": 30.0, "fraction_of_gemm": 0.1, "seconds_per_step": 0.05,
+                             "flops_per_step": 1.5e9, "peak_rss_mb": 100.0,
+                             "reference": {"what": "autograd", "seconds_per_step": 0.1, "speedup": 2.0},
+                             "bound": {"what": "sin and cos", "seconds_per_step": 0.025}}}}
+    md = perf.markdown(res)
+    assert "siren_fit: 2.00x the speed of autograd (100.0 ms/step, measured in the same process)" in md
+    assert "at most 60.0 GFLOP/s (20.0% of the GEMM rate); the path runs at 50% of that ceiling" in md

@@ -77,3 +77,19 @@ def test_a_benchmark_entry_runs_end_to_end_and_names_its_table(tmp_path, capsys,
     assert record.task_config["target"] == "label"
     (table,) = build_tables([record])
     assert table.benchmark == "inr-tiny" and table.slug == "inr-tiny"
+
+
+def test_every_task_declares_its_metrics_once_and_every_entry_headlines_declared_ones():
+    from wsbench.registry import TASKS
+
+    for name in TASKS.names():
+        task = TASKS.get(name)
+        assert task.metrics and any(m.headline for m in task.metrics.values()), name
+    for entry in all_benchmarks():
+        task = TASKS.get(entry.task)
+        assert all(task.metric(m) for m in entry.metrics)
+    recon = TASKS.get("reconstruction")
+    assert recon.directions(["acc_recon_cifar10_exact", "acc_drop_cifar10_exact", "size_bytes"]) == {
+        "acc_recon_cifar10_exact": True, "acc_drop_cifar10_exact": False, "size_bytes": False}
+    with pytest.raises(ValueError, match="declares only"):
+        recon.metric("accuracy")

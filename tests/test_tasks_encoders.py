@@ -171,7 +171,7 @@ def test_property_prediction_learns_and_reports(tmp_path):
     assert task.applicable(method, zoo) == (True, "")
     results = task.run(method, {"hidden_dim": 16}, zoo, ctx())
     (r,) = results
-    assert set(r.metrics) == {"tau", "r2", "mse"} and r.higher_is_better == {"tau": True, "r2": True, "mse": False}
+    assert set(r.metrics) == {"tau", "r2", "mse"} and task.directions(r.metrics) == {"tau": True, "r2": True, "mse": False}
     assert r.metrics["tau"] > 0.5 and r.n_eval == 9 and r.n_train == 29
     assert r.extra["train_networks_per_s"] > 0 and r.extra["best_epoch"][0] >= 1
 

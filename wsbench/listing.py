@@ -23,7 +23,9 @@ def listing() -> dict:
         zoos[name] = {"broken": str(error)}
     zoos = dict(sorted(zoos.items()))
     tasks = {name: {"version": TASKS.get(name).version, "needs": TASKS.get(name).capability,
-                    "zoo_kinds": list(TASKS.get(name).zoo_kinds), "description": TASKS.get(name).description}
+                    "zoo_kinds": list(TASKS.get(name).zoo_kinds), "description": TASKS.get(name).description,
+                    "metrics": {m: {"higher_is_better": d.higher_is_better, "headline": d.headline,
+                                    "description": d.description} for m, d in TASKS.get(name).metrics.items()}}
              for name in TASKS.names()}
     from .benchmarks import benchmark_names, load_benchmark
 
@@ -67,6 +69,8 @@ def print_listing(con) -> None:
         article = "an" if t["needs"][0] in "aeiou" else "a"
         print(f"  {name:<22} v{t['version']} needs {article} {t['needs']} on {'/'.join(t['zoo_kinds']) or 'any'} zoos: "
               f"{_short(t['description'], 60)}")
+        marks = [f"{m} {'↑' if d['higher_is_better'] else '↓'}{'*' if d['headline'] else ''}" for m, d in t["metrics"].items()]
+        print(f"  {'':<22} metrics (* headline): {', '.join(marks)}")
     print("\nBENCHMARKS (name: task on zoo [variant], defining options; run with --benchmark NAME --method M)")
     for name, b in data["benchmarks"].items():
         if "broken" in b:

@@ -84,7 +84,6 @@ def regression_scores(y_true: Any, y_pred: Any) -> dict[str, float]:
     return {"tau": kendall_tau(y_true, y_pred), "r2": r2_score(y_true, y_pred), "mse": mse(y_true, y_pred)}
 
 
-REGRESSION_HIGHER_IS_BETTER = {"tau": True, "r2": True, "mse": False}
 
 
 def relative_weight_errors(orig: Mapping[str, Any], new: Mapping[str, Any], keys: Sequence[str]) -> dict[str, float | None]:

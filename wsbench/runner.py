@@ -305,7 +305,7 @@ def run_benchmark(req: RunRequest, recorded: list[ResultRecord] | None = None) -
             records.append(ResultRecord.create(
                 task=task_name, task_version=task.version, zoo=zoo.name, zoo_version=zoo.version, split=r.split,
                 method=req.method, method_config=r.method_config or method_cfg, preset=preset, seed=seed,
-                metrics=r.metrics, higher_is_better=r.higher_is_better, status="ok", reason=None,
+                metrics=r.metrics, higher_is_better=task.directions(r.metrics), status="ok", reason=None,
                 n_train=r.n_train, n_eval=r.n_eval, n_params=r.n_params, wall_s=wall, device=device_text,
                 command=req.command, run_key=key, member=r.member, variant=r.variant, **identity,
                 extra={**r.extra, **notes}))

@@ -1,6 +1,6 @@
 """What every task is: a versioned scorer that picks splits from a zoo, runs a method and returns
-metrics with `higher_is_better`. A method that cannot do a task is reported "not applicable"
-(a record with status not_applicable and the reason), never a crash."""
+metrics it declares once (`Task.metrics`: direction, headline). A method that cannot do a task is
+reported "not applicable" (a record with status not_applicable and the reason), never a crash."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -10,12 +10,20 @@ from ..methods.base import Method, RunContext
 from ..zoo import Zoo
 
 
+@dataclass(frozen=True)
+class Metric:
+    """A score a task reports, declared once on the task."""
+
+    higher_is_better: bool
+    headline: bool = False  # one of the numbers the task is read by
+    description: str = ""
+
+
 @dataclass
 class TaskResult:
-    """One scored outcome; the runner turns each into a ResultRecord."""
+    """One scored outcome; the runner turns each into a ResultRecord (metric directions from the task)."""
 
     metrics: dict[str, float]
-    higher_is_better: dict[str, bool]
     split: str
     n_train: int
     n_eval: int
@@ -29,6 +37,9 @@ class TaskResult:
 class Task:
     name: ClassVar[str] = ""
     version: ClassVar[int] = 1  # bump whenever the scoring changes
+    # every metric the task reports; a reported name may add "_<test set>" to a declared one
+    # (reconstruction: acc_recon_cifar10_exact)
+    metrics: ClassVar[dict[str, Metric]] = {}
     description: ClassVar[str] = ""
     capability: ClassVar[str] = ""  # the method capability it needs: "reconstructor" | "encoder"
     zoo_kinds: ClassVar[tuple[str, ...]] = ()  # card kinds it can score ("cnn", "resnet", "inr")
@@ -40,6 +51,21 @@ class Task:
     def option_defaults(cls) -> dict[str, Any]:
         """Every task option and its default (what a run's task config overrides)."""
         return {}
+
+    @classmethod
+    def metric(cls, name: str) -> Metric:
+        """The declaration of a reported metric (ValueError for one the task does not declare)."""
+        if name in cls.metrics:
+            return cls.metrics[name]
+        for base in sorted(cls.metrics, key=len, reverse=True):
+            if name.startswith(base + "_"):
+                return cls.metrics[base]
+        raise ValueError(f"task {cls.name!r} reports metric {name!r} but declares only {sorted(cls.metrics)}")
+
+    @classmethod
+    def directions(cls, names: Any) -> dict[str, bool]:
+        """higher_is_better of each reported metric, from the declarations."""
+        return {n: cls.metric(n).higher_is_better for n in names}
 
     def applicable(self, method_cls: type[Method], zoo: Zoo) -> tuple[bool, str]:
         """(True, "") or (False, why): checked before anything runs."""

@@ -22,7 +22,7 @@ from ..metrics import accuracy
 from ..registry import TASKS
 from ..weights import WeightSpace
 from ..zoo import Zoo
-from .base import TaskResult
+from .base import Metric, TaskResult
 from .encoder_training import group_data, resolve_normalize, split_frames, task_options
 from .property_prediction import GroupedEncoderTask, fit_models, predict, training_extra
 
@@ -62,6 +62,7 @@ class INRClassification(GroupedEncoderTask):
     zoo_kinds = ("inr",)
     description = "classify the image an INR represents from the INR's weights (test accuracy, %)"
     extra_defaults: ClassVar[dict[str, Any]] = {"target": "label", "groups": None, "inr_augment": False}
+    metrics: ClassVar[dict[str, Metric]] = {"accuracy": Metric(True, True, "test accuracy, %")}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
@@ -87,6 +88,6 @@ class INRClassification(GroupedEncoderTask):
         extra = {"target": target, "groups": groups, "n_classes": n_classes, 
             "normalize": resolve_normalize(o["normalize"], method_cls),
                  "inr_augment": o["inr_augment"], **training_extra(models)}
-        return [TaskResult({"accuracy": 100 * accuracy(y, logits)}, {"accuracy": True}, split="test",
+        return [TaskResult({"accuracy": 100 * accuracy(y, logits)}, split="test",
                            n_train=sum(len(g) for g in data["train"]), n_eval=len(y),
                            n_params=sum(m.n_params for _, m in models), method_config=dict(method_config), extra=extra)]

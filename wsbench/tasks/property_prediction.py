@@ -14,15 +14,20 @@ import torch
 
 from ..errors import ConfigError, DataError, NotApplicableError
 from ..methods.base import Encoder, Method, RunContext
-from ..metrics import REGRESSION_HIGHER_IS_BETTER, regression_scores
+from ..metrics import regression_scores
 from ..registry import TASKS
 from ..weights import NetworkSpec
 from ..zoo import Zoo
-from .base import TaskResult
+from .base import Metric, TaskResult
 from .encoder_training import (EncoderTask, GroupData, TrainedEncoder, group_data, resolve_normalize, split_frames, task_options,
                                train_encoder)
 
 Models = list[tuple[NetworkSpec | None, TrainedEncoder]]  # (spec, model); None = reads every spec
+
+# what regression_scores returns, for every task that predicts a number (property prediction, transfer)
+REGRESSION_METRICS: dict[str, Metric] = {"tau": Metric(True, True, "Kendall tau-b of predicted vs true"),
+                                         "r2": Metric(True, True, "coefficient of determination"),
+                                         "mse": Metric(False, False, "mean squared error")}
 
 
 def as_list(value: Any, key: str, task: str) -> list[str]:
@@ -105,7 +110,7 @@ def regression_result(models: Models, test: Sequence[GroupData], method: str, me
             per_group[g.group] = regression_scores(g.y.cpu(), pred[start:start + len(g)]) if len(g) > 1 else {}
             start += len(g)
         extra = {**extra, "per_group": per_group}
-    return TaskResult(metrics, dict(REGRESSION_HIGHER_IS_BETTER), split="test", n_train=n_train, n_eval=len(y),
+    return TaskResult(metrics, split="test", n_train=n_train, n_eval=len(y),
                       n_params=sum(m.n_params for _, m in models), method_config=dict(method_config),
                       extra={**extra, **training_extra(models)})
 
@@ -130,6 +135,7 @@ class PropertyPrediction(GroupedEncoderTask):
     zoo_kinds = ("cnn",)
     description = "predict CNN test accuracy / generalisation gap from weights (Kendall tau, R^2, MSE on test)"
     extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "groups": None}
+    metrics: ClassVar[dict[str, Metric]] = REGRESSION_METRICS
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)

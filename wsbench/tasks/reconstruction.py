@@ -9,7 +9,7 @@ Every reconstruction variant (e.g. several budgets, or NeRN's pruned predictors)
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 
@@ -20,7 +20,7 @@ from ..methods.base import Method, Reconstruction, ReconstructionTarget, RunCont
 from ..options import parse_options
 from ..registry import TASKS
 from ..zoo import Zoo
-from .base import Task, TaskResult
+from .base import Metric, Task, TaskResult
 
 EXTRA_TEST_SETS = {"cifar10": ["cifar10_exact"]}
 OPTIONS: dict[str, Any] = {"members": None, "split": "test", "test_sets": None, "eval_limit": None}
@@ -39,6 +39,15 @@ class ReconstructionTask(Task):
     capability = "reconstructor"
     zoo_kinds = ("resnet", "cnn")
     description = "fit one network, score original vs reconstructed test accuracy, size and weight error"
+    metrics: ClassVar[dict[str, Metric]] = {  # acc_*: on the first test set; acc_*_<name> on the others
+        "acc_orig": Metric(True, False, "the original network's test accuracy, %"),
+        "acc_recon": Metric(True, True, "the reconstructed network's test accuracy, %"),
+        "acc_drop": Metric(False, False, "acc_orig - acc_recon, points"),
+        "rel_weight_error": Metric(False, False, "relative L2 error over the conv/linear weights"),
+        "size_params": Metric(False, False, "parameters of the representation"),
+        "size_bytes": Metric(False, False, "bytes of the representation"),
+        "compression_ratio": Metric(True, True, "original parameters / representation parameters"),
+        "bytes_ratio": Metric(True, False, "original bytes (fp32) / representation bytes")}
 
     @classmethod
     def option_defaults(cls) -> dict[str, Any]:
@@ -111,13 +120,11 @@ class ReconstructionTask(Task):
         out = []
         for label, var in variants.items():
             metrics: dict[str, float] = {}
-            hib: dict[str, bool] = {}
             for name, split in tests.items():
                 sfx = "" if name == next(iter(tests)) else f"_{name}"
                 rec_acc = accuracy(model, split.x, split.y, state_dict=var.state_dict, device=ctx.device)
                 metrics |= {f"acc_orig{sfx}": 100 * orig[name], f"acc_recon{sfx}": 100 * rec_acc,
                             f"acc_drop{sfx}": 100 * (orig[name] - rec_acc)}
-                hib |= {f"acc_orig{sfx}": True, f"acc_recon{sfx}": True, f"acc_drop{sfx}": False}
             errs = weight_errors(target, var.state_dict)
             total = errs.pop("__total__")
             if total is None:
@@ -125,13 +132,11 @@ class ReconstructionTask(Task):
             metrics |= {"rel_weight_error": total, "size_params": float(var.n_params),
                         "size_bytes": float(var.n_bytes), "compression_ratio": orig_params / max(var.n_params, 1),
                         "bytes_ratio": 4 * orig_params / max(var.n_bytes, 1)}
-            hib |= {"rel_weight_error": False, "size_params": False, "size_bytes": False,
-                    "compression_ratio": True, "bytes_ratio": True}
             extra = {"fit_s": fit_s, "layer_rel_error": errs,
                      "test_sets": {n: s.source for n, s in tests.items()}, "orig_params": orig_params,
                      **{k: v for k, v in rec.extra.items() if k != "layer_rel_error" and k not in var.extra},
                      **{f"variant_{k}": v for k, v in var.extra.items() if k != "layer_rel_error"}}
-            out.append(TaskResult(metrics, hib, split="test", n_train=0, n_eval=len(next(iter(tests.values()))),
+            out.append(TaskResult(metrics, split="test", n_train=0, n_eval=len(next(iter(tests.values()))),
                                   n_params=var.n_params, method_config=cfg, extra=extra, member=target.member_id,
                                   variant=label or None))
         return out

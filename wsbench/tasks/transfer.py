@@ -23,15 +23,16 @@ from ..methods.base import Encoder, Method, RunContext
 from ..registry import TASKS
 from ..zoo import Zoo
 from ..zoo_store import open_zoo
-from .base import TaskResult
+from .base import Metric, TaskResult
 from .encoder_training import EncoderTask, group_data, resolve_normalize, split_frames, task_options
-from .property_prediction import as_list, check_groups, fit_models, regression_result, supports_groups
+from .property_prediction import REGRESSION_METRICS, as_list, check_groups, fit_models, regression_result, supports_groups
 
 
 class TransferTask(EncoderTask):
     zoo_kinds = ("cnn",)
     version = 1
     mode: ClassVar[str] = ""
+    metrics: ClassVar[dict[str, Metric]] = REGRESSION_METRICS
     extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "eval_zoo": None, "eval_zoo_variant": None,
                                       "train_groups": None, "eval_groups": None}
 

@@ -34,14 +34,14 @@ from .benchmarks import apply_benchmark, load_benchmark
 from .errors import ConfigError, DataError, NotApplicableError
 from .evaluation import describe_device
 from .files import check_folder_path
-from .options import yaml11_float
 from .methods.base import RunContext
+from .options import yaml11_float
 from .registry import METHODS, TASKS
-from .tasks.reconstruction import merged_method_config
+from .resources import resource_dir
 from .results import ResultRecord, append_records, current_git_commit, read_records
+from .tasks.reconstruction import merged_method_config
 from .zoo import Zoo
 from .zoo_store import open_zoo
-from .resources import resource_dir
 
 BASELINES_DIR = resource_dir("baselines")
 RESERVED = {"description", "task", "extends", "groups"}

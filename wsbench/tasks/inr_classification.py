@@ -57,7 +57,6 @@ def inr_augment(ws: WeightSpace, generator: torch.Generator | None = None, *, tr
 
 @TASKS.register("inr_classification")
 class INRClassification(GroupedEncoderTask):
-    name = "inr_classification"
     version = 1
     zoo_kinds = ("inr",)
     description = "classify the image an INR represents from the INR's weights (test accuracy, %)"

@@ -130,7 +130,6 @@ class GroupedEncoderTask(EncoderTask):
 
 @TASKS.register("property_prediction")
 class PropertyPrediction(GroupedEncoderTask):
-    name = "property_prediction"
     version = 1
     zoo_kinds = ("cnn",)
     description = "predict CNN test accuracy / generalisation gap from weights (Kendall tau, R^2, MSE on test)"

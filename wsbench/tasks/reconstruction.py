@@ -34,7 +34,6 @@ def merged_method_config(config: dict[str, Any], group: str) -> dict[str, Any]:
 
 @TASKS.register("reconstruction")
 class ReconstructionTask(Task):
-    name = "reconstruction"
     version = 1
     capability = "reconstructor"
     zoo_kinds = ("resnet", "cnn")

@@ -133,13 +133,11 @@ class TransferTask(EncoderTask):
 
 @TASKS.register("cross_dataset")
 class CrossDataset(TransferTask):
-    name = "cross_dataset"
     mode = "cross_dataset"
     description = "train a property predictor on one dataset's zoo, score it on another's (Kendall tau, R^2, MSE)"
 
 
 @TASKS.register("cross_architecture")
 class CrossArchitecture(TransferTask):
-    name = "cross_architecture"
     mode = "cross_architecture"
     description = "train a property predictor on some architecture families, score it on held-out ones"

@@ -82,6 +82,18 @@ def all_benchmarks() -> list[Benchmark]:
     return [load_benchmark(n) for n in benchmark_names()]
 
 
+def loadable_benchmarks() -> tuple[list[Benchmark], dict[str, str]]:
+    """(the entries that load, {name: error} of those that do not): one broken entry must not hide
+    the others from `list` or the leaderboard."""
+    entries, broken = [], {}
+    for name in benchmark_names():
+        try:
+            entries.append(load_benchmark(name))
+        except Exception as error:  # noqa: BLE001 - any failure of one entry is reported, not raised
+            broken[name] = str(error)
+    return entries, broken
+
+
 def effective_task_options(task: str, task_config: Mapping[str, Any]) -> dict[str, Any]:
     """The task's option defaults overridden by a run's task config (its own sub-mapping merged in)."""
     from .registry import TASKS

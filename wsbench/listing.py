@@ -27,17 +27,14 @@ def listing() -> dict:
                     "metrics": {m: {"higher_is_better": d.higher_is_better, "headline": d.headline,
                                     "description": d.description} for m, d in TASKS.get(name).metrics.items()}}
              for name in TASKS.names()}
-    from .benchmarks import benchmark_names, load_benchmark
+    from .benchmarks import loadable_benchmarks
 
-    benchmarks = {}
-    for name in benchmark_names():
-        try:
-            b = load_benchmark(name)
-        except Exception as error:  # noqa: BLE001 - a broken entry is listed with its error, the rest stay usable
-            benchmarks[name] = {"broken": str(error)}
-            continue
-        benchmarks[name] = {"task": b.task, "zoo": b.zoo, "zoo_variant": b.zoo_variant, "options": b.options,
-                            "preset": b.preset, "metrics": list(b.metrics), "version": b.version}
+    entries, broken = loadable_benchmarks()
+    benchmarks: dict[str, dict] = {name: {"broken": error} for name, error in broken.items()}
+    for b in entries:
+        benchmarks[b.name] = {"task": b.task, "zoo": b.zoo, "zoo_variant": b.zoo_variant, "options": b.options,
+                              "preset": b.preset, "metrics": list(b.metrics), "version": b.version}
+    benchmarks = dict(sorted(benchmarks.items()))
     return {"methods": methods, "zoos": zoos, "tasks": tasks, "benchmarks": benchmarks}
 
 

@@ -74,7 +74,7 @@ def migrate_store(results_dir: str | os.PathLike) -> MigrationReport:
                     report.kept_bad.append(f"{path}:{lineno}: {exc}")
                     out.append(line)
                     continue
-                upgraded += '"schema_version"' not in line
+                upgraded += record.to_json() != line.strip()  # not in today's canonical form: schema 1
                 if record.record_id not in seen:
                     seen.add(record.record_id)
                     out.append(record.to_json())

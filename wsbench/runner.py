@@ -193,7 +193,7 @@ def check_method_configs(method_cls: type, method_cfg: dict[str, Any]) -> None:
         raise ConfigError(f"method {method_cls.name!r}: 'groups' maps architecture groups to config mappings, "
                           f"got {groups!r}")
     for group in [None, *groups]:
-        cfg = merged_method_config(method_cfg, group) if group else {k: v for k, v in method_cfg.items() if k != "groups"}
+        cfg = merged_method_config(method_cfg, group)  # group None: the base config alone
         try:
             if method_cls.capability == "reconstructor":
                 method_cls(**cfg)

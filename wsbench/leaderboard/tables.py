@@ -26,7 +26,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
-from ..benchmarks import match_benchmark
+from ..benchmarks import loadable_benchmarks, match_benchmark
 from ..results import ResultRecord
 
 MAX_LABEL_CHARS = 48
@@ -261,7 +261,7 @@ def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
     """One table per (task, zoo, zoo variant, benchmark entry the records match), sorted; older
     task/zoo/method versions kept apart."""
     by_table: dict[tuple[str, str, str, str], list[ResultRecord]] = {}
-    entries = _benchmark_entries()
+    entries = loadable_benchmarks()[0]  # a broken entry names no table; `list` shows its error
     matched: dict[tuple, str] = {}
     for r in records:
         settings = (r.task, r.zoo, r.zoo_variant, json.dumps(r.task_config, sort_keys=True))
@@ -310,16 +310,3 @@ def _card_version(zoo: str) -> str | None:
 
 
 TITLE = "wsbench leaderboards"  # the pages' heading; README.md's first line marks a folder as a leaderboard
-
-
-def _benchmark_entries() -> list:
-    """The benchmark entries of this checkout (a broken entry names no table; `list` shows its error)."""
-    from ..benchmarks import benchmark_names, load_benchmark
-
-    out = []
-    for name in benchmark_names():
-        try:
-            out.append(load_benchmark(name))
-        except Exception:  # noqa: BLE001 - shown by `run_bench.py list`
-            continue
-    return out

@@ -26,7 +26,7 @@ EXTRA_TEST_SETS = {"cifar10": ["cifar10_exact"]}
 OPTIONS: dict[str, Any] = {"members": None, "split": "test", "test_sets": None, "eval_limit": None}
 
 
-def merged_method_config(config: dict[str, Any], group: str) -> dict[str, Any]:
+def merged_method_config(config: dict[str, Any], group: str | None) -> dict[str, Any]:
     """A method config with its per-group overrides (`groups: {resnet56: {...}}`) applied."""
     base = {k: v for k, v in config.items() if k != "groups"}
     return {**base, **(config.get("groups") or {}).get(group, {})}

@@ -49,8 +49,10 @@ def _card(name: str, kind: str, archs: dict) -> ZooCard:
                               "variants": {"tiny": {}}, "default_variant": "tiny"})
 
 
-def make_cnn_zoo(root: Path, name: str = "cnn_a", families: dict = CNN_FAMILIES, n: int = 48, seed: int = 0) -> Path:
-    """Small CNNs scaled by s ~ U(0.5, 2); test_acc = s / 2 + noise (learnable from any layer)."""
+def make_cnn_zoo(root: Path, name: str = "cnn_a", families: dict = CNN_FAMILIES, n: int = 48, seed: int = 0,
+                 paired_checkpoints: bool = False) -> Path:
+    """Small CNNs scaled by s ~ U(0.5, 2); test_acc = s / 2 + noise (learnable from any layer).
+    paired_checkpoints: members 2k and 2k+1 are epochs 0 and 5 of run k (run_id, epoch columns)."""
     g = torch.Generator().manual_seed(seed)
     rows, weights = [], {}
     for group, kw in families.items():
@@ -63,6 +65,8 @@ def make_cnn_zoo(root: Path, name: str = "cnn_a", families: dict = CNN_FAMILIES,
             acc = s / 2 + 0.02 * float(torch.randn((), generator=g))
             rows.append({"id": f"{group}_{i}", "split": split, "group": group, "row": i, "test_acc": acc,
                          "train_acc": acc + 0.1 * s})
+            if paired_checkpoints:
+                rows[-1].update(run_id=f"{group}_run{i // 2}", epoch=5 * (i % 2))
         weights[group] = {k: torch.stack([sd[k] for sd in sds]) for k in sds[0]}
     card = _card(name, "cnn", {gname: {"arch": "small_cnn", "kwargs": kw} for gname, kw in families.items()})
     write_zoo(root, card, pd.DataFrame(rows), weights)
@@ -260,3 +264,32 @@ def test_every_encoder_preset_is_valid():
                 task_options(task, data.get("task") or {}, extra)
             checked += 1
     assert checked >= 16
+
+
+def test_checkpoint_option_selects_members_of_each_run():
+    from wsbench.tasks.encoder_training import check_checkpoint, select_checkpoints
+    members = pd.DataFrame({"id": [f"r{r}_e{e}" for r in range(3) for e in (0, 1, 3)],
+                            "run_id": [f"r{r}" for r in range(3) for _ in range(3)],
+                            "epoch": [e for _ in range(3) for e in (0, 1, 3)]})
+    assert select_checkpoints(members, "all", "z") is members
+    assert select_checkpoints(members, "final", "z")["id"].tolist() == ["r0_e3", "r1_e3", "r2_e3"]
+    assert select_checkpoints(members, 1, "z")["id"].tolist() == ["r0_e1", "r1_e1", "r2_e1"]
+    ragged = members[members["id"] != "r2_e3"]  # a run whose last checkpoint is missing keeps its own last
+    assert select_checkpoints(ragged, "final", "z")["id"].tolist() == ["r0_e3", "r1_e3", "r2_e1"]
+    with pytest.raises(DataError, match="no members at epoch 2"):
+        select_checkpoints(members, 2, "z")
+    with pytest.raises(DataError, match="no 'epoch' column"):
+        select_checkpoints(members.drop(columns="epoch"), "final", "z")
+    for bad in ("last", -1, True, 1.5):
+        with pytest.raises(ConfigError, match="option 'checkpoint'"):
+            check_checkpoint(bad, "property_prediction")
+
+
+def test_property_prediction_on_final_checkpoints(tmp_path):
+    zoo = load_zoo(make_cnn_zoo(tmp_path / "cnn", families={"c2x4": CNN_FAMILIES["c2x4"]}, n=20,
+                                paired_checkpoints=True))
+    task = TASKS.get("property_prediction")(epochs=1, batch_size=8, checkpoint="final")
+    (r,) = task.run(METHODS.get("statnn"), {"hidden_dim": 8}, zoo, ctx())
+    assert r.n_eval == 2 and r.extra["checkpoint"] == "final"  # 4 test members, 2 runs -> 2 final checkpoints
+    with pytest.raises(ConfigError, match="option 'checkpoint'"):
+        TASKS.get("property_prediction")(checkpoint="last")

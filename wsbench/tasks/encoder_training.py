@@ -119,9 +119,37 @@ def target_values(df: pd.DataFrame, target: str, zoo_name: str) -> pd.Series:
     return col
 
 
-def split_frames(zoo: Zoo, groups: Sequence[str], val_fraction: float) -> dict[str, pd.DataFrame]:
-    """train/val/test member frames of the given groups; val carved from train (seed 0) if absent."""
-    df = zoo.members[zoo.members["group"].isin(groups)]
+def check_checkpoint(value: Any, task: str) -> str | int:
+    """The `checkpoint` option: "all", "final" or an epoch number (a non-negative int)."""
+    if value in ("all", "final") or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+        return value
+    raise ConfigError(f"task {task!r}: option 'checkpoint' must be 'all', 'final' or an epoch number >= 0, "
+                      f"got {value!r}")
+
+
+def select_checkpoints(members: pd.DataFrame, checkpoint: str | int, zoo_name: str) -> pd.DataFrame:
+    """The members at one checkpoint of their run: "final" (each run's last epoch, as the published
+    Small CNN Zoo benchmarks score: NFN keeps step 86 only), an epoch number, or "all"."""
+    if checkpoint == "all":
+        return members
+    if "epoch" not in members.columns:
+        raise DataError(f"zoo {zoo_name} has no 'epoch' column: option checkpoint={checkpoint!r} needs checkpoints "
+                        f"(use checkpoint=all)")
+    if checkpoint == "final":
+        run = members["run_id"] if "run_id" in members.columns else members["id"]
+        return members[members["epoch"] == members.groupby(run)["epoch"].transform("max")]
+    chosen = members[members["epoch"] == checkpoint]
+    if chosen.empty:
+        raise DataError(f"zoo {zoo_name} has no members at epoch {checkpoint} (epochs: "
+                        f"{sorted(members['epoch'].unique().tolist())})")
+    return chosen
+
+
+def split_frames(zoo: Zoo, groups: Sequence[str], val_fraction: float,
+                 checkpoint: str | int = "all") -> dict[str, pd.DataFrame]:
+    """train/val/test member frames of the given groups at `checkpoint` (see select_checkpoints);
+    val carved from train (seed 0) if absent."""
+    df = select_checkpoints(zoo.members[zoo.members["group"].isin(groups)], checkpoint, zoo.name)
     splits = {s: df[df["split"] == s] for s in ("train", "val", "test")}
     if splits["val"].empty and not splits["train"].empty:
         n_val = max(1, int(round(val_fraction * len(splits["train"]))))

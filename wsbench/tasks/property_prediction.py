@@ -19,8 +19,8 @@ from ..registry import TASKS
 from ..weights import NetworkSpec
 from ..zoo import Zoo
 from .base import Metric, TaskResult
-from .encoder_training import (EncoderTask, GroupData, TrainedEncoder, group_data, resolve_normalize, split_frames, task_options,
-                               train_encoder)
+from .encoder_training import (EncoderTask, GroupData, TrainedEncoder, check_checkpoint, group_data, resolve_normalize,
+                               split_frames, task_options, train_encoder)
 
 Models = list[tuple[NetworkSpec | None, TrainedEncoder]]  # (spec, model); None = reads every spec
 
@@ -133,12 +133,13 @@ class PropertyPrediction(GroupedEncoderTask):
     version = 1
     zoo_kinds = ("cnn",)
     description = "predict CNN test accuracy / generalisation gap from weights (Kendall tau, R^2, MSE on test)"
-    extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "groups": None}
+    extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "groups": None, "checkpoint": "all"}
     metrics: ClassVar[dict[str, Metric]] = REGRESSION_METRICS
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         self.opts = task_options(self.name, config, self.extra_defaults)
+        self.opts["checkpoint"] = check_checkpoint(self.opts["checkpoint"], self.name)
         self.targets = as_list(self.opts["target"], "target", self.name)
         if not self.targets:
             raise ConfigError(f"task {self.name!r}: option 'target' names no column")
@@ -147,14 +148,15 @@ class PropertyPrediction(GroupedEncoderTask):
             ctx: RunContext) -> list[TaskResult]:
         assert issubclass(method_cls, Encoder)
         groups, o = self.groups(zoo), self.opts
-        frames = split_frames(zoo, groups, o["val_fraction"])
+        frames = split_frames(zoo, groups, o["val_fraction"], o["checkpoint"])
         results = []
         for target in self.targets:
             data = {s: group_data(zoo, frames[s], target, classification=False, device=ctx.device,
                                   limit=o["max_train"] if s == "train" else o["max_eval"]) for s in frames}
             models = fit_models(method_cls, method_config, data["train"], data["val"], o, ctx,
                                 label=f"{zoo.name} {target}")
-            extra = {"target": target, "groups": groups, "normalize": resolve_normalize(o["normalize"], method_cls)}
+            extra = {"target": target, "groups": groups, "normalize": resolve_normalize(o["normalize"], method_cls),
+                     "checkpoint": o["checkpoint"]}
             results.append(regression_result(models, data["test"], method_cls.name, method_config, o,
                                              sum(len(g) for g in data["train"]), extra))
         return results

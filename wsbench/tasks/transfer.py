@@ -11,8 +11,9 @@
 
 Unseen architectures have no train-split normalisation statistics; they are normalised per layer
 with statistics of their own (unlabelled) weights, which the record notes.
-Options: target (default test_acc), eval_zoo, eval_zoo_variant, train_groups, eval_groups, plus the
-training options of encoder_training.
+Options: target (default test_acc), eval_zoo, eval_zoo_variant, train_groups, eval_groups,
+checkpoint (all | final | an epoch: which checkpoints of each run are members), plus the training
+options of encoder_training.
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from ..registry import TASKS
 from ..zoo import Zoo
 from ..zoo_store import open_zoo
 from .base import Metric, TaskResult
-from .encoder_training import EncoderTask, group_data, resolve_normalize, split_frames, task_options
+from .encoder_training import EncoderTask, check_checkpoint, group_data, resolve_normalize, split_frames, task_options
 from .property_prediction import REGRESSION_METRICS, as_list, check_groups, fit_models, regression_result, supports_groups
 
 
@@ -34,11 +35,12 @@ class TransferTask(EncoderTask):
     mode: ClassVar[str] = ""
     metrics: ClassVar[dict[str, Metric]] = REGRESSION_METRICS
     extra_defaults: ClassVar[dict[str, Any]] = {"target": "test_acc", "eval_zoo": None, "eval_zoo_variant": None,
-                                      "train_groups": None, "eval_groups": None}
+                                                "train_groups": None, "eval_groups": None, "checkpoint": "all"}
 
     def __init__(self, **config: Any) -> None:
         super().__init__(**config)
         self.opts = task_options(self.name, config, self.extra_defaults)
+        self.opts["checkpoint"] = check_checkpoint(self.opts["checkpoint"], self.name)
         if not isinstance(self.opts["target"], str):
             raise ConfigError(f"task {self.name!r}: option 'target' must be one column name")
         self.eval_zoo_names = as_list(self.opts["eval_zoo"], "eval_zoo", self.name)
@@ -108,22 +110,22 @@ class TransferTask(EncoderTask):
         assert issubclass(method_cls, Encoder)
         o, target = self.opts, self.opts["target"]
         train_groups = self.train_groups(zoo)
-        frames = split_frames(zoo, train_groups, o["val_fraction"])
+        frames = split_frames(zoo, train_groups, o["val_fraction"], o["checkpoint"])
         data = {s: group_data(zoo, frames[s], target, classification=False, device=ctx.device,
                               limit=o["max_train"] if s == "train" else o["max_eval"]) for s in frames}
         models = fit_models(method_cls, method_config, data["train"], data["val"], o, ctx,
                             label=f"{self.mode} {zoo.name}")
         n_train = sum(len(g) for g in data["train"])
-        base = {"target": target, "train_zoo": zoo.name, "train_groups": train_groups, 
-            "normalize": resolve_normalize(o["normalize"], method_cls),
-                "transfer": self.mode}
+        base = {"target": target, "train_zoo": zoo.name, "train_groups": train_groups,
+                "normalize": resolve_normalize(o["normalize"], method_cls), "transfer": self.mode,
+                "checkpoint": o["checkpoint"]}
         ref = None
         if data["test"]:
             ref = regression_result(models, data["test"], method_cls.name, method_config, o, n_train, {}).metrics
         results = []
         for ez in self.eval_zoos(zoo):
             groups = self.eval_groups(zoo, ez)
-            test = group_data(ez, split_frames(ez, groups, o["val_fraction"])["test"], target, classification=False,
+            test = group_data(ez, split_frames(ez, groups, o["val_fraction"], o["checkpoint"])["test"], target, classification=False,
                               device=ctx.device, limit=o["max_eval"])
             extra = {**base, "eval_zoo": ez.name, "eval_zoo_version": ez.version, "eval_zoo_variant": ez.card.variant,
                      "eval_groups": groups, "in_distribution": ref}

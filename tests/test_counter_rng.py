@@ -36,3 +36,24 @@ def test_int64_fallback_for_many_counters_gives_the_same_numbers(monkeypatch):
     assert torch.equal(rng.uniform(seeds, rng.STREAM_BATCH, 3, (50,)), fast)
     assert torch.equal(rng.uniform_member_axis1(seeds, rng.STREAM_BATCH, 3, (5, 10)),
                        fast.view(5, 5, 10).transpose(0, 1))
+
+
+def _reference_multipliers(seeds: torch.Tensor, step: int, shape: tuple[int, ...], rate: torch.Tensor) -> torch.Tensor:
+    """Inverted-dropout multipliers from the int64 formula, members on axis 1."""
+    u = _uniform_int64(seeds, rng.STREAM_DROPOUT, step, shape[0] * (shape[1] * shape[2])).view(len(seeds), *shape)
+    r = rate.view(-1, 1, 1, 1)
+    keep = torch.where(r < 1.0, 1.0 / (1.0 - r), torch.zeros_like(r))
+    return ((u >= r).float() * keep).transpose(0, 1)
+
+
+def test_dropout_multipliers_eager_and_compiled_equal_the_formula():
+    seeds = torch.tensor([3, 2**32 - 1, 11, 123456789])
+    rate = torch.tensor([0.0, 0.37, 1.0, 0.69])  # no dropout, some, all, the recipe's top
+    shape = (6, 5, 7)
+    ref = _reference_multipliers(seeds, 1234, shape, rate)
+    eager = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 1234, shape, rate, compiled=False)
+    assert torch.equal(eager, ref)
+    assert torch.equal(ref[:, 0], torch.ones_like(ref[:, 0])) and not ref[:, 2].any()
+    compiled = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 1234, shape, rate, compiled=True)
+    assert rng._COMPILED_DROPOUT.usable, rng._COMPILED_DROPOUT.failure  # it compiled here, not fell back
+    assert torch.equal(compiled, ref)

@@ -121,6 +121,19 @@ def test_member_trained_alone_equals_member_trained_in_a_batch():
                 assert abs(float(v[0]) - float(batch.metrics[e][k][b])) < 1e-4, (b, e, k)
 
 
+def test_training_with_compiled_dropout_masks_equals_eager(monkeypatch):
+    arch, data = CnnArch(1, 10, 8, 2), _toy_data()
+    hp = _hp(seed=[7, 8], optimizer=["sgd", "adam"], lr=[0.1, 0.01], weight_decay=[1e-3, 0], dropout=[0.2, 0.6],
+             init_scale=[1, 1], train_fraction=[1, 0.5])
+    run = lambda: train_batch(arch, hp, "relu", data, epochs=1, checkpoints=[1], batch_size=16, eval_train_images=32)  # noqa: E731
+    monkeypatch.setattr(rng, "COMPILE_MIN_ELEMENTS", 1 << 60)
+    eager = run()
+    monkeypatch.setattr(rng, "COMPILE_MIN_ELEMENTS", 0)
+    compiled = run()
+    assert rng._COMPILED_DROPOUT.usable, rng._COMPILED_DROPOUT.failure
+    assert torch.equal(eager.snapshots[1], compiled.snapshots[1])  # the same masks, bit for bit
+
+
 def test_diverging_member_is_frozen_flagged_and_harmless():
     arch, data = CnnArch(1, 10, 8, 2), _toy_data()
     kw = dict(optimizer=["sgd", "adam"], weight_decay=[0, 0], dropout=[0, 0.1], init_scale=[1, 1], train_fraction=[1, 1])

@@ -168,11 +168,13 @@ def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str, padding: int)
 
 
 def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout: Tensor | None = None,
-            seeds: Tensor | None = None, step: int = 0, conv_impl: str = "grouped") -> Tensor:
+            seeds: Tensor | None = None, step: int = 0, conv_impl: str = "grouped",
+            compile_dropout: bool | None = None) -> Tensor:
     """Logits [B, N, classes] of B networks.
 
     x is [N, B, C, H, W] (one batch per member) or [N, C, H, W] (shared by all members).
-    With `dropout` ([B] rates) the masks come from counter_rng(seeds, step)."""
+    With `dropout` ([B] rates) the masks come from counter_rng(seeds, step); `compile_dropout`
+    (None: for large activations) makes them in one compiled loop, with the same bits."""
     p = unflatten(arch, flat)
     nb, act = flat.shape[0], ACTIVATIONS[activation]
     if x.dim() == 5:
@@ -188,10 +190,8 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
         h = act(h)
         if dropout is not None:
             n, _, hh, ww = h.shape
-            u = rng.uniform_member_axis1(seeds, rng.STREAM_DROPOUT, step * 64 + i, (n, arch.channels, hh, ww))
-            keep = dropout.view(1, nb, 1, 1, 1)
-            scale = torch.where(keep < 1.0, 1.0 / (1.0 - keep), torch.zeros_like(keep))
-            mask = (u >= keep).to(h.dtype) * scale
+            mask = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, step * 64 + i,
+                                                        (n, arch.channels, hh, ww), dropout, compiled=compile_dropout)
             h = (h.view(n, nb, arch.channels, hh, ww) * mask).view(n, nb * arch.channels, hh, ww)
     feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)

@@ -8,12 +8,16 @@ every product fits in int64) applied to two independent 32-bit keys per member, 
 effective 64-bit key: streams of different members collide with probability ~2^-64.
 
 The per-element hashing runs in int32 arithmetic (in place, wrapping multiplications, masked
-logical shifts): the same bits as the int64 form, at half the memory and ~3x the speed.
+logical shifts): the same bits as the int64 form, at half the memory and ~3x the speed. Dropout
+multipliers of large activations are made by one compiled loop (hash, compare, scale) with the
+same bits: eagerly, the hash is about 25 passes over memory per element and dominated training.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .compiled import CompiledOrEager
 
 M32 = 0xFFFFFFFF
 INT32_COUNTERS = 2**31  # from this many counters on, hashing falls back to int64
@@ -97,6 +101,54 @@ def uniform_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int
         inner *= s
     u = _hash_to_uniform((shape[0], 1, inner), k1.view(1, -1, 1), k2.view(1, -1, 1), seeds.device)
     return u.view(shape[0], len(seeds), *shape[1:])
+
+
+def _mix32(x: Tensor) -> Tensor:
+    """`_mix32_` without in-place updates (the form torch.compile fuses into one loop)."""
+    x = x ^ ((x >> 16) & 0xFFFF)
+    x = x * 0x7FEB352D
+    x = x ^ ((x >> 15) & 0x1FFFF)
+    x = x * 0x68E31DA5
+    return x ^ ((x >> 16) & 0xFFFF)
+
+
+def _inverted_dropout(u: Tensor, rate: Tensor) -> Tensor:
+    """1 / (1 - rate) where u >= rate, else 0 (rate 1 drops everything); rate broadcasts against u."""
+    scale = torch.where(rate < 1.0, 1.0 / (1.0 - rate), torch.zeros_like(rate))
+    return (u >= rate).to(torch.float32) * scale
+
+
+def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: int) -> Tensor:
+    """[n0, B, inner] multipliers from int32 keys k1, k2 and rates [B], counters laid out as
+    `uniform_member_axis1` lays them out: the bits of _hash_to_uniform, as one expression."""
+    ctr = torch.arange(n0 * inner, dtype=torch.int32, device=k1.device).view(n0, 1, inner)
+    h = _mix32(_mix32(ctr ^ k1.view(1, -1, 1)) ^ k2.view(1, -1, 1))
+    u = ((h >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
+    return _inverted_dropout(u, rate.view(1, -1, 1))
+
+
+_COMPILED_DROPOUT = CompiledOrEager(_dropout_multipliers, "the dropout-mask hash")
+COMPILE_MIN_ELEMENTS = 1 << 22  # below this, compiling (seconds, once per shape) costs more than it saves
+
+
+def dropout_multipliers_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...], rate: Tensor, *,
+                                     compiled: bool | None = None) -> Tensor:
+    """[shape[0], B, *shape[1:]] inverted-dropout multipliers (1 / (1 - rate_b) or 0) of the numbers
+    `uniform_member_axis1(seeds, stream, step, shape)` draws, member b at rate[b]. `compiled`: run
+    the hash as one compiled loop (same bits); None = when the tensor has at least
+    COMPILE_MIN_ELEMENTS elements."""
+    nb, inner = len(seeds), 1
+    for s in shape[1:]:
+        inner *= s
+    n = shape[0] * inner
+    if compiled is None:
+        compiled = n * nb >= COMPILE_MIN_ELEMENTS
+    if compiled and n < INT32_COUNTERS and _COMPILED_DROPOUT.usable:
+        k1, k2 = member_keys(seeds, stream, step)
+        out = _COMPILED_DROPOUT(_as_int32_bits(k1), _as_int32_bits(k2), rate.to(torch.float32), shape[0], inner)
+        return out.view(shape[0], nb, *shape[1:])
+    u = uniform_member_axis1(seeds, stream, step, shape)
+    return _inverted_dropout(u, rate.to(torch.float32).view(1, nb, *([1] * (len(shape) - 1))))
 
 
 def normal(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:

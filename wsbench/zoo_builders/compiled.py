@@ -1,0 +1,45 @@
+"""A function under torch.compile that falls back to running eagerly.
+
+The builders' hot loops are long chains of elementwise work (counter-based hashing, SIREN
+gradients) that eager PyTorch runs as one pass over memory per operation; compiled, each chain is
+one loop. Compiling needs a C++ compiler on the CPU (Triton on a GPU) and a torch whose compiler
+handles the function; where it fails, the same maths runs eagerly, with one warning per process.
+"""
+from __future__ import annotations
+
+import warnings
+from typing import Any, Callable
+
+
+class CompiledOrEager:
+    """`compiled(*args)` runs `fn` under torch.compile (compiled lazily, once per process) until a
+    compile or run fails; from then on, and with `enabled=False`, `eager` (default `fn`) runs."""
+
+    def __init__(self, fn: Callable[..., Any], what: str, *, eager: Callable[..., Any] | None = None,
+                 **compile_kwargs: Any) -> None:
+        self.fn, self.eager, self.what = fn, eager or fn, what
+        self.compile_kwargs = compile_kwargs
+        self._compiled: Callable[..., Any] | None = None
+        self.failure: str | None = None
+
+    @property
+    def usable(self) -> bool:
+        """Whether calls still try the compiled function."""
+        return self.failure is None
+
+    def __call__(self, *args: Any, enabled: bool = True) -> Any:
+        if enabled and self.failure is None:
+            try:
+                if self._compiled is None:
+                    import torch
+
+                    self._compiled = torch.compile(self.fn, **self.compile_kwargs)
+                return self._compiled(*args)
+            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same maths eagerly
+                self.note_failure(error)
+        return self.eager(*args)
+
+    def note_failure(self, error: BaseException) -> None:
+        self.failure = f"{type(error).__name__}: {error}"
+        warnings.warn(f"torch.compile of {self.what} failed ({type(error).__name__}); it runs eagerly from now on "
+                      "(same results, slower)", RuntimeWarning, stacklevel=3)

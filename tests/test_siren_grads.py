@@ -7,6 +7,7 @@ import torch
 from wsbench.archs.siren import image_coords
 from wsbench.errors import ConfigError
 from wsbench.zoo_builders import siren_grads
+from wsbench.zoo_builders.compiled import CompiledOrEager
 from wsbench.zoo_builders.siren_inr import fit_sirens, init_sirens, siren_forward, siren_shapes
 
 
@@ -54,7 +55,7 @@ def test_compiled_path_equals_eager():
     compiled, mse_c = fit_sirens(imgs, seeds, steps=6, lr=1e-3, chunk=2, compile_mode="on", report=report)
     eager, mse_e = fit_sirens(imgs, seeds, steps=6, lr=1e-3, chunk=2, compile_mode="off")
     if "+compiled" not in report["grad_engine"]:
-        pytest.fail(f"torch.compile did not run on this CPU: {siren_grads._COMPILE_FAILED}")
+        pytest.fail(f"torch.compile did not run on this CPU: {siren_grads._CHUNK.failure}")
     torch.testing.assert_close(mse_c, mse_e, rtol=1e-4, atol=1e-7)
     for k in eager:
         torch.testing.assert_close(compiled[k], eager[k], rtol=1e-4, atol=1e-6)
@@ -64,8 +65,9 @@ def test_a_compiler_failure_falls_back_to_the_same_maths(monkeypatch):
     def broken(*args):
         raise RuntimeError("no C++ compiler")
 
-    monkeypatch.setattr(siren_grads, "_COMPILE_FAILED", [])
-    monkeypatch.setattr(siren_grads, "compiled_chunk_fn", lambda: broken)
+    failing = CompiledOrEager(siren_grads.chunk_loss_and_grads, "the SIREN gradients")
+    failing._compiled = broken  # as if torch.compile had produced a function that cannot run here
+    monkeypatch.setattr(siren_grads, "_CHUNK", failing)
     imgs, seeds = torch.rand(3, 8, 8, generator=torch.Generator().manual_seed(3)), torch.arange(3)
     report: dict = {}
     with pytest.warns(RuntimeWarning, match="runs eagerly"):

@@ -11,13 +11,10 @@ them against autograd to float rounding.
 """
 from __future__ import annotations
 
-import warnings
-from typing import Callable
-
 import torch
 from torch import Tensor
 
-ChunkFn = Callable[..., None]
+from .compiled import CompiledOrEager
 
 
 def chunk_loss_and_grads(weights: list[Tensor], biases: list[Tensor], coords: Tensor, target: Tensor,
@@ -51,28 +48,17 @@ def chunk_loss_and_grads(weights: list[Tensor], biases: list[Tensor], coords: Te
             dz = torch.bmm(dz, scaled[i]) * cosines[i - 1]
 
 
-_COMPILED: dict[str, ChunkFn] = {}
-_COMPILE_FAILED: list[str] = []
+_CHUNK = CompiledOrEager(chunk_loss_and_grads, "the SIREN gradients", dynamic=False)
 
 
-def compiled_chunk_fn() -> ChunkFn | None:
-    """`chunk_loss_and_grads` under torch.compile (made once per process), or None where compiling
-    failed before (no C++ compiler, an unsupported torch): the caller then runs it eagerly."""
-    if _COMPILE_FAILED:
-        return None
-    if "cpu" not in _COMPILED:
-        _COMPILED["cpu"] = torch.compile(chunk_loss_and_grads, dynamic=False)
-    return _COMPILED["cpu"]
-
-
-def note_compile_failure(error: BaseException) -> None:
-    _COMPILE_FAILED.append(f"{type(error).__name__}: {error}")
-    warnings.warn(f"torch.compile of the SIREN gradients failed ({type(error).__name__}); fitting runs eagerly "
-                  "(same gradients, slower)", RuntimeWarning, stacklevel=3)
+def compiled_chunk_fn() -> CompiledOrEager | None:
+    """`chunk_loss_and_grads` under torch.compile (made once per process; it runs the same maths
+    eagerly from a compiler failure on), or None where compiling has failed before."""
+    return _CHUNK if _CHUNK.usable else None
 
 
 def loss_and_grads(params: dict[str, Tensor], coords: Tensor, target: Tensor, omega0: float, offset: float, *,
-                   chunk: int, compile_fn: ChunkFn | None) -> tuple[Tensor, dict[str, Tensor], bool]:
+                   chunk: int, compile_fn: CompiledOrEager | None) -> tuple[Tensor, dict[str, Tensor], bool]:
     """Per-network MSE [B] and gradients {key: [B, ...]} over chunks of `chunk` networks.
 
     Returns whether the compiled function ran (False once it has failed and the eager one took over)."""
@@ -82,18 +68,11 @@ def loss_and_grads(params: dict[str, Tensor], coords: Tensor, target: Tensor, om
     total = target.shape[0]
     mse = torch.empty(total, device=target.device, dtype=target.dtype)
     grads = {k: torch.empty_like(v) for k, v in params.items()}
-    compiled = compile_fn is not None
     for a in range(0, total, chunk):
         sl = slice(a, min(total, a + chunk))
         args = ([w[sl] for w in weights], [b[sl] for b in biases], coords, target[sl], omega0, offset, mse[sl],
                 [grads[f"layers.{i}.weight"][sl] for i in range(n_layers)],
                 [grads[f"layers.{i}.bias"][sl] for i in range(n_layers)])
-        if compiled:
-            try:
-                compile_fn(*args)
-            except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same maths eagerly
-                note_compile_failure(error)
-                compiled = False
-        if not compiled:
-            chunk_loss_and_grads(*args)
+        (compile_fn or chunk_loss_and_grads)(*args)
+    compiled = compile_fn is not None and compile_fn.usable
     return mse, grads, compiled

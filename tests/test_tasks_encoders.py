@@ -50,7 +50,7 @@ def _card(name: str, kind: str, archs: dict) -> ZooCard:
 
 
 def make_cnn_zoo(root: Path, name: str = "cnn_a", families: dict = CNN_FAMILIES, n: int = 48, seed: int = 0,
-                 paired_checkpoints: bool = False) -> Path:
+                 paired_checkpoints: bool = False, acc_offset: float = 0.0) -> Path:
     """Small CNNs scaled by s ~ U(0.5, 2); test_acc = s / 2 + noise (learnable from any layer).
     paired_checkpoints: members 2k and 2k+1 are epochs 0 and 5 of run k (run_id, epoch columns)."""
     g = torch.Generator().manual_seed(seed)
@@ -62,7 +62,7 @@ def make_cnn_zoo(root: Path, name: str = "cnn_a", families: dict = CNN_FAMILIES,
             s = 0.5 + 1.5 * float(torch.rand((), generator=g))
             sds.append({k: v * s for k, v in build_arch("small_cnn", **kw).state_dict().items()})
             split = "train" if i < n * 0.6 else ("val" if i < n * 0.8 else "test")
-            acc = s / 2 + 0.02 * float(torch.randn((), generator=g))
+            acc = s / 2 + 0.02 * float(torch.randn((), generator=g)) + acc_offset
             rows.append({"id": f"{group}_{i}", "split": split, "group": group, "row": i, "test_acc": acc,
                          "train_acc": acc + 0.1 * s})
             if paired_checkpoints:
@@ -293,3 +293,18 @@ def test_property_prediction_on_final_checkpoints(tmp_path):
     assert r.n_eval == 2 and r.extra["checkpoint"] == "final"  # 4 test members, 2 runs -> 2 final checkpoints
     with pytest.raises(ConfigError, match="option 'checkpoint'"):
         TASKS.get("property_prediction")(checkpoint="last")
+
+
+def test_bce_loss_predicts_in_unit_interval_and_checks_targets(tmp_path):
+    zoo = load_zoo(make_cnn_zoo(tmp_path / "cnn", families={"c2x4": CNN_FAMILIES["c2x4"]}, acc_offset=-0.06))
+    task = TASKS.get("property_prediction")(**QUICK, loss="bce", select_by="tau")  # test_acc in about [0.19, 0.9]
+    (r,) = task.run(METHODS.get("statnn"), {"hidden_dim": 16}, zoo, ctx())
+    assert r.metrics["tau"] > 0.5 and r.metrics["mse"] < 0.03
+    over = load_zoo(make_cnn_zoo(tmp_path / "over", families={"c2x4": CNN_FAMILIES["c2x4"]}, n=10, acc_offset=1.0))
+    with pytest.raises(DataError, match=r"loss 'bce' needs targets in \[0, 1\]"):
+        TASKS.get("property_prediction")(epochs=1, loss="bce").run(METHODS.get("statnn"), {"hidden_dim": 8}, over, ctx())
+    with pytest.raises(ConfigError, match="cross-entropy"):
+        TASKS.get("inr_classification")(epochs=1, loss="bce").run(METHODS.get("statnn"), {"hidden_dim": 8},
+                                                                   load_zoo(make_inr_zoo(tmp_path / "inr", n=10)), ctx())
+    with pytest.raises(ConfigError, match="loss"):
+        TASKS.get("property_prediction")(loss="huber")

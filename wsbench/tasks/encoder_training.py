@@ -44,11 +44,13 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "normalize": "auto",  # auto | symmetric | entry | layer | none (fitted on the train split; see WeightNormalizer)
     "eval_every": 1, "eval_batch_size": 256,
     "select_by": "auto",  # auto (accuracy / mse) | mse | tau | accuracy | last
+    "loss": "auto",  # auto: cross-entropy (classes) / mse on the standardised target | bce: sigmoid output, targets in [0, 1]
     "val_fraction": 0.1,  # carved from train (seed 0) when the zoo has no val split
     "max_train": 0, "max_eval": 0,  # 0 = every member; >0 = the first n (quick runs)
 }
 NORMALIZE = ("auto", "symmetric", "entry", "layer", "none")
-TRAIN_CHOICES = {"normalize": NORMALIZE, "select_by": ("auto", "mse", "tau", "accuracy", "last")}
+LOSSES = ("auto", "mse", "bce")
+TRAIN_CHOICES = {"normalize": NORMALIZE, "select_by": ("auto", "mse", "tau", "accuracy", "last"), "loss": LOSSES}
 TRAIN_RANGES = {**dict.fromkeys(("epochs", "batch_size", "eval_every", "eval_batch_size"), AT_LEAST_ONE),
                 **dict.fromkeys(("max_train", "max_eval", "lr", "weight_decay", "grad_clip"), NON_NEGATIVE),
                 "val_fraction": Range(0, 1, lo_open=True, hi_open=True)}
@@ -219,6 +221,7 @@ class TrainedEncoder:
     model: Encoder
     normalizers: dict[NetworkSpec, WeightNormalizer]
     classification: bool
+    loss: str = "mse"  # regression: "mse" on the standardised target, or "bce" (sigmoid output in target units)
     target_mean: float = 0.0
     target_std: float = 1.0
     best_epoch: int = 0
@@ -251,7 +254,14 @@ class TrainedEncoder:
             for i in range(0, len(g), batch_size):
                 outs.append(self.model(norm(g.ws[i:i + batch_size])).float().cpu())
         out = torch.cat(outs)
-        return out if self.classification else out[:, 0] * self.target_std + self.target_mean
+        if self.classification:
+            return out
+        return torch.sigmoid(out[:, 0]) if self.loss == "bce" else out[:, 0] * self.target_std + self.target_mean
+
+    def regression_loss(self, out: Tensor, y: Tensor) -> Tensor:
+        if self.loss == "bce":  # the NFN predict_gen trainer's sigmoid + BCELoss, in its stable form
+            return F.binary_cross_entropy_with_logits(out[:, 0], y)
+        return F.mse_loss(out[:, 0], (y - self.target_mean) / self.target_std)
 
 
 def validation_scores(trained: TrainedEncoder, val: Sequence[GroupData], batch_size: int) -> dict[str, float]:
@@ -318,9 +328,18 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
     mode = resolve_normalize(opts["normalize"], method_cls)
     normalizers = {s: WeightNormalizer.fit(WeightSpace.cat([g.ws for g in train if g.ws.spec == s]), mode)
                    for s in specs}
-    trained = TrainedEncoder(model, normalizers, classification)
+    loss_name = opts.get("loss", "auto")
+    if classification and loss_name != "auto":
+        raise ConfigError(f"loss {loss_name!r} is for regression targets; a classification task trains with "
+                          "cross-entropy (loss=auto)")
+    trained = TrainedEncoder(model, normalizers, classification, loss="bce" if loss_name == "bce" else "mse")
     if not classification:
         y = torch.cat([g.y for g in train]).float()
+        if trained.loss == "bce":
+            y_all = torch.cat([y] + [g.y.float() for g in val])
+            if float(y_all.min()) < 0 or float(y_all.max()) > 1:
+                raise DataError(f"loss 'bce' needs targets in [0, 1] (an accuracy); they range over "
+                                f"[{float(y_all.min()):.4g}, {float(y_all.max()):.4g}]: use loss=mse")
         trained.target_mean, trained.target_std = float(y.mean()), float(y.std()) if len(y) > 1 else 1.0
         trained.target_std = trained.target_std if trained.target_std > 1e-12 else 1.0
     opt = adamw(list(model.parameters()), lr=opts["lr"], weight_decay=opts["weight_decay"], amsgrad=opts["amsgrad"])
@@ -359,10 +378,7 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
             else:
                 out = model(ws)
                 extra = model.auxiliary_loss(ws, out, gen)
-            if classification:
-                loss = F.cross_entropy(out, y)
-            else:
-                loss = F.mse_loss(out[:, 0], (y - trained.target_mean) / trained.target_std)
+            loss = F.cross_entropy(out, y) if classification else trained.regression_loss(out, y)
             total = loss if extra is None else loss + extra
             opt.zero_grad(set_to_none=True)
             total.backward()

@@ -370,3 +370,24 @@ def test_max_pooling_is_the_official_torch_max_over_flattened_axes():
     y = torch.randn(2, 3, 4, 5)
     torch.testing.assert_close(reduce(y, [1, 3], "max"), y.amax(dim=(1, 3)))  # non-adjacent axes
     torch.testing.assert_close(reduce(y, [2], "max"), y.amax(dim=2))
+
+
+def test_nfn_per_layer_widths_and_deep_head_follow_the_official_accuracy_predictor():
+    """The NFN repository's predict_gen model on the published small CNN: HNP layers of 16, 16, 5
+    channels, pooled over hidden neurons (input and output neurons kept: 130 features at 5 channels),
+    then Linear(130, 1000), ReLU, Linear(1000, 1000), ReLU, Linear(1000, 1)."""
+    from wsbench.runner import load_preset
+
+    preset = {k: v for k, v in load_preset("nfn_hnp", "small_cnn_zoo").items() if k not in ("description", "task")}
+    spec = spec_for_arch("small_cnn", in_channels=1, num_classes=10, channels=16, n_conv=3, padding=0)
+    enc = METHODS.get("nfn_hnp")(spec, 1, **preset)
+    assert [layer.c_out for layer in enc.layers] == [16, 16, 5]
+    linears = [m for m in enc.head.modules() if isinstance(m, torch.nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(130, 1000), (1000, 1000), (1000, 1)]
+    small = METHODS.get("nfn_hnp")(spec_of("cnn"), 2, channels=[4, 3], head_dim=6, head_layers=2).eval()
+    ws = random_ws("cnn", 3)
+    with torch.no_grad():
+        out, out_p = small(ws), small(ws.permute(ws.random_permutation(torch.Generator().manual_seed(2))))
+    assert torch.allclose(out, out_p, atol=1e-5)
+    with pytest.raises(ConfigError, match="channels"):
+        METHODS.get("nfn_hnp")(spec_of("cnn"), 2, channels=[])

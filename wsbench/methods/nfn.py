@@ -7,7 +7,8 @@ mean-pooling head and an MLP. Two symmetry groups:
   symmetry, so far fewer parameters, but blind to reordering input pixels/channels).
 Both reuse the DWSNet blocks (every linear equivariant map between the labelled tensors); NP
 relabels the non-permutable input/output axes as permutable groups of their own. Conv kernel
-entries are channels. Sizes (hidden 64, 3 layers, head 64) are ours, not the paper's.
+entries are channels. Default sizes (hidden 64, 3 layers, head 64) are ours; the preset
+`small_cnn_zoo` is the NFN repository's accuracy predictor (widths 16, 16, 5; head 2 x 1,000).
 """
 from __future__ import annotations
 
@@ -42,24 +43,40 @@ def np_layouts(layouts: list[TensorLayout]) -> list[TensorLayout]:
 class NeuralFunctional(ChainEncoder):
     symmetry: ClassVar[str] = "hnp"
     invariant: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 3, "head_dim": 64, "dropout": 0.0}
+    # channels: per-layer widths (overrides hidden_dim x n_layers; the NFN repository's accuracy predictor uses
+    # [16, 16, 5]); head_layers: Linear layers of head_dim before the output layer (that predictor: 2 of 1,000)
+    defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 3, "head_dim": 64, "head_layers": 1,
+                                          "channels": None, "dropout": 0.0}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 16, "n_layers": 2, "head_dim": 16}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
         super().__init__()
         (self.spec,) = checked_specs(type(self), spec_or_specs)
         self.config = c = self.parse_config(config)
-        for key in ("hidden_dim", "n_layers", "head_dim"):
+        for key in ("hidden_dim", "n_layers", "head_dim", "head_layers"):
             if c[key] < 1:
                 raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")
+        widths = self.layer_widths(c)
         self.layouts = layouts_for_spec(self.spec)
         inner = np_layouts(self.layouts) if self.symmetry == "np" else self.layouts
-        H = c["hidden_dim"]
-        c_in = [t.channels for t in inner]
-        self.layers = nn.ModuleList(DWSLayer(inner, c_in if i == 0 else H, H, reduction="mean", set_layer="ds")
-                                    for i in range(c["n_layers"]))
-        self.head = nn.Sequential(InvariantHead(inner, H, c["head_dim"], reduction="mean"), nn.ReLU(),
-                                  nn.Linear(c["head_dim"], out_dim))
+        prev: int | list[int] = [t.channels for t in inner]
+        layers = []
+        for width in widths:
+            layers.append(DWSLayer(inner, prev, width, reduction="mean", set_layer="ds"))
+            prev = width
+        self.layers = nn.ModuleList(layers)
+        self.head = nn.Sequential(InvariantHead(inner, widths[-1], c["head_dim"], reduction="mean",
+                                                n_fc_layers=c["head_layers"]), nn.ReLU(), nn.Linear(c["head_dim"], out_dim))
+
+    def layer_widths(self, c: dict[str, Any]) -> list[int]:
+        if c["channels"] is None:
+            return [c["hidden_dim"]] * c["n_layers"]
+        widths = c["channels"]
+        if (not isinstance(widths, list) or not widths
+                or not all(isinstance(w, int) and not isinstance(w, bool) and w >= 1 for w in widths)):
+            raise ConfigError(f"method {self.name!r}: option 'channels' must be a non-empty list of widths >= 1, "
+                              f"got {widths!r}")
+        return list(widths)
 
     def forward(self, ws: WeightSpace) -> Tensor:
         self.check_spec(ws)

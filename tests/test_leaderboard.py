@@ -212,6 +212,24 @@ def test_stale_plots_are_removed(tmp_path):
     assert [p.name for p in (tmp_path / "plots").iterdir()] == ["tau_property-prediction-cnn-zoo.png"]
 
 
+def test_performance_and_parity_reports_are_linked_with_their_figures(tmp_path):
+    results = write_results(tmp_path / "results", [make()])
+    (tmp_path / "perf").mkdir()
+    (tmp_path / "perf" / "scale_cpu.md").write_text("# Scale curves: time and memory\n\nbody\n")
+    (tmp_path / "perf" / "scale_cpu.png").write_bytes(b"\x89PNG fake")
+    (tmp_path / "perf" / "cpu.md").write_text("no heading\n")
+    (tmp_path / "parity").mkdir()
+    (tmp_path / "parity" / "x.md").write_text("# X parity\n")
+    generate_leaderboard(results, tmp_path)
+    md, page = (tmp_path / "README.md").read_text(), (tmp_path / "index.html").read_text()
+    assert "- [cpu](perf/cpu.md)" in md and "- [Scale curves: time and memory](perf/scale_cpu.md)" in md
+    assert "![Scale curves: time and memory](perf/scale_cpu.png)" in md and "- [Performance](#performance)" in md
+    assert "- [X parity](parity/x.md)" in md
+    assert 'href="perf/scale_cpu.md"' in page and 'src="perf/scale_cpu.png"' in page
+    assert page_counts(page)[1] == 1  # the figure is not counted as a leaderboard plot
+    assert (tmp_path / "perf" / "scale_cpu.md").read_text().startswith("# Scale")  # never touched
+
+
 @pytest.mark.parametrize("create_dir", [True, False])
 def test_empty_results_give_a_page_that_says_so(tmp_path, create_dir):
     if not create_dir:  # a missing folder is a typo, not "no records": refused, nothing written

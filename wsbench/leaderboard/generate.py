@@ -21,14 +21,21 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise WsbenchError(f"cannot write leaderboard file {path}: {exc.strerror or exc}") from None
 
 
-def parity_reports(out_dir: Path) -> list[tuple[str, str]]:
-    """(path relative to out_dir, title) of every parity/*.md beside the leaderboard (first heading)."""
+def folder_reports(out_dir: Path, folder: str) -> list[tuple[str, str, str | None]]:
+    """(path relative to out_dir, title, figure path or None) of every <folder>/*.md beside the
+    leaderboard: the title is its first heading, the figure a .png of the same name."""
     reports = []
-    for md in sorted((out_dir / "parity").glob("*.md")):
+    for md in sorted((out_dir / folder).glob("*.md")):
         first = md.read_text(encoding="utf-8", errors="replace").splitlines()[:1]
         title = first[0].lstrip("# ").strip() if first and first[0].startswith("#") else md.stem
-        reports.append((f"parity/{md.name}", title))
+        png = md.with_suffix(".png")
+        reports.append((f"{folder}/{md.name}", title, f"{folder}/{png.name}" if png.is_file() else None))
     return reports
+
+
+def parity_reports(out_dir: Path) -> list[tuple[str, str]]:
+    """(path relative to out_dir, title) of every parity/*.md beside the leaderboard (first heading)."""
+    return [(path, title) for path, title, _ in folder_reports(out_dir, "parity")]
 
 
 def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results",
@@ -57,9 +64,9 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
         for stale in sorted(plot_dir.glob("*.png")):
             if stale.name not in keep:
                 stale.unlink()
-    parity = parity_reports(out_dir)
-    for name, text in (("README.md", render_markdown(tables, plots, source, len(records), parity)),
-                       ("index.html", render_html(tables, plots, source, len(records), parity))):
+    parity, perf = parity_reports(out_dir), folder_reports(out_dir, "perf")
+    for name, text in (("README.md", render_markdown(tables, plots, source, len(records), parity, perf)),
+                       ("index.html", render_html(tables, plots, source, len(records), parity, perf))):
         write_atomic(out_dir / name, text.encode("utf-8"))
         written.append(out_dir / name)
     return written
@@ -70,7 +77,7 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
 def check_leaderboard_output(out_dir: Path) -> None:
     """The leaderboard replaces README.md and index.html in out_dir and prunes plots/*.png: refused when
     those exist and were not written by this command (its README's first line tells); other files in
-    out_dir (results/, parity/) are never touched."""
+    out_dir (results/, parity/, perf/) are never touched."""
     files.check_folder_path(out_dir, "--out")
     if not out_dir.exists():
         return

@@ -116,8 +116,9 @@ def html_plot(plot: "Plot") -> str:
 
 
 def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int,
-                parity: Sequence[tuple[str, str]] = ()) -> str:
-    """The whole index.html; `parity`: (relative path, title) of the parity reports."""
+                parity: Sequence[tuple[str, str]] = (), perf: Sequence[tuple[str, str, str | None]] = ()) -> str:
+    """The whole index.html; `parity`: (relative path, title) of the parity reports; `perf`:
+    (relative path, title, figure or None) of the performance reports (figures linked, not embedded)."""
     esc = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -149,6 +150,13 @@ def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n
                       f'<p class="summary">{esc(summary_line(t, t.older_provenance, older=True))}. '
                       "Not comparable with the table above: its task or zoo version has changed since.</p>",
                       html_table(table_grid(t, older=True), "leaderboard older"), html_provenance(t.older_provenance)]
+        parts.append("</section>")
+    if perf:
+        parts.append('<section class="perf" id="performance"><h2>Performance on the machines that ran it</h2>')
+        for path, title, figure in perf:
+            parts.append(f'<p><a href="{esc(path)}">{esc(title)}</a></p>')
+            if figure:
+                parts.append(f'<figure><img class="perf-image" src="{esc(figure)}" alt="{esc(title)}"></figure>')
         parts.append("</section>")
     parts += ['<div id="page-check" hidden></div>', f"<script>{CHECK_SCRIPT}</script>", "</body></html>", ""]
     return "\n".join(parts)

@@ -83,7 +83,6 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
               out: str | Path | None = None, progress: bool | None = None, overwrite: bool = False,
               log: Callable[[str], None] | None = None):
     """Build zoo `name` (a registered card) as `variant` into `out` (default: the zoo store)."""
-    from .. import distributed
     from .. import zoo as zoo_mod
     from ..registry import ZOOS
 
@@ -91,6 +90,16 @@ def build_zoo(name: str, *, variant: str | None = None, device: str | torch.devi
     variant = variant or card.default_variant
     resolved = card.resolve(variant)
     root = Path(out) if out else zoo_mod.built_zoo_path(card.name, variant)
+    return build_resolved(resolved, root, device=device, progress=progress, overwrite=overwrite, log=log)
+
+
+def build_resolved(resolved: ZooCard, root: Path, *, device: str | torch.device = "cpu", progress: bool | None = None,
+                   overwrite: bool = False, log: Callable[[str], None] | None = None):
+    """Build a resolved card (one variant's recipe; also a variant made in code, as the scale
+    measurements do) into the folder `root`."""
+    from .. import distributed
+    from .. import zoo as zoo_mod
+
     zoo_mod.check_zoo_output(root, overwrite=True)  # before any work: never replace a folder of other files
     world = max(distributed.world(), int(os.environ.get("WORLD_SIZE", "1")))  # torchrun sets it before setup
     with _build_lock(root, world, log or print):

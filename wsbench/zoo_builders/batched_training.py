@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from . import counter_rng as rng
+from . import fused_dropout
 
 ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
     "relu": torch.relu, "tanh": torch.tanh, "gelu": F.gelu, "sigmoid": torch.sigmoid,
@@ -174,7 +175,8 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
 
     x is [N, B, C, H, W] (one batch per member) or [N, C, H, W] (shared by all members).
     With `dropout` ([B] rates) the masks come from counter_rng(seeds, step); `compile_dropout`
-    (None: for large activations) makes them in one compiled loop, with the same bits."""
+    (None: for activations of at least counter_rng.COMPILE_MIN_ELEMENTS) runs activation and dropout
+    as compiled loops (fused_dropout), with the same masks."""
     p = unflatten(arch, flat)
     nb, act = flat.shape[0], ACTIVATIONS[activation]
     if x.dim() == 5:
@@ -187,14 +189,23 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
             h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=2, padding=arch.padding)
         else:
             h = _conv(h, w, b, nb, conv_impl, arch.padding)
+        if dropout is not None and _fused(compile_dropout, h, activation):
+            h = fused_dropout.activation_dropout(h, nb, seeds, rng.STREAM_DROPOUT, step * 64 + i, dropout, activation)
+            continue
         h = act(h)
         if dropout is not None:
             n, _, hh, ww = h.shape
             mask = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, step * 64 + i,
-                                                        (n, arch.channels, hh, ww), dropout, compiled=compile_dropout)
+                                                        (n, arch.channels, hh, ww), dropout, compiled=False)
             h = (h.view(n, nb, arch.channels, hh, ww) * mask).view(n, nb * arch.channels, hh, ww)
     feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)
+
+
+def _fused(compile_dropout: bool | None, h: Tensor, activation: str) -> bool:
+    if compile_dropout is None:
+        compile_dropout = h.numel() >= rng.COMPILE_MIN_ELEMENTS and fused_dropout.fused_available()
+    return compile_dropout and activation in fused_dropout.FUSED_ACTIVATIONS
 
 
 def _ce_per_member(logits: Tensor, y: Tensor) -> Tensor:

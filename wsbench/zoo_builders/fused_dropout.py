@@ -1,0 +1,95 @@
+"""Activation and counter-based dropout as one autograd step with compiled loops.
+
+Eagerly, `dropout(act(x))` on the batched small CNNs' activations (hundreds of MB per layer) is
+about a dozen passes over memory per training step (activation, mask, product and their
+backwards) and keeps three tensors per layer alive for the backward pass. Here the forward pass
+is one loop (activation, hash, compare, scale) and the backward one loop that recomputes the mask
+from the member keys: two passes each way, and only the pre-activation is kept. The dropout bits
+are counter_rng's (the same masks as the eager path); with ReLU the results equal the eager path
+bit for bit, with smooth activations to float rounding (a compiled tanh may differ by an ulp).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from . import counter_rng as rng
+from .compiled import CompiledOrEager
+
+FUSED_ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
+
+
+def _activation(x: Tensor, name: str) -> Tensor:
+    if name == "relu":
+        return torch.relu(x)
+    if name == "tanh":
+        return torch.tanh(x)
+    if name == "gelu":
+        return F.gelu(x)
+    return torch.sigmoid(x)
+
+
+def _times_derivative(g: Tensor, x: Tensor, name: str) -> Tensor:
+    """g * act'(x), as autograd computes it for each activation."""
+    if name == "relu":
+        return torch.where(x > 0, g, torch.zeros_like(g))
+    if name == "tanh":
+        t = torch.tanh(x)
+        return g * (1 - t * t)
+    if name == "gelu":  # exact (erf) GELU: Phi(x) + x phi(x)
+        cdf = 0.5 * (1 + torch.erf(x * (1 / math.sqrt(2))))
+        pdf = torch.exp(-0.5 * x * x) * (1 / math.sqrt(2 * math.pi))
+        return g * (cdf + x * pdf)
+    s = torch.sigmoid(x)
+    return g * ((1 - s) * s)
+
+
+def _forward(x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:
+    """act(x) * multipliers; x3 [n0, B, inner]."""
+    m = rng._dropout_multipliers(k1, k2, rate, x3.shape[0], x3.shape[2])
+    return _activation(x3, name) * m
+
+
+def _backward(g3: Tensor, x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:
+    m = rng._dropout_multipliers(k1, k2, rate, x3.shape[0], x3.shape[2])
+    return _times_derivative(g3 * m, x3, name)
+
+
+_FORWARD = CompiledOrEager(_forward, "the fused activation-dropout forward pass")
+_BACKWARD = CompiledOrEager(_backward, "the fused activation-dropout backward pass")
+
+
+class _ActivationDropout(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(x3, k1, k2, rate)
+        ctx.name = name
+        return _FORWARD(x3, k1, k2, rate, name)
+
+    @staticmethod
+    def backward(ctx, g3: Tensor):  # type: ignore[override]
+        x3, k1, k2, rate = ctx.saved_tensors
+        return _BACKWARD(g3.contiguous(), x3, k1, k2, rate, ctx.name), None, None, None, None
+
+
+def fused_available() -> bool:
+    """Whether the compiled loops still run (they fall back to the same maths eagerly after a failure)."""
+    return _FORWARD.usable and _BACKWARD.usable
+
+
+def activation_dropout(h: Tensor, nb: int, seeds: Tensor, stream: int, step: int, rate: Tensor, name: str) -> Tensor:
+    """dropout(act(h)) of B member-grouped activations h [N, B*C, H, W], member b at rate[b], with the
+    masks of counter_rng.dropout_multipliers_member_axis1(seeds, stream, step, (N, C, H, W))."""
+    if name not in FUSED_ACTIVATIONS:
+        raise ValueError(f"fused activation must be one of {FUSED_ACTIVATIONS}, got {name!r}")
+    n, bc, hh, ww = h.shape
+    inner = (bc // nb) * hh * ww
+    if n * inner >= rng.INT32_COUNTERS:
+        raise ValueError("activation_dropout: too many counters per member for the int32 hash")
+    k1, k2 = rng.member_keys(seeds, stream, step)
+    x3 = h.contiguous().view(n, nb, inner)
+    y = _ActivationDropout.apply(x3, rng._as_int32_bits(k1), rng._as_int32_bits(k2), rate.to(torch.float32), name)
+    return y.view(n, bc, hh, ww)

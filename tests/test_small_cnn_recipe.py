@@ -139,6 +139,11 @@ def test_plan_of_a_published_style_card():
     for _, act, idx in shards:  # subset epochs: a shard is one activation and one train_fraction
         assert len({runs[i]["activation"] for i in idx}) == 1 and len({runs[i]["train_fraction"] for i in idx}) == 1
     assert sorted(i for _, _, idx in shards for i in idx) == list(range(40))
+    sizes: dict = {}
+    for _, act, idx in shards:
+        sizes.setdefault((act, runs[idx[0]]["train_fraction"]), []).append(len(idx))
+    per_shard = int(card.recipe.get("members_per_shard", 256))
+    assert all(max(s) - min(s) <= 1 and max(s) <= per_shard for s in sizes.values())  # equal shards, no small tail
     assert hparam_columns(card)[-3:] == ("w_init", "init_std", "l2reg")
     v1_style = ZooCard.from_dict({**card.__dict__, "grid": {"lr": {"log_uniform": [1e-3, 1e-2]}}})
     assert not set(hparam_columns(v1_style)) & {"w_init", "init_std", "l2reg"}  # v1 members tables keep their columns

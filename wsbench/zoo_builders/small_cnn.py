@@ -111,8 +111,9 @@ def plan(card: ZooCard) -> tuple[list[dict[str, Any]], list[tuple[str, str, list
             for frac in fractions:
                 idx = [i for i, hp in enumerate(runs) if hp["activation"] == act
                        and (frac is None or hp["train_fraction"] == frac)]
-                for k in range(0, len(idx), per_shard):
-                    shards.append((group, act, idx[k:k + per_shard]))
+                n_shards = -(-len(idx) // per_shard)  # equal shards of at most per_shard runs (no small tail)
+                for k in range(n_shards):
+                    shards.append((group, act, idx[k * len(idx) // n_shards:(k + 1) * len(idx) // n_shards]))
     return runs, shards
 
 

@@ -6,7 +6,7 @@ SHARED_DATA := $(abspath ../shared/data)
 export WSBENCH_DATA_DIR ?= $(if $(wildcard $(SHARED_DATA)),$(SHARED_DATA),)
 ARGS ?=
 
-.PHONY: setup bench test bench-perf leaderboard clean
+.PHONY: setup bench test bench-perf bench-scale leaderboard clean
 
 setup: $(VENV)/.installed
 
@@ -30,6 +30,11 @@ test: setup
 bench-perf: setup
 	$(BIN)/python -m pytest -q tests/bench --benchmark-enable -m "not gpu" $(ARGS)
 	$(BIN)/python scripts/perf_cpu.py --out leaderboards/perf/cpu
+
+# Time and peak memory vs number of networks (zoo building, encoder epochs), with projections for the
+# full zoos -> leaderboards/perf/scale_cpu.{json,md,png} (about 10 minutes on 2 cores).
+bench-scale: setup
+	$(BIN)/python scripts/scale_curves.py --out leaderboards/perf/scale_cpu
 
 leaderboard: setup
 	$(BIN)/python run_bench.py leaderboard

@@ -32,6 +32,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from wsbench.metrics import linear_fit  # noqa: E402
+
 H200_FP32_TFLOPS = 67.0  # NVIDIA H200 SXM datasheet, FP32 (no tensor cores)
 SIREN_RECIPE_STEPS = 1000
 SIREN_FULL = 70_000  # siren_mnist full: 60,000 train + 10,000 test images
@@ -132,15 +134,6 @@ def run_point(path: str, n: int, args: argparse.Namespace) -> dict:
         tail = (r.stderr or r.stdout).strip().splitlines()[-1:] or ["no output"]
         return {"networks": n, "error": tail[0]}
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """(intercept, slope) by least squares."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    sxx = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sxx if sxx else 0.0
-    return my - slope * mx, slope
 
 
 def projections(res: dict, perf: dict | None) -> list[dict]:

@@ -27,6 +27,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from wsbench.metrics import linear_fit  # noqa: E402
+
 SMALL_CNN = {"in_channels": 1, "num_classes": 10, "channels": 16, "n_conv": 3}
 GPUS_GIB = {"H100 80GB": 80, "H200 141GB": 141}
 
@@ -141,15 +145,6 @@ def run_point(n: int, arch: str, kwargs: dict, workdir: Path, device: str, threa
     if r.returncode != 0:
         return {"n": n, "arch": arch, "kwargs": kwargs, "error": r.stderr.strip().splitlines()[-1:]}
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-def linear_fit(xs: list[float], ys: list[float]) -> tuple[float, float]:
-    """Least-squares (intercept, slope)."""
-    n = len(xs)
-    mx, my = sum(xs) / n, sum(ys) / n
-    var = sum((x - mx) ** 2 for x in xs)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
-    return my - slope * mx, slope
 
 
 def _label(p: dict) -> str:

@@ -100,3 +100,12 @@ def relative_weight_errors(orig: Mapping[str, Any], new: Mapping[str, Any], keys
         out[k] = math.sqrt(num / den) if den > 0 else (0.0 if num == 0 else None)
     out["__total__"] = math.sqrt(num_total / den_total) if den_total > 0 else (0.0 if num_total == 0 else None)
     return out
+
+
+def linear_fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
+    """Least-squares (intercept, slope) of ys against xs (slope 0 when the xs do not vary)."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    var = sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / var if var else 0.0
+    return my - slope * mx, slope

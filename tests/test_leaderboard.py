@@ -306,3 +306,11 @@ def test_records_on_a_zoo_version_older_than_its_card_are_flagged_stale():
                            higher_is_better={"accuracy": True})])
     assert not now.stale and "STALE" not in render_markdown([now], [], "results", 1)
     assert only_table([make(zoo="no_such_card")]).card_version is None
+
+
+def test_title_names_the_entry_question_when_it_is_not_the_task_name():
+    from dataclasses import replace
+
+    table = build_tables([make()])[0]
+    assert replace(table, benchmark="gen_gap_prediction-cnn_zoo").title.startswith("gen_gap_prediction · ")
+    assert replace(table, benchmark=f"{table.task}-cnn_zoo").title == replace(table, benchmark=None).title

@@ -131,8 +131,11 @@ class Table:
 
     @property
     def title(self) -> str:
+        """task · zoo [variant]; an entry named for another question than its task's (e.g.
+        gen_gap_prediction-... of task property_prediction) lends the title its first word."""
         variant = f" [{self.zoo_variant}]" if self.zoo_variant not in (None, "full") else ""
-        return f"{self.task} · {self.zoo}{variant}"
+        head = self.benchmark.split("-")[0] if self.benchmark else self.task
+        return f"{head} · {self.zoo}{variant}"
 
     @property
     def slug(self) -> str:

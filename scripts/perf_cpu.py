@@ -118,7 +118,7 @@ def _grouped_conv_seconds(arch, nb: int, bs: int, hw: int) -> float:
 def path_small_cnn_train() -> dict:
     from wsbench.registry import ZOOS
     import wsbench.builtins  # noqa: F401
-    from wsbench.zoo_builders import counter_rng, small_cnn
+    from wsbench.zoo_builders import fused_dropout, small_cnn
     from wsbench.zoo_builders.batched_training import ImageData, MemberHParams, forward, train_batch
 
     card = ZOOS.get("small_cnn_cifar10_gray").resolve("full")
@@ -140,14 +140,14 @@ def path_small_cnn_train() -> dict:
     t = time.perf_counter()
     run()
     seconds = (time.perf_counter() - t) / steps
-    eager_min = counter_rng.COMPILE_MIN_ELEMENTS
-    counter_rng.COMPILE_MIN_ELEMENTS = 1 << 62  # the eager masks: the path before the compiled loop
+    eager_min = fused_dropout.COMPILE_MIN_ELEMENTS
+    fused_dropout.COMPILE_MIN_ELEMENTS = 1 << 62  # the eager masks: the path before the compiled loops
     try:
         t = time.perf_counter()
         run()
         eager_seconds = (time.perf_counter() - t) / steps
     finally:
-        counter_rng.COMPILE_MIN_ELEMENTS = eager_min
+        fused_dropout.COMPILE_MIN_ELEMENTS = eager_min
     return {"what": f"small_cnn_cifar10_gray recipe (32x32 gray, 'valid'): {nb} members trained at once (train_batch), "
                     f"batch {bs}, dropout ~ U(0, 0.7)",
             "flops_per_step": 3 * fwd - first, "seconds_per_step": seconds,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import torch
 
 from wsbench.zoo_builders import counter_rng as rng
+from wsbench.zoo_builders import fused_dropout
 
 
 def _uniform_int64(seeds: torch.Tensor, stream: int, step: int, n: int) -> torch.Tensor:
@@ -51,9 +52,10 @@ def test_dropout_multipliers_eager_and_compiled_equal_the_formula():
     rate = torch.tensor([0.0, 0.37, 1.0, 0.69])  # no dropout, some, all, the recipe's top
     shape = (6, 5, 7)
     ref = _reference_multipliers(seeds, 1234, shape, rate)
-    eager = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 1234, shape, rate, compiled=False)
+    eager = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 1234, shape, rate)
     assert torch.equal(eager, ref)
     assert torch.equal(ref[:, 0], torch.ones_like(ref[:, 0])) and not ref[:, 2].any()
-    compiled = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 1234, shape, rate, compiled=True)
-    assert rng._COMPILED_DROPOUT.usable, rng._COMPILED_DROPOUT.failure  # it compiled here, not fell back
-    assert torch.equal(compiled, ref)
+    ones = torch.ones(shape[0], len(seeds) * shape[1], shape[2], 1)  # relu(1) * multiplier = the multiplier
+    compiled = fused_dropout.activation_dropout(ones, len(seeds), seeds, rng.STREAM_DROPOUT, 1234, rate, "relu")
+    assert fused_dropout.fused_available(), fused_dropout._FORWARD.failure  # it compiled here, not fell back
+    assert torch.equal(compiled.view(shape[0], len(seeds), shape[1], shape[2]), ref)

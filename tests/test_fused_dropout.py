@@ -11,8 +11,7 @@ from wsbench.zoo_builders.batched_training import ACTIVATIONS
 
 def _eager(h: torch.Tensor, nb: int, seeds, step: int, rate: torch.Tensor, name: str) -> torch.Tensor:
     n, bc, hh, ww = h.shape
-    mask = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, step, (n, bc // nb, hh, ww), rate,
-                                                compiled=False)
+    mask = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, step, (n, bc // nb, hh, ww), rate)
     return (ACTIVATIONS[name](h).view(n, nb, bc // nb, hh, ww) * mask).view_as(h)
 
 

@@ -14,7 +14,7 @@ from wsbench.archs import build_arch
 from wsbench.archs.siren import image_coords
 from wsbench.errors import ConfigError
 from wsbench.zoo import load_zoo
-from wsbench.zoo_builders import build_zoo, counter_rng as rng
+from wsbench.zoo_builders import build_zoo, counter_rng as rng, fused_dropout
 from wsbench.zoo_builders import resnet_training, siren_inr, small_cnn  # noqa: F401  (registers the builders)
 from wsbench.zoo_builders.batched_training import (CnnArch, ImageData, MemberHParams, forward, init_params,
                                                    train_batch, unflatten)
@@ -126,11 +126,11 @@ def test_training_with_compiled_dropout_masks_equals_eager(monkeypatch):
     hp = _hp(seed=[7, 8], optimizer=["sgd", "adam"], lr=[0.1, 0.01], weight_decay=[1e-3, 0], dropout=[0.2, 0.6],
              init_scale=[1, 1], train_fraction=[1, 0.5])
     run = lambda: train_batch(arch, hp, "relu", data, epochs=1, checkpoints=[1], batch_size=16, eval_train_images=32)  # noqa: E731
-    monkeypatch.setattr(rng, "COMPILE_MIN_ELEMENTS", 1 << 60)
+    monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 1 << 60)
     eager = run()
-    monkeypatch.setattr(rng, "COMPILE_MIN_ELEMENTS", 0)
+    monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 0)
     compiled = run()
-    assert rng._COMPILED_DROPOUT.usable, rng._COMPILED_DROPOUT.failure
+    assert fused_dropout.fused_available(), (fused_dropout._FORWARD.failure, fused_dropout._BACKWARD.failure)
     assert torch.equal(eager.snapshots[1], compiled.snapshots[1])  # the same masks, bit for bit
 
 

@@ -175,7 +175,7 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
 
     x is [N, B, C, H, W] (one batch per member) or [N, C, H, W] (shared by all members).
     With `dropout` ([B] rates) the masks come from counter_rng(seeds, step); `compile_dropout`
-    (None: for activations of at least counter_rng.COMPILE_MIN_ELEMENTS) runs activation and dropout
+    (None: for activations of at least fused_dropout.COMPILE_MIN_ELEMENTS) runs activation and dropout
     as compiled loops (fused_dropout), with the same masks."""
     p = unflatten(arch, flat)
     nb, act = flat.shape[0], ACTIVATIONS[activation]
@@ -196,7 +196,7 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
         if dropout is not None:
             n, _, hh, ww = h.shape
             mask = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, step * 64 + i,
-                                                        (n, arch.channels, hh, ww), dropout, compiled=False)
+                                                        (n, arch.channels, hh, ww), dropout)
             h = (h.view(n, nb, arch.channels, hh, ww) * mask).view(n, nb * arch.channels, hh, ww)
     feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)
@@ -204,7 +204,7 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
 
 def _fused(compile_dropout: bool | None, h: Tensor, activation: str) -> bool:
     if compile_dropout is None:
-        compile_dropout = h.numel() >= rng.COMPILE_MIN_ELEMENTS and fused_dropout.fused_available()
+        compile_dropout = h.numel() >= fused_dropout.COMPILE_MIN_ELEMENTS and fused_dropout.fused_available()
     return compile_dropout and activation in fused_dropout.FUSED_ACTIVATIONS
 
 

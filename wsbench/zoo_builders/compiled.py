@@ -13,11 +13,10 @@ from typing import Any, Callable
 
 class CompiledOrEager:
     """`compiled(*args)` runs `fn` under torch.compile (compiled lazily, once per process) until a
-    compile or run fails; from then on, and with `enabled=False`, `eager` (default `fn`) runs."""
+    compile or run fails; from then on `fn` runs eagerly."""
 
-    def __init__(self, fn: Callable[..., Any], what: str, *, eager: Callable[..., Any] | None = None,
-                 **compile_kwargs: Any) -> None:
-        self.fn, self.eager, self.what = fn, eager or fn, what
+    def __init__(self, fn: Callable[..., Any], what: str, **compile_kwargs: Any) -> None:
+        self.fn, self.what = fn, what
         self.compile_kwargs = compile_kwargs
         self._compiled: Callable[..., Any] | None = None
         self.failure: str | None = None
@@ -27,8 +26,8 @@ class CompiledOrEager:
         """Whether calls still try the compiled function."""
         return self.failure is None
 
-    def __call__(self, *args: Any, enabled: bool = True) -> Any:
-        if enabled and self.failure is None:
+    def __call__(self, *args: Any) -> Any:
+        if self.failure is None:
             try:
                 if self._compiled is None:
                     import torch
@@ -37,7 +36,7 @@ class CompiledOrEager:
                 return self._compiled(*args)
             except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same maths eagerly
                 self.note_failure(error)
-        return self.eager(*args)
+        return self.fn(*args)
 
     def note_failure(self, error: BaseException) -> None:
         self.failure = f"{type(error).__name__}: {error}"

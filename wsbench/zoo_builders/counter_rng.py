@@ -8,16 +8,14 @@ every product fits in int64) applied to two independent 32-bit keys per member, 
 effective 64-bit key: streams of different members collide with probability ~2^-64.
 
 The per-element hashing runs in int32 arithmetic (in place, wrapping multiplications, masked
-logical shifts): the same bits as the int64 form, at half the memory and ~3x the speed. Dropout
-multipliers of large activations are made by one compiled loop (hash, compare, scale) with the
-same bits: eagerly, the hash is about 25 passes over memory per element and dominated training.
+logical shifts): the same bits as the int64 form, at half the memory and ~3x the speed. Eagerly,
+the hash is still about 25 passes over memory per element: large dropout masks are made inside the
+compiled activation-dropout loops of fused_dropout, from `_dropout_multipliers` (the same bits).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
-
-from .compiled import CompiledOrEager
 
 M32 = 0xFFFFFFFF
 INT32_COUNTERS = 2**31  # from this many counters on, hashing falls back to int64
@@ -127,28 +125,12 @@ def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: i
     return _inverted_dropout(u, rate.view(1, -1, 1))
 
 
-_COMPILED_DROPOUT = CompiledOrEager(_dropout_multipliers, "the dropout-mask hash")
-COMPILE_MIN_ELEMENTS = 1 << 22  # below this, compiling (seconds, once per shape) costs more than it saves
-
-
-def dropout_multipliers_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...], rate: Tensor, *,
-                                     compiled: bool | None = None) -> Tensor:
+def dropout_multipliers_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...],
+                                     rate: Tensor) -> Tensor:
     """[shape[0], B, *shape[1:]] inverted-dropout multipliers (1 / (1 - rate_b) or 0) of the numbers
-    `uniform_member_axis1(seeds, stream, step, shape)` draws, member b at rate[b]. `compiled`: run
-    the hash as one compiled loop (same bits); None = when the tensor has at least
-    COMPILE_MIN_ELEMENTS elements."""
-    nb, inner = len(seeds), 1
-    for s in shape[1:]:
-        inner *= s
-    n = shape[0] * inner
-    if compiled is None:
-        compiled = n * nb >= COMPILE_MIN_ELEMENTS
-    if compiled and n < INT32_COUNTERS and _COMPILED_DROPOUT.usable:
-        k1, k2 = member_keys(seeds, stream, step)
-        out = _COMPILED_DROPOUT(_as_int32_bits(k1), _as_int32_bits(k2), rate.to(torch.float32), shape[0], inner)
-        return out.view(shape[0], nb, *shape[1:])
+    `uniform_member_axis1(seeds, stream, step, shape)` draws, member b at rate[b] (eager)."""
     u = uniform_member_axis1(seeds, stream, step, shape)
-    return _inverted_dropout(u, rate.to(torch.float32).view(1, nb, *([1] * (len(shape) - 1))))
+    return _inverted_dropout(u, rate.to(torch.float32).view(1, len(seeds), *([1] * (len(shape) - 1))))
 
 
 def normal(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:

@@ -20,6 +20,7 @@ from . import counter_rng as rng
 from .compiled import CompiledOrEager
 
 FUSED_ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
+COMPILE_MIN_ELEMENTS = 1 << 22  # smaller activations run eagerly: compiling (seconds per shape) would cost more
 
 
 def _activation(x: Tensor, name: str) -> Tensor:

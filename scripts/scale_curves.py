@@ -47,12 +47,14 @@ def _peak_rss_mib() -> float:
 
 
 def _scale_card(name: str, overrides: dict):
+    """The registered card `name` resolved with `overrides` as an extra variant (the card itself unchanged)."""
+    from dataclasses import replace
+
     import wsbench.builtins  # noqa: F401
     from wsbench.registry import ZOOS
 
     card = ZOOS.get(name)
-    card.variants["scale"] = overrides
-    return card.resolve("scale")
+    return replace(card, variants={**card.variants, "scale": overrides}).resolve("scale")
 
 
 def point_siren_build(n: int, steps: int) -> dict:

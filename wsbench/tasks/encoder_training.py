@@ -321,6 +321,15 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
         raise DataError(f"{method_cls.name}: the train split needs a group of >= 2 networks")
     if not val or not sum(len(g) for g in val):
         raise DataError(f"{method_cls.name}: the validation split is empty")
+    loss_name = opts.get("loss", "auto")  # checked before any model is built
+    if classification and loss_name != "auto":
+        raise ConfigError(f"loss {loss_name!r} is for regression targets; a classification task trains with "
+                          "cross-entropy (loss=auto)")
+    if loss_name == "bce":
+        y_all = torch.cat([g.y.float() for g in (*train, *val)])
+        if float(y_all.min()) < 0 or float(y_all.max()) > 1:
+            raise DataError(f"loss 'bce' needs targets in [0, 1] (an accuracy); they range over "
+                            f"[{float(y_all.min()):.4g}, {float(y_all.max()):.4g}]: use loss=mse")
     specs = list(dict.fromkeys(g.ws.spec for g in train))
     cfg = {k: v for k, v in method_config.items() if k != "groups"}
     torch.manual_seed(ctx.seed)
@@ -328,18 +337,9 @@ def train_encoder(method_cls: type[Encoder], method_config: Mapping[str, Any], t
     mode = resolve_normalize(opts["normalize"], method_cls)
     normalizers = {s: WeightNormalizer.fit(WeightSpace.cat([g.ws for g in train if g.ws.spec == s]), mode)
                    for s in specs}
-    loss_name = opts.get("loss", "auto")
-    if classification and loss_name != "auto":
-        raise ConfigError(f"loss {loss_name!r} is for regression targets; a classification task trains with "
-                          "cross-entropy (loss=auto)")
     trained = TrainedEncoder(model, normalizers, classification, loss="bce" if loss_name == "bce" else "mse")
     if not classification:
         y = torch.cat([g.y for g in train]).float()
-        if trained.loss == "bce":
-            y_all = torch.cat([y] + [g.y.float() for g in val])
-            if float(y_all.min()) < 0 or float(y_all.max()) > 1:
-                raise DataError(f"loss 'bce' needs targets in [0, 1] (an accuracy); they range over "
-                                f"[{float(y_all.min()):.4g}, {float(y_all.max()):.4g}]: use loss=mse")
         trained.target_mean, trained.target_std = float(y.mean()), float(y.std()) if len(y) > 1 else 1.0
         trained.target_std = trained.target_std if trained.target_std > 1e-12 else 1.0
     opt = adamw(list(model.parameters()), lr=opts["lr"], weight_decay=opts["weight_decay"], amsgrad=opts["amsgrad"])

@@ -29,17 +29,30 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "scripts"))
 
 # issue 13's targets, as fractions of the GEMM rate
-TARGETS = {"siren_fit": 0.30, "small_cnn_train": 0.15, "dwsnet_step": 0.15}
+TARGETS = {"siren_fit": 0.30, "small_cnn_train": 0.15, "dwsnet_step": 0.15,
+           **{f"{m}_step": 0.15 for m in ("nfn_np", "nfn_hnp", "neural_graph", "sne", "mlp", "statnn")}}
 
 
 def _flops(fn: Callable[[], None]) -> int:
-    from torch.utils.flop_counter import FlopCounterMode
+    from matmul_replay import count_flops
 
-    with FlopCounterMode(display=False) as counter:
-        fn()
-    return counter.get_total_flops()
+    return count_flops(fn)
+
+
+def _top_ops(fn: Callable[[], None], steps: int, n: int = 5) -> list[dict]:
+    """The ops with the most self CPU time over `steps` calls (torch.profiler): where a step's time goes."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            fn()
+    events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
+    total = sum(e.self_cpu_time_total for e in events) or 1.0
+    return [{"op": e.key, "ms_per_step": e.self_cpu_time_total / 1e3 / steps, "share": e.self_cpu_time_total / total}
+            for e in events[:n]]
 
 
 def _timed(fn: Callable[[], None], steps: int, warmup: int = 2) -> float:
@@ -175,43 +188,79 @@ def _official_dwsnet(path: str, batch: int):
     return model, inputs
 
 
-def path_dwsnet_step() -> dict:
-    import yaml
+# the encoders of the INR-classification table, each at its paper preset or, where the paper's sizes were not
+# available to us, its default one; batch 64 SIREN INRs (the paper's MNIST INRs: 2 -> 32 -> 32 -> 1)
+ENCODER_PRESETS = {"dwsnet": "paper", "nfn_np": "default", "nfn_hnp": "default", "neural_graph": "default",
+                   "sne": "default", "mlp": "paper", "statnn": "default"}
 
+
+def _encoder_step(method: str, batch: int = 64) -> dict:
+    """One training step of `method` as the encoder trainer takes it: forward, cross-entropy plus the
+    method's auxiliary loss, backward, gradient clipping where the preset asks, AdamW (fused)."""
     import wsbench.builtins  # noqa: F401
     from wsbench.archs import spec_for_arch
     from wsbench.registry import METHODS
+    from wsbench.runner import RESERVED, load_preset
     from wsbench.tasks.encoder_training import adamw
     from wsbench.weights import WeightSpace
 
-    cfg = {k: v for k, v in yaml.safe_load((ROOT / "baselines" / "dwsnet" / "paper.yaml").read_text()).items()
-           if k not in ("description", "task")}
+    preset = load_preset(method, ENCODER_PRESETS[method])
+    cfg = {k: v for k, v in preset.items() if k not in RESERVED}
+    task = preset.get("task", {})
     spec = spec_for_arch("siren")
-    ws = WeightSpace(spec, {p.key: 0.1 * torch.randn(64, *p.shape) for p in spec.params})
-    y = torch.randint(0, 10, (64,))
+    g = torch.Generator().manual_seed(0)
+    ws = WeightSpace(spec, {p.key: 0.1 * torch.randn(batch, *p.shape, generator=g) for p in spec.params})
+    y = torch.randint(0, 10, (batch,), generator=g)
+    model = METHODS.get(method)(spec, 10, **cfg)
+    model.train()
+    params = list(model.parameters())
+    opt = adamw(params, lr=float(task.get("lr", 1e-3)), weight_decay=float(task.get("weight_decay", 0.0)))
+    clip = float(task.get("grad_clip", 0.0))
 
-    def training_step(model: torch.nn.Module, inputs, optimizer) -> Callable[[], None]:
-        def step() -> None:
-            loss = torch.nn.functional.cross_entropy(model(inputs), y)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        return step
+    def step() -> None:
+        out = model(ws)
+        loss = torch.nn.functional.cross_entropy(out, y)
+        extra = model.auxiliary_loss(ws, out, g)
+        if extra is not None:
+            loss = loss + extra
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, clip)
+        opt.step()
 
-    model = METHODS.get("dwsnet")(spec, 10, **cfg)
-    step = training_step(model, ws, adamw(list(model.parameters()), lr=1e-3))
-    out = {"what": f"DWSNet paper config ({sum(p.numel() for p in model.parameters()):,} params), batch 64 "
-                   "SIREN INRs, AdamW (the trainer's: fused)", "flops_per_step": _flops(step),
-           "seconds_per_step": _timed(step, 5)}
-    out["networks_per_s"] = 64 / out["seconds_per_step"]
+    from matmul_replay import record_counted_ops, replay_seconds
+
+    flops = _flops(step)
+    steps = max(3, min(50, int(2.0 / max(_timed(step, 1, warmup=1), 1e-4))))
+    seconds = _timed(step, steps)
+    calls = record_counted_ops(step)
+    return {"what": f"{method} ({ENCODER_PRESETS[method]} preset, {sum(p.numel() for p in params):,} params), "
+                    f"batch {batch} SIREN INRs, one training step with AdamW (the trainer's: fused)",
+            "flops_per_step": flops, "seconds_per_step": seconds, "networks_per_s": batch / seconds,
+            "bound": {"what": f"its {len(calls)} FLOP-counted calls (matrix products, attention) alone, each replayed "
+                              "at the step's own shapes and strides", "seconds_per_step": replay_seconds(calls)},
+            "top_ops": _top_ops(step, max(1, steps // 3))}
+
+
+def path_dwsnet_step() -> dict:
+    out = _encoder_step("dwsnet")
     official = os.environ.get("WSBENCH_OFFICIAL_DWSNETS")
     if official:
+        y = torch.randint(0, 10, (64,))
         ref_model, ref_inputs = _official_dwsnet(official, 64)
-        ref_step = training_step(ref_model, ref_inputs, torch.optim.AdamW(ref_model.parameters(), lr=1e-3))
-        ref_s, ours_s = _timed(ref_step, 5), _timed(step, 5)  # alternated, so both see the same machine load
+        ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-3)
+
+        def ref_step() -> None:
+            loss = torch.nn.functional.cross_entropy(ref_model(ref_inputs), y)
+            ref_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            ref_opt.step()
+
+        ref_s = _timed(ref_step, 5)
         out["reference"] = {"what": "the official DWSNets DWSModelForClassification, same settings and batch "
                                     f"({sum(p.numel() for p in ref_model.parameters()):,} params), its AdamW",
-                            "seconds_per_step": ref_s, "speedup": ref_s / ours_s}
+                            "seconds_per_step": ref_s, "speedup": ref_s / out["seconds_per_step"]}
     return out
 
 
@@ -236,7 +285,9 @@ def _nern(kd: bool) -> dict:
 
 PATHS: dict[str, Callable[[], dict]] = {
     "gemm": path_gemm, "siren_fit": path_siren_fit, "small_cnn_train": path_small_cnn_train,
-    "dwsnet_step": path_dwsnet_step, "nern_rec_step": lambda: _nern(False), "nern_full_step": lambda: _nern(True)}
+    "dwsnet_step": path_dwsnet_step,
+    **{f"{m}_step": (lambda m=m: _encoder_step(m)) for m in ENCODER_PRESETS if m != "dwsnet"},
+    "nern_rec_step": lambda: _nern(False), "nern_full_step": lambda: _nern(True)}
 
 
 def run_one(name: str) -> dict:
@@ -272,7 +323,11 @@ def markdown(res: dict) -> str:
             lines += [f"What bounds {name}: {b['what']}: {1e3 * b['seconds_per_step']:.1f} ms/step, so at most "
                       f"{ceiling:.1f} GFLOP/s ({ceiling / gemm:.1%} of the GEMM rate); the path runs at "
                       f"{r['gflops'] / ceiling:.0%} of that ceiling."]
-    lines += ["", "FLOPs: matrix products and convolutions (torch.utils.flop_counter), forward and backward "
+        if "top_ops" in r:
+            lines += [f"Where {name}'s time goes (self CPU time, torch.profiler): " + ", ".join(
+                f"{o['op']} {o['share']:.0%}" for o in r["top_ops"]) + "."]
+    lines += ["", "FLOPs: matrix products, convolutions and attention (torch.utils.flop_counter; the CPU attention kernels with "
+              "its formulas for the CUDA ones), forward and backward "
               "(small_cnn_train: 3 x the forward count less the first layer's input gradient, since flop_counter "
               "counts grouped-convolution backward as ungrouped); elementwise work (sin, activations, optimizer updates) is not counted.", ""]
     return "\n".join(lines)

@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR))
     out = tmp_path / "perf" / "cpu"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "perf_cpu.py"), "--paths", "gemm", "nern_rec_step",
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "perf_cpu.py"), "--paths", "gemm", "nern_rec_step", "statnn_step",
                            "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.with_suffix(".json").read_text())
@@ -23,8 +23,12 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     assert gemm["flops_per_step"] == 2 * 2048 ** 3 and gemm["gflops"] > 0
     assert nern["flops_per_step"] > 0 and 0 < nern["fraction_of_gemm"] == nern["gflops"] / gemm["gflops"]
     assert nern["peak_rss_mb"] > 0
+    stat = res["paths"]["statnn_step"]  # an encoder path: its FLOP-carrying calls replayed alone bound it
+    assert stat["flops_per_step"] > 0 and 0 < stat["bound"]["seconds_per_step"] < stat["seconds_per_step"]
+    assert stat["top_ops"] and all(0 < o["share"] <= 1 for o in stat["top_ops"])
     md = out.with_suffix(".md").read_text()
     assert "fp32 GEMM rate measured in the same run" in md and "nern_rec_step" in md
+    assert "What bounds statnn_step: its" in md and "Where statnn_step's time goes" in md
 
 
 def test_markdown_states_the_same_run_reference_and_the_measured_bound():
@@ -43,3 +47,54 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
     md = perf.markdown(res)
     assert "siren_fit: 2.00x the speed of autograd (100.0 ms/step, measured in the same process)" in md
     assert "at most 60.0 GFLOP/s (20.0% of the GEMM rate); the path runs at 50% of that ceiling" in md
+
+
+def _replay_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("matmul_replay", ROOT / "scripts" / "matmul_replay.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclass resolves annotations through the module
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_replay_records_the_counted_calls_of_a_step_with_their_shapes():
+    import torch
+    import torch.nn.functional as F
+
+    replay = _replay_module()
+    lin = torch.nn.Linear(8, 4)
+    q = torch.randn(2, 3, 5, 8, requires_grad=True)
+
+    def step() -> None:
+        (lin(torch.randn(6, 8)).sum() + F.scaled_dot_product_attention(q, q, q).sum()).backward()
+
+    calls = replay.record_counted_ops(step)
+    names = sorted(str(func) for func, _, _ in calls)
+    # forward addmm, weight-gradient mm, attention forward and backward (the CPU kernels, which
+    # torch.utils.flop_counter does not know: counted here with its CUDA formulas)
+    assert names == ["aten._scaled_dot_product_flash_attention_for_cpu.default",
+                     "aten._scaled_dot_product_flash_attention_for_cpu_backward.default", "aten.addmm.default",
+                     "aten.mm.default"]
+    addmm = next(args for func, args, _ in calls if "addmm" in str(func))
+    assert [a.shape for a in addmm] == [(4,), (6, 8), (8, 4)] and addmm[2].stride == (1, 8)  # the weight, transposed
+    flops = replay.count_flops(step)
+    attention = 4 * 2 * 3 * 5 * 5 * 8  # QK^T and AV, 2 FLOPs per multiply-add
+    assert flops == 2 * 6 * 8 * 4 * 2 + attention + int(2.5 * attention)  # linear fwd + weight grad; attention fwd, bwd
+    seconds = replay.replay_seconds(calls)
+    assert 0 < seconds < 1
+
+
+def test_replay_counts_each_distinct_call_once_times_its_repeats(monkeypatch):
+    import torch
+
+    replay = _replay_module()
+    a, b = torch.randn(16, 16), torch.randn(16, 16)
+    calls = replay.record_counted_ops(lambda: [torch.mm(a, b) for _ in range(5)])
+    assert len(calls) == 5
+    timed = []
+    real = replay.time.perf_counter
+    monkeypatch.setattr(replay.time, "perf_counter", lambda: (timed.append(1), real())[1])
+    replay.replay_seconds(calls, repeats=2)
+    assert len(timed) == 2 * 2  # one distinct call: two timed repeats (a start and an end each)

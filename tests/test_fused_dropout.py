@@ -43,3 +43,15 @@ def test_fused_step_equals_eager_forward_and_backward(name):
 def test_unknown_activation_is_refused():
     with pytest.raises(ValueError, match="fused activation"):
         fused_dropout.activation_dropout(torch.zeros(1, 2, 2, 2), 1, torch.tensor([1]), 3, 0, torch.tensor([0.5]), "elu")
+
+
+@pytest.mark.parametrize("name", fused_dropout.FUSED_ACTIVATIONS)
+def test_backward_keeps_the_output_not_the_pre_activation_where_the_output_suffices(name):
+    """The next convolution keeps the output anyway; keeping the pre-activation too doubles a layer's memory."""
+    nb, seeds, rate = 2, torch.tensor([3, 5]), torch.tensor([0.3, 0.6])
+    h = torch.randn(4, nb * 3, 5, 5, requires_grad=True)
+    y = fused_dropout.activation_dropout(h, nb, seeds, rng.STREAM_DROPOUT, 1, rate, name)
+    node = y.grad_fn.next_functions[0][0]  # y is a view of the function's output
+    kept = node.saved_tensors[0]
+    expected = y if name in fused_dropout.FROM_OUTPUT else h
+    assert kept.untyped_storage().data_ptr() == expected.untyped_storage().data_ptr()

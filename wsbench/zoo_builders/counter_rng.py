@@ -110,10 +110,14 @@ def _mix32(x: Tensor) -> Tensor:
     return x ^ ((x >> 16) & 0xFFFF)
 
 
+def dropout_scale(rate: Tensor) -> Tensor:
+    """A kept unit's inverted-dropout multiplier, 1 / (1 - rate) (0 at rate 1, which drops everything)."""
+    return torch.where(rate < 1.0, 1.0 / (1.0 - rate), torch.zeros_like(rate))
+
+
 def _inverted_dropout(u: Tensor, rate: Tensor) -> Tensor:
-    """1 / (1 - rate) where u >= rate, else 0 (rate 1 drops everything); rate broadcasts against u."""
-    scale = torch.where(rate < 1.0, 1.0 / (1.0 - rate), torch.zeros_like(rate))
-    return (u >= rate).to(torch.float32) * scale
+    """1 / (1 - rate) where u >= rate, else 0; rate broadcasts against u."""
+    return (u >= rate).to(torch.float32) * dropout_scale(rate)
 
 
 def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: int) -> Tensor:

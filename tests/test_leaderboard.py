@@ -143,10 +143,12 @@ def test_preset_descriptions_from_the_records_are_listed_under_the_table():
     new = make(preset="quick", seed=1, extra={"preset_description": "CPU schedule | 6,000 steps"},
                date="2025-02-01T00:00:00+00:00")
     paper = make(method="b", preset="paper", extra={"preset_description": "the paper's configuration"})
+    same_name = make(method="b", preset="quick", extra={"preset_description": "b's own quick schedule"})
     bare = make(method="c", preset="cpu")  # a record made before descriptions were recorded
-    text = render_markdown([only_table([old, new, paper, bare])], [], "results", 4)
+    text = render_markdown([only_table([old, new, paper, same_name, bare])], [], "results", 5)
     notes = text[text.index("Presets:\n"):].splitlines()
-    assert notes[2:4] == ["- `paper`: the paper's configuration", "- `quick`: CPU schedule \\| 6,000 steps"]
+    assert notes[2:5] == ["- `b/paper`: the paper's configuration", "- `b/quick`: b's own quick schedule",
+                          "- `dwsnet/quick`: CPU schedule \\| 6,000 steps"]
     assert "old words" not in text and "`cpu`:" not in text  # the newest description; none invented
 
 

@@ -82,7 +82,7 @@ class Provenance:
     commits: tuple[str, ...]
     first_date: str
     last_date: str
-    preset_notes: tuple[tuple[str, str], ...] = ()  # (preset, what it is), from the records
+    preset_notes: tuple[tuple[str, str], ...] = ()  # ("method/preset", what it is), from the records
     zoo_digests: tuple[str, ...] = ()  # content digests of the zoos the records ran on (older records: none)
 
     @property
@@ -98,8 +98,8 @@ class Provenance:
         dates = sorted(r.date for r in records)
         notes: dict[str, str] = {}
         for r in sorted(records, key=lambda r: r.date):  # the newest record's description of a preset
-            if r.preset and r.extra.get("preset_description"):
-                notes[r.preset] = str(r.extra["preset_description"])
+            if r.preset and r.extra.get("preset_description"):  # presets are per method: one name, many meanings
+                notes[f"{r.method}/{r.preset}"] = str(r.extra["preset_description"])
         return cls(len(records), _sorted_set(r.command for r in records),
                    _sorted_set(r.preset or "default" for r in records), _sorted_set(r.device for r in records),
                    _sorted_set(r.git_commit or "unknown" for r in records), dates[0], dates[-1],

@@ -9,8 +9,9 @@ official model at the same settings in the same process (imported from the check
 
 FLOPs are counted with torch.utils.flop_counter over one step (matrix products and convolutions,
 forward and backward; elementwise work such as sin or Adam is not counted: it is what a path
-spends beyond the useful FLOPs). Every path runs in a fresh process (its peak RSS is its own), with
-the malloc tuning that run_bench.py applies. Writes <out>.json and <out>.md.
+spends beyond the useful FLOPs). Every path runs in a fresh process (its peak RSS is its own, taken
+after its timed steps and before its reference and bound runs), with the malloc tuning that
+run_bench.py applies. Writes <out>.json and <out>.md.
 """
 from __future__ import annotations
 
@@ -64,6 +65,12 @@ def _timed(fn: Callable[[], None], steps: int, warmup: int = 2) -> float:
     return (time.perf_counter() - t) / steps
 
 
+def _peak_rss_mb() -> float:
+    """The process's peak RSS so far: taken right after a path's own timed steps, so that its reference and
+    bound measurements (an eager or official model, replayed kernels) do not count towards it."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def path_gemm() -> dict:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     s = _timed(lambda: torch.mm(a, b), 40, warmup=5)
@@ -88,6 +95,7 @@ def path_siren_fit() -> dict:
     t = time.perf_counter()
     fit_sirens(imgs, seeds, steps=steps, lr=1e-3, stop_psnr=40, compile_mode="on", report=report)
     seconds = (time.perf_counter() - t) / steps
+    peak = _peak_rss_mb()
     fit_sirens(imgs, seeds, steps=1, lr=1e-3, engine="autograd")
     t = time.perf_counter()
     fit_sirens(imgs, seeds, steps=steps // 2, lr=1e-3, stop_psnr=40, engine="autograd")
@@ -100,7 +108,7 @@ def path_siren_fit() -> dict:
     bmm_s = _timed(lambda: torch.bmm(z, w), 20) / (2 * z.numel() * hidden)
     bound = 2 * n * pixels * hidden * trig_s + flops * bmm_s
     return {"what": f"siren_mnist recipe: {n} SIRENs fitted at once (fit_sirens, {report['grad_engine']}), Adam",
-            "flops_per_step": flops, "seconds_per_step": seconds,
+            "flops_per_step": flops, "seconds_per_step": seconds, "peak_rss_mb": peak,
             "networks_per_s_at_1000_steps": n / (seconds * 1000),
             "reference": {"what": "the same fit with engine=autograd", "seconds_per_step": autograd_seconds,
                           "speedup": autograd_seconds / seconds},
@@ -153,6 +161,7 @@ def path_small_cnn_train() -> dict:
     t = time.perf_counter()
     run()
     seconds = (time.perf_counter() - t) / steps
+    peak = _peak_rss_mb()
     eager_min = fused_dropout.COMPILE_MIN_ELEMENTS
     fused_dropout.COMPILE_MIN_ELEMENTS = 1 << 62  # the eager masks: the path before the compiled loops
     try:
@@ -163,7 +172,7 @@ def path_small_cnn_train() -> dict:
         fused_dropout.COMPILE_MIN_ELEMENTS = eager_min
     return {"what": f"small_cnn_cifar10_gray recipe (32x32 gray, 'valid'): {nb} members trained at once (train_batch), "
                     f"batch {bs}, dropout ~ U(0, 0.7)",
-            "flops_per_step": 3 * fwd - first, "seconds_per_step": seconds,
+            "flops_per_step": 3 * fwd - first, "seconds_per_step": seconds, "peak_rss_mb": peak,
             "image_passes_per_s": nb * bs / seconds,
             "reference": {"what": "the same training with the dropout masks hashed eagerly", "seconds_per_step": eager_seconds,
                           "speedup": eager_seconds / seconds},
@@ -234,10 +243,11 @@ def _encoder_step(method: str, batch: int = 64) -> dict:
     flops = _flops(step)
     steps = max(3, min(50, int(2.0 / max(_timed(step, 1, warmup=1), 1e-4))))
     seconds = _timed(step, steps)
+    peak = _peak_rss_mb()
     calls = record_counted_ops(step)
     return {"what": f"{method} ({ENCODER_PRESETS[method]} preset, {sum(p.numel() for p in params):,} params), "
                     f"batch {batch} SIREN INRs, one training step with AdamW (the trainer's: fused)",
-            "flops_per_step": flops, "seconds_per_step": seconds, "networks_per_s": batch / seconds,
+            "flops_per_step": flops, "seconds_per_step": seconds, "networks_per_s": batch / seconds, "peak_rss_mb": peak,
             "bound": {"what": f"its {len(calls)} FLOP-counted calls (matrix products, attention) alone, each replayed "
                               "at the step's own shapes and strides", "seconds_per_step": replay_seconds(calls)},
             "top_ops": _top_ops(step, max(1, steps // 3))}
@@ -296,7 +306,7 @@ def run_one(name: str) -> dict:
     tune_allocator()
     out = PATHS[name]()
     out["gflops"] = out["flops_per_step"] / out["seconds_per_step"] / 1e9
-    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out.setdefault("peak_rss_mb", _peak_rss_mb())
     return out
 
 
@@ -329,7 +339,8 @@ def markdown(res: dict) -> str:
     lines += ["", "FLOPs: matrix products, convolutions and attention (torch.utils.flop_counter; the CPU attention kernels with "
               "its formulas for the CUDA ones), forward and backward "
               "(small_cnn_train: 3 x the forward count less the first layer's input gradient, since flop_counter "
-              "counts grouped-convolution backward as ungrouped); elementwise work (sin, activations, optimizer updates) is not counted.", ""]
+              "counts grouped-convolution backward as ungrouped); elementwise work (sin, activations, optimizer updates) is not counted. "
+              "Peak RSS: the path's process after its timed steps, before its reference and bound are measured.", ""]
     return "\n".join(lines)
 
 

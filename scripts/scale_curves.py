@@ -5,12 +5,14 @@ projection of the full zoos on this CPU and on an H200. Writes <out>.json, <out>
     WSBENCH_DATA_DIR=../shared/data python scripts/scale_curves.py --out leaderboards/perf/scale_cpu
     python scripts/scale_curves.py --sizes 64 128 --out /tmp/scale   # a smoke run
 
+With --out, the points of paths not named in --paths are kept from an earlier <out>.json, each with
+the date and command that measured it.
 Every point runs in a fresh process (its peak RSS is its own) through the real code paths:
 - `siren_build`: the siren_mnist builder (build_resolved) on the first N training images, the
   recipe with `steps` cut to --siren-steps (fit time per step is constant: the fit seconds are scaled
   to the recipe's 1,000 steps; loading and writing are not; the compile happens before, untimed);
-- `small_cnn_build`: the small_cnn_cifar10_gray builder with N runs of one epoch on 256 images
-  (batch 256: one step per run) and 128-image evaluations: the per-run overhead at scale;
+- `small_cnn_build`: the small_cnn_cifar10_gray builder with N runs of one full step each (the
+  recipe's batch and shard size) and 128-image evaluations: the per-run overhead and the peak memory;
 - `dwsnet_epoch` / `statnn_epoch`: one training epoch (batch 64, AdamW) of the encoder's paper /
   default preset over N SIREN-shaped networks (random weights: the time does not depend on them).
 Projections (marked as such): the full zoos' work from the recipe, at the rate measured here, and
@@ -84,8 +86,10 @@ def point_siren_build(n: int, steps: int) -> dict:
 def point_small_cnn_build(n: int) -> dict:
     from wsbench.zoo_builders import build_resolved
 
-    card = _scale_card("small_cnn_cifar10_gray", {"runs": n, "epochs": 1, "checkpoints": [1], "train_images": 256,
-                                                  "batch_size": 256, "test_images": 128, "eval_train_images": 64})
+    # one full minibatch per run at the recipe's batch size and shard size (the "dataset" epoch rule draws a whole
+    # batch from any subset; the recipe's "subset" rule would give the 10 % runs a partial one): the build's peak memory
+    card = _scale_card("small_cnn_cifar10_gray", {"runs": n, "epochs": 1, "checkpoints": [1], "epoch_steps": "dataset",
+                                                  "train_images": 512, "test_images": 128, "eval_train_images": 64})
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
         zoo = build_resolved(card, Path(tmp) / "zoo", log=lambda _m: None, progress=False)
@@ -129,6 +133,18 @@ POINTS = {
 }
 
 
+def _previous(out: str | None, remeasured: list[str]) -> dict:
+    """The points of the paths not measured in this run, from an earlier <out>.json (each keeps its own date)."""
+    old = Path(out).with_suffix(".json") if out else None
+    if old is None or not old.is_file():
+        return {}
+    data = json.loads(old.read_text())
+    kept = {p: pts for p, pts in data.get("paths", {}).items() if p in POINTS and p not in remeasured}
+    measured = data.get("measured", {})
+    return {"paths": kept, "what": {p: data["what"][p] for p in kept},
+            "measured": {p: measured.get(p, {"date": data["date"], "command": data["command"]}) for p in kept}}
+
+
 def run_point(path: str, n: int, args: argparse.Namespace) -> dict:
     cmd = [sys.executable, __file__, "--one", path, str(n), "--siren-steps", str(args.siren_steps)]
     r = subprocess.run(cmd, capture_output=True, text=True, env=os.environ.copy())
@@ -167,7 +183,9 @@ def markdown(res: dict) -> str:
              f"`{res['command']}` ({res['date']}, torch {res['torch']}, {res['threads']} threads). Every point in a fresh "
              "process; peak RSS is the process's.", ""]
     for path, points in res["paths"].items():
-        lines += [f"## {path}", "", res["what"][path], "", "| networks | seconds | s per 1k networks | peak RSS MiB |",
+        when = res.get("measured", {}).get(path)
+        source = f" Measured {when['date']} by `{when['command']}`." if when and when["command"] != res["command"] else ""
+        lines += [f"## {path}", "", res["what"][path] + source, "", "| networks | seconds | s per 1k networks | peak RSS MiB |",
                   "|---:|---:|---:|---:|"]
         for p in points:
             if "error" in p:
@@ -221,8 +239,9 @@ def plot_png(res: dict) -> bytes:
 WHAT = {
     "siren_build": "siren_mnist builder on the first N training images; fit seconds scaled to the recipe's 1,000 steps "
                    "(measured at --siren-steps); loading and writing as measured.",
-    "small_cnn_build": "small_cnn_cifar10_gray builder, N runs of one step (256 images) with 128-image evaluations: "
-                       "the cost of a run besides its training passes (planning, init, evaluation, writing).",
+    "small_cnn_build": "small_cnn_cifar10_gray builder, N runs of one full training step each (the recipe's batch of 512 "
+                       "and shard size) with 128-image evaluations: the cost of a run besides its training passes (planning, "
+                       "init, evaluation, writing) and the build's peak memory.",
     "dwsnet_epoch": "one epoch of DWSNet (paper preset, 552,650 parameters) over N SIRENs, batch 64, AdamW.",
     "statnn_epoch": "one epoch of StatNN (default preset) over N SIRENs, batch 64, AdamW.",
 }
@@ -257,13 +276,16 @@ def main() -> int:
     res = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
            "command": "python scripts/scale_curves.py " + " ".join(sys.argv[1:]), "siren_steps": a.siren_steps,
-           "what": {p: WHAT[p] for p in a.paths}, "paths": {}}
+           "what": {p: WHAT[p] for p in POINTS}, "paths": {}}
+    previous = _previous(a.out, a.paths)
+    res["paths"], res["measured"] = previous.get("paths", {}), previous.get("measured", {})
     for path in a.paths:
-        res["paths"][path] = []
+        res["paths"][path], res["measured"][path] = [], {"date": res["date"], "command": res["command"]}
         for n in a.sizes:
             point = run_point(path, n, a)
             res["paths"][path].append(point)
             print(f"{path} {n}: {point}", file=sys.stderr)
+    res["paths"] = {p: res["paths"][p] for p in POINTS if p in res["paths"]}
     perf_path = Path(a.perf)
     perf = json.loads(perf_path.read_text()) if perf_path.is_file() else None
     res["projections"] = projections(res, perf)

@@ -39,6 +39,16 @@ def test_scale_script_measures_points_and_writes_its_report(tmp_path):
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "## Projections for the full zoos (not measured)" in out.with_suffix(".md").read_text()
 
+    # measuring one path again keeps the other's points, with the command that measured them
+    again = subprocess.run([sys.executable, str(ROOT / "scripts" / "scale_curves.py"), "--sizes", "16",
+                            "--paths", "statnn_epoch", "--out", str(out), "--perf", str(tmp_path / "none.json")],
+                           env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    res2 = json.loads(out.with_suffix(".json").read_text())
+    assert res2["paths"]["siren_build"] == siren and [p["networks"] for p in res2["paths"]["statnn_epoch"]] == [16]
+    assert res2["measured"]["siren_build"]["command"] == res["command"] != res2["command"]
+    assert f"Measured {res['date']} by `{res['command']}`" in out.with_suffix(".md").read_text()
+
 
 def test_projections_use_the_fitted_time_and_the_perf_rates():
     mod = _module()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _run(code: str, env_extra: dict[str, str]) -> str:
@@ -18,3 +19,17 @@ def test_tuning_applies_on_linux_glibc_and_can_be_switched_off():
     if sys.platform.startswith("linux"):
         assert on == ["True", "True"]  # idempotent
     assert _run(code, {"WSBENCH_MALLOC_TUNING": "0"}).split() == ["False", "False"]
+
+
+def test_thresholds_can_be_set_and_a_bad_setting_is_one_error_line():
+    code = "from wsbench.allocator import tune_allocator as t, release_free_memory as r; print(t(), r())"
+    if sys.platform.startswith("linux"):
+        assert _run(code, {"WSBENCH_MALLOC_TUNING": "256,512"}).split() == ["True", "True"]
+    assert _run(code, {"WSBENCH_MALLOC_TUNING": "0"}).split() == ["False", "False"]  # nothing tuned: nothing trimmed
+    import os
+
+    env = dict(os.environ, WSBENCH_MALLOC_TUNING="lots")
+    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "run_bench.py"), "list"], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "error: WSBENCH_MALLOC_TUNING='lots': expected 0, 1 or MMAP_MIB,TRIM_MIB (positive integers)"]

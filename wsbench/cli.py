@@ -135,9 +135,9 @@ def _internal_error(e: BaseException, debug: bool) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    tune_allocator()  # large per-step temporaries: reuse heap memory instead of mmap/munmap each step
     parser = build_parser()
     try:
+        tune_allocator()  # large per-step temporaries: reuse heap memory instead of mmap/munmap each step
         normalised = _normalise_argv(argv)
     except WsbenchError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from ..allocator import release_free_memory
 from ..errors import ConfigError
 from ..zoo_card import ZooCard
 from . import BUILDERS, BuildContext, BuildResult, shards_across_ranks
@@ -182,6 +183,8 @@ def build_small_cnn_zoo(card: ZooCard, ctx: BuildContext) -> BuildResult:
             per_step = len(idx) / max(1, epochs * -(-data.x_train.shape[0] // int(card.recipe.get("batch_size", 128))))
             members, tensors, st = train_shard(card, group, act, idx, runs, data, on_step=lambda _s: bar.update(per_step))
             store.save(shard_ids[k], group, members, tensors)
+            del members, tensors
+            release_free_memory()  # the next shard's shapes differ: start it from a trimmed heap
             for key in trained:
                 trained[key] += st[key]
             trained["steps_per_epoch"] = st["steps_per_epoch"]

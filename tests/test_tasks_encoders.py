@@ -308,3 +308,23 @@ def test_bce_loss_predicts_in_unit_interval_and_checks_targets(tmp_path):
                                                                    load_zoo(make_inr_zoo(tmp_path / "inr", n=10)), ctx())
     with pytest.raises(ConfigError, match="loss"):
         TASKS.get("property_prediction")(loss="huber")
+
+
+def test_small_cnn_zoo_presets_run_the_tables_schedule(tmp_path):
+    """Every encoder's small_cnn_zoo preset (the Small CNN Zoo table) builds on a small CNN and trains
+    with its own task options (one epoch here): the loss and selection the table's records name."""
+    from wsbench.runner import RESERVED, load_preset, preset_names
+
+    zoo = load_zoo(make_cnn_zoo(tmp_path / "cnn", families={"c2x4": CNN_FAMILIES["c2x4"]}, n=20, acc_offset=-0.2))
+    ran = []
+    for name in METHODS.names():
+        if METHODS.get(name).capability != "encoder" or "small_cnn_zoo" not in preset_names(name):
+            continue
+        data = load_preset(name, "small_cnn_zoo")
+        options = {**data["task"], "epochs": 1}
+        assert options["select_by"] == "tau" and options["loss"] in ("bce", "mse")
+        task = TASKS.get("property_prediction")(**options)
+        (r,) = task.run(METHODS.get(name), {k: v for k, v in data.items() if k not in RESERVED}, zoo, ctx())
+        assert r.metrics and all(math.isfinite(v) for v in r.metrics.values()), (name, r.metrics)
+        ran.append(name)
+    assert {"statnn", "nfn_hnp", "nfn_np", "mlp", "mlp_align", "neural_graph", "dwsnet", "sne"} <= set(ran)

@@ -200,12 +200,20 @@ def _flatten(config: Any, prefix: str = "") -> dict[str, str]:
     return {prefix[:-1]: json.dumps(config, sort_keys=True, separators=(",", ":"))}
 
 
+SUBSET_OPTIONS = ("max_train", "max_eval")  # task options that change what a row measures (0 = every member)
+
+
+def _config_of(r: ResultRecord) -> dict:
+    """The method config, plus the task options that subsample the zoo (a zoo-size study's rows)."""
+    return {**_flatten(r.method_config), **{f"task.{k}": r.task_config.get(k, 0) or 0 for k in SUBSET_OPTIONS}}
+
+
 def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
     """record_id -> short label: the record's own label, else the config keys that differ
     between runs of the same method (``''`` when the method has one config only)."""
     configs: dict[str, dict[str, dict[str, str]]] = {}
     for r in records:
-        flat = _flatten(r.method_config)
+        flat = _config_of(r)
         configs.setdefault(r.method, {})[json.dumps(flat, sort_keys=True)] = flat
     varying: dict[str, list[str]] = {}
     for method, by_blob in configs.items():
@@ -217,7 +225,7 @@ def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
         if own is not None:
             labels[r.record_id] = own
             continue
-        flat = _flatten(r.method_config)
+        flat = _config_of(r)
         label = ", ".join(f"{k}={flat.get(k, '-')}" for k in varying[r.method])
         if len(label) > MAX_LABEL_CHARS:
             digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]

@@ -1,14 +1,13 @@
 """The malloc tuning: applied once, opt-out by environment, harmless where it does not apply."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
 
 
 def _run(code: str, env_extra: dict[str, str]) -> str:
-    import os
-
     env = dict(os.environ, **env_extra)
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60).stdout
 
@@ -26,10 +25,9 @@ def test_thresholds_can_be_set_and_a_bad_setting_is_one_error_line():
     if sys.platform.startswith("linux"):
         assert _run(code, {"WSBENCH_MALLOC_TUNING": "256,512"}).split() == ["True", "True"]
     assert _run(code, {"WSBENCH_MALLOC_TUNING": "0"}).split() == ["False", "False"]  # nothing tuned: nothing trimmed
-    import os
-
     env = dict(os.environ, WSBENCH_MALLOC_TUNING="lots")
-    done = subprocess.run([sys.executable, str(Path(__file__).resolve().parents[1] / "run_bench.py"), "list"], capture_output=True, text=True, env=env, timeout=120)
+    run_bench = Path(__file__).resolve().parents[1] / "run_bench.py"
+    done = subprocess.run([sys.executable, str(run_bench), "list"], capture_output=True, text=True, env=env, timeout=120)
     assert done.returncode == 2, done.stderr
     assert done.stderr.strip().splitlines() == [
         "error: WSBENCH_MALLOC_TUNING='lots': expected 0, 1 or MMAP_MIB,TRIM_MIB (positive integers)"]

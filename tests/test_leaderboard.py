@@ -316,3 +316,13 @@ def test_title_names_the_entry_question_when_it_is_not_the_task_name():
     table = build_tables([make()])[0]
     assert replace(table, benchmark="gen_gap_prediction-cnn_zoo").title.startswith("gen_gap_prediction · ")
     assert replace(table, benchmark=f"{table.task}-cnn_zoo").title == replace(table, benchmark=None).title
+
+
+def test_runs_on_a_subset_of_the_zoo_get_their_own_rows():
+    """A zoo-size study (task.max_train) is not merged into the full-zoo row; a record without the
+    option counts as the full zoo."""
+    recs = [make(seed=s, task_config={"max_train": n} if n is not None else {}, metrics={"tau": t, "mse": 1.0})
+            for s in (0, 1) for n, t in ((None, 0.7), (100, 0.6))]
+    (table,) = build_tables(recs)
+    assert sorted((row.config, row.metrics["tau"].mean) for row in table.rows) == [
+        ("task.max_train=0", pytest.approx(0.7)), ("task.max_train=100", pytest.approx(0.6))]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 import sys
 
@@ -25,7 +26,8 @@ _MMAP_BYTES, _TRIM_BYTES = 1 << 30, 1 << 30
 _done = False
 
 
-def _libc():
+@functools.lru_cache(maxsize=1)
+def _libc() -> ctypes.CDLL | None:
     try:
         return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:

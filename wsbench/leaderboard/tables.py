@@ -205,15 +205,16 @@ SUBSET_OPTIONS = ("max_train", "max_eval")  # task options that change what a ro
 
 def _config_of(r: ResultRecord) -> dict:
     """The method config, plus the task options that subsample the zoo (a zoo-size study's rows)."""
-    return {**_flatten(r.method_config), **{f"task.{k}": r.task_config.get(k, 0) or 0 for k in SUBSET_OPTIONS}}
+    return {**_flatten(r.method_config), **_flatten({k: r.task_config.get(k) or 0 for k in SUBSET_OPTIONS}, "task.")}
 
 
 def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
     """record_id -> short label: the record's own label, else the config keys that differ
     between runs of the same method (``''`` when the method has one config only)."""
+    flats = {r.record_id: _config_of(r) for r in records}
     configs: dict[str, dict[str, dict[str, str]]] = {}
     for r in records:
-        flat = _config_of(r)
+        flat = flats[r.record_id]
         configs.setdefault(r.method, {})[json.dumps(flat, sort_keys=True)] = flat
     varying: dict[str, list[str]] = {}
     for method, by_blob in configs.items():
@@ -225,7 +226,7 @@ def config_labels(records: Sequence[ResultRecord]) -> dict[str, str]:
         if own is not None:
             labels[r.record_id] = own
             continue
-        flat = _config_of(r)
+        flat = flats[r.record_id]
         label = ", ".join(f"{k}={flat.get(k, '-')}" for k in varying[r.method])
         if len(label) > MAX_LABEL_CHARS:
             digest = hashlib.sha256(json.dumps(flat, sort_keys=True).encode()).hexdigest()[:8]

@@ -14,7 +14,7 @@ from wsbench.registry import ARCHS, METHODS
 from wsbench.weights import WeightSpace, batched_forward
 
 # the kwargs that make each architecture's other symmetry cases (defaults are always tested)
-VARIANTS = {"resnet_cifar": [{"shortcut": "B"}], "small_cnn": [{"in_channels": 3, "n_conv": 2}],
+VARIANTS = {"resnet_cifar": [{"shortcut": "B"}], "small_cnn": [{"in_channels": 3, "n_conv": 2}, {"fc_hidden": 12}],
             "mlp": [{"widths": [3, 5, 7, 2]}], "modelzoo_cnn": [{"model_type": "CNN2", "fc_in": 54}]}
 
 

@@ -326,3 +326,49 @@ def test_runs_on_a_subset_of_the_zoo_get_their_own_rows():
     (table,) = build_tables(recs)
     assert sorted((row.config, row.metrics["tau"].mean) for row in table.rows) == [
         ("task.max_train=0", pytest.approx(0.7)), ("task.max_train=100", pytest.approx(0.6))]
+
+
+def transfer(method: str, train: str, scored: str, tau: float, seed: int = 0) -> ResultRecord:
+    return make(task="cross_dataset", zoo=train, method=method, seed=seed, member=scored,
+                metrics={"tau": tau, "r2": tau / 2}, higher_is_better={"tau": True, "r2": True},
+                task_config={"eval_zoo": ["small_cnn_a", "small_cnn_b"]}, command=f"run_bench.py run --method {method}")
+
+
+def test_transfer_matrix_rows_train_zoos_columns_eval_zoos_and_counts_wins(tmp_path):
+    from wsbench.leaderboard.matrix import build_matrices
+    from wsbench.leaderboard.markdown import matrix_grid
+
+    taus = {("sne", "small_cnn_a"): (0.9, 0.30), ("sne", "small_cnn_b"): (0.50, 0.8),
+            ("statnn", "small_cnn_a"): (0.8, 0.40), ("statnn", "small_cnn_b"): (0.20, 0.8)}
+    recs = [transfer(m, train, scored, tau + seed / 100, seed) for (m, train), row in taus.items()
+            for scored, tau in zip(("small_cnn_a", "small_cnn_b"), row) for seed in range(2)]
+    recs.append(make(seed=5))  # another task: no matrix
+    (matrix,) = build_matrices(build_tables(recs))
+    assert matrix.zoos == ("small_cnn_a", "small_cnn_b") and matrix.short_names["small_cnn_b"] == "b"
+    assert [(r.train_zoo, r.method) for r in matrix.rows] == [("small_cnn_a", "sne"), ("small_cnn_a", "statnn"),
+                                                             ("small_cnn_b", "sne"), ("small_cnn_b", "statnn")]
+    assert matrix.rows[0].cells["small_cnn_b"].mean == pytest.approx(0.305) and matrix.rows[0].cells["small_cnn_b"].n == 2
+    # statnn wins a -> b (0.40 > 0.30), sne wins b -> a (0.50 > 0.20); the diagonal ties at b are not bold
+    assert matrix.transfer_wins() == {"sne": (1, 2), "statnn": (1, 2)}
+    grid = matrix_grid(matrix)
+    assert [c.text for c in grid.headers][-2:] == ["→ a", "→ b"]
+    bold = {(row[0].text, row[1].text, j) for row in grid.rows for j, c in enumerate(row) if c.bold}
+    assert bold == {("a", "sne", 3), ("a", "statnn", 4), ("b", "sne", 3)}
+
+    append_records(tmp_path / "results", recs)
+    generate_leaderboard(tmp_path / "results", tmp_path / "board")
+    readme = (tmp_path / "board" / "README.md").read_text(encoding="utf-8")
+    assert "## cross_dataset matrix · full zoos" in readme and "sne 1 of 2, statnn 1 of 2" in readme
+    page = (tmp_path / "board" / "index.html").read_text(encoding="utf-8")
+    assert 'id="matrix-cross-dataset-full"' in page and "table class=\"leaderboard matrix\"" in page
+
+
+def test_transfer_matrix_skips_records_without_an_eval_zoo_member():
+    from wsbench.leaderboard.matrix import build_matrices
+
+    recs = [transfer("sne", "small_cnn_a", "small_cnn_b", 0.3)]
+    recs.append(make(task="cross_dataset", zoo="small_cnn_a", method="mlp", metrics={"tau": 0.2},
+                     higher_is_better={"tau": True}))  # an older record: its eval zoo only in extra
+    (matrix,) = build_matrices(build_tables(recs))
+    assert [r.method for r in matrix.rows] == ["sne"]
+    assert build_matrices(build_tables([make()])) == []

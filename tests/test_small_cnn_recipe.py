@@ -33,23 +33,25 @@ def _data(n: int = 96, size: int = 13, seed: int = 0) -> ImageData:
     return ImageData(x, y, x[:40], y[:40])
 
 
-@pytest.mark.parametrize("conv_impl", ["grouped", "unfold"])
-def test_valid_padding_matches_the_architecture(conv_impl):
-    arch = CnnArch(1, 10, 8, 3, padding=0)
+@pytest.mark.parametrize("conv_impl,fc_hidden", [("grouped", 0), ("unfold", 0), ("grouped", 12), ("unfold", 12)])
+def test_valid_padding_matches_the_architecture(conv_impl, fc_hidden):
+    arch = CnnArch(1, 10, 8, 3, padding=0, fc_hidden=fc_hidden)
     flat = init_params(arch, torch.arange(2), torch.ones(2))
     x = torch.randn(4, 1, 28, 28)
     out = forward(arch, flat, x, "relu", conv_impl=conv_impl)
     for b in range(2):
-        m = build_arch("small_cnn", in_channels=1, channels=8, n_conv=3, padding=0).eval()
+        m = build_arch("small_cnn", in_channels=1, channels=8, n_conv=3, padding=0, fc_hidden=fc_hidden).eval()
         m.load_state_dict({k: v[b] for k, v in unflatten(arch, flat).items()})
         torch.testing.assert_close(out[b], m(x), atol=1e-5, rtol=1e-5)
     assert F.conv2d(x, torch.zeros(1, 1, 3, 3), stride=2).shape[-1] == 13  # 28 -> 13 -> 6 -> 2, as published
 
 
-def test_rmsprop_kernel_l2_and_subset_epochs_equal_a_torch_reference():
+@pytest.mark.parametrize("fc_hidden", [0, 12])
+def test_rmsprop_kernel_l2_and_subset_epochs_equal_a_torch_reference(fc_hidden):
     """RMSprop (rho 0.9, eps 1e-7 = torch.optim.RMSprop(alpha=0.9, eps=1e-7)), weight decay on kernels only,
-    each epoch one pass over the run's own subset in a fresh order, floor(n_sub / batch) steps."""
-    arch, data = CnnArch(1, 10, 8, 2, padding=0), _data()
+    each epoch one pass over the run's own subset in a fresh order, floor(n_sub / batch) steps; with and
+    without the hidden linear layer of SNE's Arch2."""
+    arch, data = CnnArch(1, 10, 8, 2, padding=0, fc_hidden=fc_hidden), _data()
     hp = MemberHParams(seed=[3, 4], optimizer=["rmsprop", "sgd"], lr=[1e-3, 0.05], weight_decay=[2e-3, 1e-2],
                        dropout=[0.0, 0.0], init_scale=[1.0, 1.0], train_fraction=[0.5, 0.5])
     rules = TrainingRules(weight_decay_on="kernels", epoch="subset")
@@ -58,7 +60,8 @@ def test_rmsprop_kernel_l2_and_subset_epochs_equal_a_torch_reference():
     assert res.steps_per_epoch == n_sub // 16 == 3
     for b in range(2):
         seeds = torch.tensor([hp.seed[b]])
-        m = build_arch("small_cnn", in_channels=1, channels=8, n_conv=2, activation="tanh", padding=0)
+        m = build_arch("small_cnn", in_channels=1, channels=8, n_conv=2, activation="tanh", padding=0,
+                       fc_hidden=fc_hidden)
         m.load_state_dict({k: v[0] for k, v in unflatten(arch, res.snapshots[0][b:b + 1]).items()})
         kernels = [p for k, p in m.named_parameters() if k.endswith("weight")]
         biases = [p for k, p in m.named_parameters() if k.endswith("bias")]

@@ -215,8 +215,12 @@ def test_cross_dataset_transfer(tmp_path):
     method = METHODS.get("statnn")
     assert task.applicable(method, a) == (True, "")
     (r,) = task.run(method, {"hidden_dim": 16}, a, ctx())
-    assert r.extra["eval_zoo"] == "cnn_b" and r.extra["train_zoo"] == "cnn_a"
+    assert r.extra["eval_zoo"] == "cnn_b" and r.extra["train_zoo"] == "cnn_a" and r.member == "cnn_b"
     assert r.metrics["tau"] > 0.4 and r.extra["in_distribution"]["tau"] > 0.4
+    # the run zoo among the evaluation zoos: the matrix's diagonal, the same score as in_distribution
+    own, other = TASKS.get("cross_dataset")(eval_zoo=["cnn_a", str(b_path)], **QUICK).run(method, {"hidden_dim": 16}, a, ctx())
+    assert (own.member, other.member) == ("cnn_a", "cnn_b")
+    assert own.metrics == own.extra["in_distribution"] and other.metrics["tau"] > 0.4
     with pytest.raises(ConfigError, match="eval_zoo"):
         TASKS.get("cross_dataset")().applicable(method, a)
 

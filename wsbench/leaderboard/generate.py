@@ -10,6 +10,7 @@ from ..errors import DataError, WsbenchError
 from ..results import read_records
 from .html_page import render_html
 from .markdown import render_markdown
+from .matrix import build_matrices
 from .plots import make_plots
 from .tables import TITLE, build_tables
 
@@ -64,9 +65,9 @@ def generate_leaderboard(results_dir: str | os.PathLike = "leaderboards/results"
         for stale in sorted(plot_dir.glob("*.png")):
             if stale.name not in keep:
                 stale.unlink()
-    parity, perf = parity_reports(out_dir), folder_reports(out_dir, "perf")
-    for name, text in (("README.md", render_markdown(tables, plots, source, len(records), parity, perf)),
-                       ("index.html", render_html(tables, plots, source, len(records), parity, perf))):
+    parity, perf, matrices = parity_reports(out_dir), folder_reports(out_dir, "perf"), build_matrices(tables)
+    for name, text in (("README.md", render_markdown(tables, plots, source, len(records), parity, perf, matrices)),
+                       ("index.html", render_html(tables, plots, source, len(records), parity, perf, matrices))):
         write_atomic(out_dir / name, text.encode("utf-8"))
         written.append(out_dir / name)
     return written

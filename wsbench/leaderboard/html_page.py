@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import WsbenchError
-from .markdown import LEGEND, Grid, summary_line, table_grid
+from .markdown import LEGEND, Grid, matrix_grid, summary_line, table_grid
+from .matrix import MATRIX_INTRO, TransferMatrix, wins_line
 from .tables import TITLE, Provenance, Table
 
 if TYPE_CHECKING:
@@ -116,9 +117,11 @@ def html_plot(plot: "Plot") -> str:
 
 
 def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n_records: int,
-                parity: Sequence[tuple[str, str]] = (), perf: Sequence[tuple[str, str, str | None]] = ()) -> str:
+                parity: Sequence[tuple[str, str]] = (), perf: Sequence[tuple[str, str, str | None]] = (),
+                matrices: Sequence[TransferMatrix] = ()) -> str:
     """The whole index.html; `parity`: (relative path, title) of the parity reports; `perf`:
-    (relative path, title, figure or None) of the performance reports (figures linked, not embedded)."""
+    (relative path, title, figure or None) of the performance reports (figures linked, not embedded);
+    `matrices`: the transfer matrices drawn from the tables."""
     esc = html.escape
     parts = ["<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">',
@@ -132,7 +135,7 @@ def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n
     else:
         parts.append(f'<p class="legend">{_inline_md(LEGEND)}</p>')
         parts.append("<nav><h2>Contents</h2><ul>" + "".join(
-            f'<li><a href="#{t.slug}">{esc(t.title)}</a></li>' for t in tables) + "</ul></nav>")
+            f'<li><a href="#{t.slug}">{esc(t.title)}</a></li>' for t in [*tables, *matrices]) + "</ul></nav>")
         if parity:
             parts.append('<p class="parity">Parity with the original implementations: ' + ", ".join(
                 f'<a href="{esc(path)}">{esc(title)}</a>' for path, title in parity) + "</p>")
@@ -151,6 +154,12 @@ def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n
                       "Not comparable with the table above: its task or zoo version has changed since.</p>",
                       html_table(table_grid(t, older=True), "leaderboard older"), html_provenance(t.older_provenance)]
         parts.append("</section>")
+    for m in matrices:
+        sources = ", ".join(f'<a href="#{esc(slug)}">{esc(slug)}</a>' for slug in m.source_slugs)
+        parts += [f'<section class="board matrix" id="{esc(m.slug)}">', f"<h2>{esc(m.title)}</h2>",
+                  f'<p class="summary">{esc(MATRIX_INTRO)}</p>', html_table(matrix_grid(m), "leaderboard matrix"),
+                  f'<p class="summary">{esc(wins_line(m))}</p>', f'<p class="summary">Commands and provenance: {sources}.</p>',
+                  "</section>"]
     if perf:
         parts.append('<section class="perf" id="performance"><h2>Performance on the machines that ran it</h2>')
         for path, title, figure in perf:

@@ -2,8 +2,9 @@
 
 - `cross_dataset`: train on the run's zoo (train split, val for model selection), score the test
   split of each zoo in `eval_zoo` (same architectures, other datasets; e.g. small_cnn_mnist ->
-  small_cnn_fashion_mnist). One result per evaluation zoo; the run zoo's own test score is kept
-  as `extra.in_distribution`.
+  small_cnn_fashion_mnist). One result per evaluation zoo, named in its `member` (the leaderboard's
+  transfer matrix: rows the training zoo, columns the evaluation zoos; list the run zoo among
+  `eval_zoo` for the diagonal); the run zoo's own test score is also kept as `extra.in_distribution`.
 - `cross_architecture`: train on the `train_groups` (architecture families) of the run's zoo,
   score the test split of the held-out `eval_groups` (default: every other group), of the same
   zoo or of `eval_zoo`. Needs an architecture-agnostic encoder that reads every family; any
@@ -129,7 +130,10 @@ class TransferTask(EncoderTask):
                               device=ctx.device, limit=o["max_eval"])
             extra = {**base, "eval_zoo": ez.name, "eval_zoo_version": ez.version, "eval_zoo_variant": ez.card.variant,
                      "eval_groups": groups, "in_distribution": ref}
-            results.append(regression_result(models, test, method_cls.name, method_config, o, n_train, extra))
+            result = regression_result(models, test, method_cls.name, method_config, o, n_train, extra)
+            if self.mode == "cross_dataset":  # one record per evaluation zoo: rows and matrix cells keep them apart
+                result.member = ez.name
+            results.append(result)
         return results
 
 

@@ -1,6 +1,6 @@
 """Training many small CNNs at once, each with its own hyper-parameters.
 
-B networks of the `small_cnn` architecture (stride-2 3x3 convs, GAP, linear) share one flat
+B networks of the `small_cnn` architecture (stride-2 3x3 convs, GAP, [hidden linear,] linear) share one flat
 parameter tensor [B, D]. Convolutions run as one grouped convolution (groups=B; or im2col +
 batched matmul, `conv_impl="unfold"`), so B networks cost one kernel launch per layer. Each
 member has its own learning rate, weight decay, optimizer (sgd / momentum / adam with
@@ -52,6 +52,7 @@ class CnnArch:
     channels: int = 16
     n_conv: int = 3
     padding: int = 1  # 0 = the published Small CNN Zoo ('valid')
+    fc_hidden: int = 0  # > 0: a hidden linear layer before the classifier (SNE's Arch2)
 
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """State-dict keys and shapes, in the order of `small_cnn`'s state_dict."""
@@ -59,7 +60,10 @@ class CnnArch:
         for i in range(self.n_conv):
             out += [(f"convs.{i}.weight", (self.channels, c_in, 3, 3)), (f"convs.{i}.bias", (self.channels,))]
             c_in = self.channels
-        return out + [("fc.weight", (self.num_classes, self.channels)), ("fc.bias", (self.num_classes,))]
+        if self.fc_hidden:
+            out += [("fc_hidden.weight", (self.fc_hidden, self.channels)), ("fc_hidden.bias", (self.fc_hidden,))]
+        width = self.fc_hidden or self.channels
+        return out + [("fc.weight", (self.num_classes, width)), ("fc.bias", (self.num_classes,))]
 
     @property
     def n_params(self) -> int:
@@ -199,6 +203,8 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
                                                         (n, arch.channels, hh, ww), dropout)
             h = (h.view(n, nb, arch.channels, hh, ww) * mask).view(n, nb * arch.channels, hh, ww)
     feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
+    if arch.fc_hidden:
+        feats = act(torch.einsum("nbc,boc->nbo", feats, p["fc_hidden.weight"]) + p["fc_hidden.bias"].unsqueeze(0))
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)
 
 

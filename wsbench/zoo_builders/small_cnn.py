@@ -42,14 +42,15 @@ def cnn_arch(card: ZooCard, group: str) -> CnnArch:
     if a["arch"] != "small_cnn":
         raise ConfigError(f"zoo {card.name}: builder small_cnn_zoo needs arch small_cnn, group {group} has {a['arch']!r}")
     kw = dict(a.get("kwargs", {}))
-    extra = sorted(set(kw) - {"in_channels", "num_classes", "channels", "n_conv", "activation", "dropout", "padding"})
+    extra = sorted(set(kw) - {"in_channels", "num_classes", "channels", "n_conv", "activation", "dropout", "padding",
+                              "fc_hidden"})
     if extra:
         raise ConfigError(f"zoo {card.name}, group {group}: small_cnn kwargs {extra} are not supported by the builder")
     padding = kw.get("padding", 1)
     if padding not in (0, 1):
         raise ConfigError(f"zoo {card.name}, group {group}: padding must be 0 (published, 'valid') or 1, got {padding!r}")
     return CnnArch(kw.get("in_channels", 1), kw.get("num_classes", 10), kw.get("channels", 16), kw.get("n_conv", 3),
-                   padding)
+                   padding, int(kw.get("fc_hidden", 0)))
 
 
 def training_rules(card: ZooCard) -> TrainingRules:

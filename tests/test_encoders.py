@@ -14,7 +14,8 @@ import math
 import pytest
 import torch
 
-import wsbench.methods.dwsnet  # noqa: F401  (registration; until wsbench/builtins.py imports these)
+import wsbench.methods.deepsets  # noqa: F401  (registration; until wsbench/builtins.py imports these)
+import wsbench.methods.dwsnet  # noqa: F401
 import wsbench.methods.graph  # noqa: F401
 import wsbench.methods.mlp  # noqa: F401
 import wsbench.methods.nfn  # noqa: F401
@@ -391,3 +392,18 @@ def test_nfn_per_layer_widths_and_deep_head_follow_the_official_accuracy_predict
     assert torch.allclose(out, out_p, atol=1e-5)
     with pytest.raises(ConfigError, match="channels"):
         METHODS.get("nfn_hnp")(spec_of("cnn"), 2, channels=[])
+
+
+def test_deepsets_types_every_tensor_and_pools_within_tensors_only():
+    from wsbench.methods.deepsets import TENSOR_TYPES, tensor_types
+
+    spec = spec_of("cnn")  # 2 convs, fc
+    conv, lin, bias = TENSOR_TYPES["conv"], TENSOR_TYPES["linear"], TENSOR_TYPES["bias"]
+    assert tensor_types(spec) == [conv, bias, conv, bias, lin, bias]
+    enc = make("deepsets", spec).eval()
+    ws = random_ws("cnn", 3)
+    t = {k: v.clone() for k, v in ws.tensors.items()}
+    w0, w1 = t["convs.0.weight"].clone(), t["convs.1.weight"].clone()
+    t["convs.0.weight"].view(3, -1)[:, 0], t["convs.1.weight"].view(3, -1)[:, 0] = w1.view(3, -1)[:, 0], w0.view(3, -1)[:, 0]
+    with torch.no_grad():  # one entry moved to another tensor: the sets change
+        assert not torch.allclose(enc(ws), enc(WeightSpace(ws.spec, t)), atol=1e-6)

@@ -11,6 +11,7 @@ MODULES = (
     "methods.nern",
     "methods.dwsnet",
     "methods.sne",
+    "methods.deepsets",
     "methods.mlp",
     "methods.stat_features",
     "methods.graph",

@@ -59,3 +59,19 @@ def test_dropout_multipliers_eager_and_compiled_equal_the_formula():
     compiled = fused_dropout.activation_dropout(ones, len(seeds), seeds, rng.STREAM_DROPOUT, 1234, rate, "relu")
     assert fused_dropout.fused_available(), fused_dropout._FORWARD.failure  # it compiled here, not fell back
     assert torch.equal(compiled.view(shape[0], len(seeds), shape[1], shape[2]), ref)
+
+
+def test_a_micro_batch_gets_the_masks_of_its_images_in_the_whole_step():
+    """Rows first_row.. of a step's draw, eager and compiled, are the whole draw's rows: a step split
+    into micro-batches drops the same units as the step in one pass."""
+    seeds, rate = torch.tensor([3, 2**32 - 1, 11]), torch.tensor([0.2, 0.5, 0.69])
+    shape = (10, 4, 3, 3)
+    whole = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 77, shape, rate)
+    assert torch.equal(whole, _reference_multipliers(seeds, 77, (10, 4, 9), rate).view(10, 3, 4, 3, 3))
+    for first, n in ((0, 4), (4, 4), (8, 2), (7, 1)):
+        part = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, 77, (n,) + shape[1:], rate, first)
+        assert torch.equal(part, whole[first:first + n])
+        ones = torch.ones(n, len(seeds) * 4, 3, 3)
+        fused = fused_dropout.activation_dropout(ones, len(seeds), seeds, rng.STREAM_DROPOUT, 77, rate, "relu", first)
+        assert torch.equal(fused.view(n, len(seeds), 4, 3, 3), whole[first:first + n])
+    assert fused_dropout.fused_available(), fused_dropout._FORWARD.failure

@@ -43,9 +43,15 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
                "siren_fit": {"what": "SIRENs", "gflops": 30.0, "fraction_of_gemm": 0.1, "seconds_per_step": 0.05,
                              "flops_per_step": 1.5e9, "peak_rss_mb": 100.0,
                              "reference": {"what": "autograd", "seconds_per_step": 0.1, "speedup": 2.0},
-                             "bound": {"what": "sin and cos", "seconds_per_step": 0.025}}}}
+                             "bound": {"what": "sin and cos", "seconds_per_step": 0.025}},
+               "small_cnn_train": {"what": "CNNs", "gflops": 20.0, "fraction_of_gemm": 0.07, "seconds_per_step": 1.0,
+                                   "flops_per_step": 2e10, "peak_rss_mb": 1800.0, "references": [
+                                       {"what": "eager masks", "seconds_per_step": 2.5, "speedup": 2.5},
+                                       {"what": "one pass", "seconds_per_step": 1.3, "speedup": 1.3}]}}}
     md = perf.markdown(res)
     assert "siren_fit: 2.00x the speed of autograd (100.0 ms/step, measured in the same process)" in md
+    assert "small_cnn_train: 2.50x the speed of eager masks (2500.0 ms/step" in md
+    assert "small_cnn_train: 1.30x the speed of one pass (1300.0 ms/step" in md
     assert "at most 60.0 GFLOP/s (20.0% of the GEMM rate); the path runs at 50% of that ceiling" in md
 
 

@@ -157,6 +157,8 @@ def test_plan_of_a_published_style_card():
     ({"recipe": {"epoch_steps": "epoch"}}, "epoch_steps"),
     ({"recipe": {"input_scaling": "minmax"}}, "input_scaling"),
     ({"grid": {"w_init": {"choice": ["xavier"]}}}, "xavier"),
+    ({"recipe": {"micro_batch": 0}}, "micro_batch"),
+    ({"recipe": {"micro_batch": "half"}}, "micro_batch"),
 ])
 def test_bad_recipe_values_are_named(over, needle):
     with pytest.raises(ConfigError, match=needle):

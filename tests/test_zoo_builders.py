@@ -17,7 +17,7 @@ from wsbench.zoo import load_zoo
 from wsbench.zoo_builders import build_zoo, counter_rng as rng, fused_dropout
 from wsbench.zoo_builders import resnet_training, siren_inr, small_cnn  # noqa: F401  (registers the builders)
 from wsbench.zoo_builders.batched_training import (CnnArch, ImageData, MemberHParams, forward, init_params,
-                                                   train_batch, unflatten)
+                                                   loss_and_grad, train_batch, unflatten)
 from wsbench.zoo_builders.planning import assign_splits, member_arch, sample_runs, split_counts
 
 from data_paths import DATA_DIR  # noqa: E402
@@ -132,6 +132,36 @@ def test_training_with_compiled_dropout_masks_equals_eager(monkeypatch):
     compiled = run()
     assert fused_dropout.fused_available(), (fused_dropout._FORWARD.failure, fused_dropout._BACKWARD.failure)
     assert torch.equal(eager.snapshots[1], compiled.snapshots[1])  # the same masks, bit for bit
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_micro_batched_steps_equal_one_pass_steps(monkeypatch, compiled):
+    """Slices of 5 images (16 = 5 + 5 + 5 + 1) train the members the one-pass step trains, dropout included."""
+    monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 0 if compiled else 1 << 60)
+    arch, data = CnnArch(1, 10, 8, 2), _toy_data()
+    hp = _hp(seed=[7, 8, 9], optimizer=["sgd", "adam", "rmsprop"], lr=[0.1, 0.01, 0.003], weight_decay=[1e-3, 0, 1e-4],
+             dropout=[0.2, 0.6, 0.0], init_scale=[1, 1, 0.5], train_fraction=[1, 0.5, 0.25])
+    run = lambda mb: train_batch(arch, hp, "tanh", data, epochs=2, checkpoints=[2], batch_size=16,  # noqa: E731
+                                 eval_train_images=32, micro_batch=mb)
+    whole, sliced = run(None), run(5)
+    assert not torch.equal(whole.snapshots[2], init_params(arch, torch.tensor(hp.seed), torch.tensor([1, 1, 0.5])))
+    torch.testing.assert_close(sliced.snapshots[2], whole.snapshots[2], atol=2e-6, rtol=1e-5)
+    assert torch.equal(run(16).snapshots[2], whole.snapshots[2])  # a slice of the whole batch is the one-pass step
+    if compiled:
+        assert fused_dropout.fused_available()
+
+
+def test_micro_batched_loss_and_gradient_equal_one_pass():
+    arch, data = CnnArch(1, 10, 8, 3, padding=0, fc_hidden=6), _toy_data(size=16)
+    seeds = torch.tensor([1, 2])
+    flat = init_params(arch, seeds, torch.ones(2))
+    idx = torch.randint(0, 96, (2, 12), generator=torch.Generator().manual_seed(3))
+    kw = dict(dropout=torch.tensor([0.3, 0.5]), seeds=seeds, step=4)
+    loss, grad = loss_and_grad(arch, flat, "relu", data.x_train, data.y_train, idx, **kw)
+    loss4, grad4 = loss_and_grad(arch, flat, "relu", data.x_train, data.y_train, idx, micro_batch=4, **kw)
+    torch.testing.assert_close(loss4, loss, atol=1e-6, rtol=1e-6)
+    torch.testing.assert_close(grad4, grad, atol=1e-6, rtol=1e-5)
+    assert grad.abs().sum() > 0
 
 
 def test_diverging_member_is_frozen_flagged_and_harmless():

@@ -174,11 +174,12 @@ def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str, padding: int)
 
 def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout: Tensor | None = None,
             seeds: Tensor | None = None, step: int = 0, conv_impl: str = "grouped",
-            compile_dropout: bool | None = None) -> Tensor:
+            compile_dropout: bool | None = None, first_image: int = 0) -> Tensor:
     """Logits [B, N, classes] of B networks.
 
     x is [N, B, C, H, W] (one batch per member) or [N, C, H, W] (shared by all members).
-    With `dropout` ([B] rates) the masks come from counter_rng(seeds, step); `compile_dropout`
+    With `dropout` ([B] rates) the masks come from counter_rng(seeds, step), image i of x taking the
+    masks of image first_image + i of the step (a micro-batch gets its images' masks); `compile_dropout`
     (None: for activations of at least fused_dropout.COMPILE_MIN_ELEMENTS) runs activation and dropout
     as compiled loops (fused_dropout), with the same masks."""
     p = unflatten(arch, flat)
@@ -194,13 +195,14 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
         else:
             h = _conv(h, w, b, nb, conv_impl, arch.padding)
         if dropout is not None and _fused(compile_dropout, h, activation):
-            h = fused_dropout.activation_dropout(h, nb, seeds, rng.STREAM_DROPOUT, step * 64 + i, dropout, activation)
+            h = fused_dropout.activation_dropout(h, nb, seeds, rng.STREAM_DROPOUT, step * 64 + i, dropout, activation,
+                                                 first_image)
             continue
         h = act(h)
         if dropout is not None:
             n, _, hh, ww = h.shape
             mask = rng.dropout_multipliers_member_axis1(seeds, rng.STREAM_DROPOUT, step * 64 + i,
-                                                        (n, arch.channels, hh, ww), dropout)
+                                                        (n, arch.channels, hh, ww), dropout, first_image)
             h = (h.view(n, nb, arch.channels, hh, ww) * mask).view(n, nb * arch.channels, hh, ww)
     feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
     if arch.fc_hidden:
@@ -217,6 +219,35 @@ def _fused(compile_dropout: bool | None, h: Tensor, activation: str) -> bool:
 def _ce_per_member(logits: Tensor, y: Tensor) -> Tensor:
     nb, n, c = logits.shape
     return F.cross_entropy(logits.reshape(nb * n, c), y.reshape(-1), reduction="none").view(nb, n).mean(1)
+
+
+def loss_and_grad(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor, idx: Tensor, *,
+                  dropout: Tensor | None, seeds: Tensor, step: int, conv_impl: str = "grouped",
+                  micro_batch: int | None = None) -> tuple[Tensor, Tensor]:
+    """Each member's mean cross-entropy [B] over its step images x[idx[b]] (idx [B, bs]) and the gradient
+    [B, D] of their sum. With `micro_batch` < bs the images run in slices of that many and the
+    gradients add up: a step's activations then take micro_batch / bs of the memory, the dropout masks
+    are the whole batch's and the result equals the one-pass step to float rounding."""
+    bs = idx.shape[1]
+    chunk = bs if not micro_batch or micro_batch >= bs else micro_batch
+    params = flat.detach().requires_grad_(True)
+    if chunk == bs:  # one pass, as before micro-batches existed (the same bits)
+        logits = forward(arch, params, x[idx.T], activation, dropout=dropout, seeds=seeds, step=step, conv_impl=conv_impl)
+        loss = _ce_per_member(logits, y[idx])
+        grad, = torch.autograd.grad(loss.sum(), params)
+        return loss.detach(), grad
+    loss, grad = torch.zeros(flat.shape[0], device=flat.device), torch.zeros_like(flat)
+    for first in range(0, bs, chunk):
+        part = idx[:, first:first + chunk]
+        logits = forward(arch, params, x[part.T], activation, dropout=dropout, seeds=seeds, step=step,
+                         conv_impl=conv_impl, first_image=first)
+        nb, n, c = logits.shape
+        part_loss = F.cross_entropy(logits.reshape(nb * n, c), y[part].reshape(-1), reduction="none").view(nb, n).sum(1) / bs
+        part_grad, = torch.autograd.grad(part_loss.sum(), params)
+        loss += part_loss.detach()
+        grad += part_grad
+        del logits, part_loss, part_grad  # free this slice's graph before the next one is built
+    return loss, grad
 
 
 class BatchedOptimizer:
@@ -308,13 +339,13 @@ def evaluate(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor,
 def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageData, *, epochs: int,
                 checkpoints: Sequence[int], batch_size: int, eval_train_images: int = 2000,
                 conv_impl: str = "grouped", on_step: Callable[[int], None] | None = None,
-                rules: TrainingRules = TrainingRules()) -> BatchResult:
+                rules: TrainingRules = TrainingRules(), micro_batch: int | None = None) -> BatchResult:
     """Train B members for `epochs` epochs. With rules.epoch "dataset", an epoch is ceil(N_train /
     batch_size) steps for every member, which draws its minibatches with replacement from its own
     random f-subset of the training images; with "subset", it is one pass over the member's subset
     in a fresh random order, floor(n_sub / batch_size) steps (all members of the batch must then have
     the same train_fraction). Snapshots are taken after the epochs in `checkpoints` (0 = at
-    initialisation)."""
+    initialisation). `micro_batch` bounds the images of one forward/backward pass (see loss_and_grad)."""
     import time
 
     dev = data.x_train.device
@@ -369,11 +400,9 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
             else:
                 pos = rng.randint(seeds, rng.STREAM_BATCH, step, batch_size, n_sub)
             idx = subset.gather(1, pos)  # [B, bs] image indices
-            params = flat.detach().requires_grad_(True)
-            logits = forward(arch, params, data.x_train[idx.T], activation, dropout=p_drop if use_dropout else None,
-                             seeds=seeds, step=step, conv_impl=conv_impl)
-            loss = _ce_per_member(logits, data.y_train[idx])
-            grad, = torch.autograd.grad(loss.sum(), params)
+            loss, grad = loss_and_grad(arch, flat, activation, data.x_train, data.y_train, idx,
+                                       dropout=p_drop if use_dropout else None, seeds=seeds, step=step,
+                                       conv_impl=conv_impl, micro_batch=micro_batch)
             was_alive = alive.clone()
             alive &= torch.isfinite(loss)
             flat = opt.step(flat, grad, alive)

@@ -49,17 +49,18 @@ def _as_int32_bits(k: Tensor) -> Tensor:
     return (k - ((k >> 31) << 32)).to(torch.int32)
 
 
-def _hash_to_uniform(ctr_shape: tuple[int, ...], k1: Tensor, k2: Tensor, device: torch.device) -> Tensor:
-    """uniforms u[i] = top 24 bits of mix(mix(k1 ^ i) ^ k2) / 2^24 for counters i = 0.. laid out in
+def _hash_to_uniform(ctr_shape: tuple[int, ...], k1: Tensor, k2: Tensor, device: torch.device,
+                     start: int = 0) -> Tensor:
+    """uniforms u[i] = top 24 bits of mix(mix(k1 ^ i) ^ k2) / 2^24 for counters i = start.. laid out in
     `ctr_shape`, k1/k2 broadcast against it."""
     n = 1
     for s in ctr_shape:
         n *= s
-    if n >= INT32_COUNTERS:  # counters beyond int32: the int64 form
-        ctr = torch.arange(n, device=device, dtype=torch.int64).view(ctr_shape)
+    if start + n >= INT32_COUNTERS:  # counters beyond int32: the int64 form
+        ctr = torch.arange(start, start + n, device=device, dtype=torch.int64).view(ctr_shape)
         h = _mix(_mix(k1 ^ ctr) ^ k2)
         return (h >> 8).to(torch.float32) * (1.0 / (1 << 24))
-    h = torch.arange(n, device=device, dtype=torch.int32).view(ctr_shape) ^ _as_int32_bits(k1)
+    h = torch.arange(start, start + n, device=device, dtype=torch.int32).view(ctr_shape) ^ _as_int32_bits(k1)
     _mix32_(h)
     h ^= _as_int32_bits(k2)
     _mix32_(h)
@@ -90,14 +91,15 @@ def uniform(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...], devic
     return u.view(len(seeds), *shape)
 
 
-def uniform_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...]) -> Tensor:
+def uniform_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...], first_row: int = 0) -> Tensor:
     """[shape[0], B, *shape[1:]]: the same numbers as `uniform(...)` transposed to put members on
-    axis 1 (the layout of grouped-convolution activations), without materialising a transpose."""
+    axis 1 (the layout of grouped-convolution activations), without materialising a transpose.
+    `first_row` > 0 gives rows first_row.. of a taller draw (a micro-batch's images of a step)."""
     k1, k2 = member_keys(seeds, stream, step)
     inner = 1
     for s in shape[1:]:
         inner *= s
-    u = _hash_to_uniform((shape[0], 1, inner), k1.view(1, -1, 1), k2.view(1, -1, 1), seeds.device)
+    u = _hash_to_uniform((shape[0], 1, inner), k1.view(1, -1, 1), k2.view(1, -1, 1), seeds.device, first_row * inner)
     return u.view(shape[0], len(seeds), *shape[1:])
 
 
@@ -120,20 +122,21 @@ def _inverted_dropout(u: Tensor, rate: Tensor) -> Tensor:
     return (u >= rate).to(torch.float32) * dropout_scale(rate)
 
 
-def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: int) -> Tensor:
-    """[n0, B, inner] multipliers from int32 keys k1, k2 and rates [B], counters laid out as
+def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: int, start: Tensor) -> Tensor:
+    """[n0, B, inner] multipliers from int32 keys k1, k2 and rates [B], counters from `start` (an int32
+    scalar tensor: a tensor, so a compiled caller does not recompile per micro-batch offset) laid out as
     `uniform_member_axis1` lays them out: the bits of _hash_to_uniform, as one expression."""
-    ctr = torch.arange(n0 * inner, dtype=torch.int32, device=k1.device).view(n0, 1, inner)
+    ctr = torch.arange(n0 * inner, dtype=torch.int32, device=k1.device).view(n0, 1, inner) + start
     h = _mix32(_mix32(ctr ^ k1.view(1, -1, 1)) ^ k2.view(1, -1, 1))
     u = ((h >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
     return _inverted_dropout(u, rate.view(1, -1, 1))
 
 
 def dropout_multipliers_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...],
-                                     rate: Tensor) -> Tensor:
+                                     rate: Tensor, first_row: int = 0) -> Tensor:
     """[shape[0], B, *shape[1:]] inverted-dropout multipliers (1 / (1 - rate_b) or 0) of the numbers
-    `uniform_member_axis1(seeds, stream, step, shape)` draws, member b at rate[b] (eager)."""
-    u = uniform_member_axis1(seeds, stream, step, shape)
+    `uniform_member_axis1(seeds, stream, step, shape, first_row)` draws, member b at rate[b] (eager)."""
+    u = uniform_member_axis1(seeds, stream, step, shape, first_row)
     return _inverted_dropout(u, rate.to(torch.float32).view(1, len(seeds), *([1] * (len(shape) - 1))))
 
 

@@ -55,14 +55,14 @@ def _times_derivative(g: Tensor, x: Tensor, name: str) -> Tensor:
     return g * ((1 - s) * s)
 
 
-def _forward(x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:
-    """act(x) * multipliers; x3 [n0, B, inner]."""
-    m = rng._dropout_multipliers(k1, k2, rate, x3.shape[0], x3.shape[2])
+def _forward(x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, start: Tensor, name: str) -> Tensor:
+    """act(x) * multipliers; x3 [n0, B, inner], counters from `start`."""
+    m = rng._dropout_multipliers(k1, k2, rate, x3.shape[0], x3.shape[2], start)
     return _activation(x3, name) * m
 
 
-def _backward(g3: Tensor, x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:
-    m = rng._dropout_multipliers(k1, k2, rate, x3.shape[0], x3.shape[2])
+def _backward(g3: Tensor, x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, start: Tensor, name: str) -> Tensor:
+    m = rng._dropout_multipliers(k1, k2, rate, x3.shape[0], x3.shape[2], start)
     return _times_derivative(g3 * m, x3, name)
 
 
@@ -74,8 +74,9 @@ def _relu_backward_from_output(g3: Tensor, y3: Tensor, scale: Tensor) -> Tensor:
     return torch.where(y3 > 0, g3 * scale.view(1, -1, 1), torch.zeros_like(g3))
 
 
-def _backward_from_output(g3: Tensor, y3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:
-    m = rng._dropout_multipliers(k1, k2, rate, y3.shape[0], y3.shape[2])
+def _backward_from_output(g3: Tensor, y3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, start: Tensor,
+                          name: str) -> Tensor:
+    m = rng._dropout_multipliers(k1, k2, rate, y3.shape[0], y3.shape[2], start)
     a = torch.where(m > 0, y3 / m, torch.zeros_like(y3))  # the activation on kept units; dropped ones pass nothing
     gm = g3 * m
     return gm * (1 - a * a) if name == "tanh" else gm * ((1 - a) * a)
@@ -89,23 +90,23 @@ _BACKWARD_FROM_OUTPUT = CompiledOrEager(_backward_from_output, "the fused activa
 
 class _ActivationDropout(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, name: str) -> Tensor:  # type: ignore[override]
-        y3 = _FORWARD(x3, k1, k2, rate, name)
-        ctx.save_for_backward(y3 if name in FROM_OUTPUT else x3, k1, k2, rate)
+    def forward(ctx, x3: Tensor, k1: Tensor, k2: Tensor, rate: Tensor, start: Tensor, name: str) -> Tensor:  # type: ignore[override]
+        y3 = _FORWARD(x3, k1, k2, rate, start, name)
+        ctx.save_for_backward(y3 if name in FROM_OUTPUT else x3, k1, k2, rate, start)
         ctx.name = name
         return y3
 
     @staticmethod
     def backward(ctx, g3: Tensor):  # type: ignore[override]
-        kept, k1, k2, rate = ctx.saved_tensors
+        kept, k1, k2, rate, start = ctx.saved_tensors
         g3 = g3.contiguous()
         if ctx.name == "relu":
             grad = _RELU_BACKWARD(g3, kept, rng.dropout_scale(rate))
         elif ctx.name in FROM_OUTPUT:
-            grad = _BACKWARD_FROM_OUTPUT(g3, kept, k1, k2, rate, ctx.name)
+            grad = _BACKWARD_FROM_OUTPUT(g3, kept, k1, k2, rate, start, ctx.name)
         else:
-            grad = _BACKWARD(g3, kept, k1, k2, rate, ctx.name)
-        return grad, None, None, None, None
+            grad = _BACKWARD(g3, kept, k1, k2, rate, start, ctx.name)
+        return grad, None, None, None, None, None
 
 
 def fused_available() -> bool:
@@ -113,16 +114,19 @@ def fused_available() -> bool:
     return all(f.usable for f in (_FORWARD, _BACKWARD, _RELU_BACKWARD, _BACKWARD_FROM_OUTPUT))
 
 
-def activation_dropout(h: Tensor, nb: int, seeds: Tensor, stream: int, step: int, rate: Tensor, name: str) -> Tensor:
+def activation_dropout(h: Tensor, nb: int, seeds: Tensor, stream: int, step: int, rate: Tensor, name: str,
+                       first_image: int = 0) -> Tensor:
     """dropout(act(h)) of B member-grouped activations h [N, B*C, H, W], member b at rate[b], with the
-    masks of counter_rng.dropout_multipliers_member_axis1(seeds, stream, step, (N, C, H, W))."""
+    masks of counter_rng.dropout_multipliers_member_axis1(seeds, stream, step, (N, C, H, W), first_image):
+    a micro-batch starting at image `first_image` of a step gets that step's masks of its images."""
     if name not in FUSED_ACTIVATIONS:
         raise ValueError(f"fused activation must be one of {FUSED_ACTIVATIONS}, got {name!r}")
     n, bc, hh, ww = h.shape
     inner = (bc // nb) * hh * ww
-    if n * inner >= rng.INT32_COUNTERS:
+    if (first_image + n) * inner >= rng.INT32_COUNTERS:
         raise ValueError("activation_dropout: too many counters per member for the int32 hash")
     k1, k2 = rng.member_keys(seeds, stream, step)
     x3 = h.contiguous().view(n, nb, inner)
-    y = _ActivationDropout.apply(x3, rng._as_int32_bits(k1), rng._as_int32_bits(k2), rate.to(torch.float32), name)
+    start = torch.tensor(first_image * inner, dtype=torch.int32, device=h.device)
+    y = _ActivationDropout.apply(x3, rng._as_int32_bits(k1), rng._as_int32_bits(k2), rate.to(torch.float32), start, name)
     return y.view(n, bc, hh, ww)

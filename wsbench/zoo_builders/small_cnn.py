@@ -6,7 +6,8 @@ decay or Keras-style `l2reg`, dropout, weight initialisation scheme and scale, a
 fraction of the training data); every run is checkpointed at the card's epochs, and each
 checkpoint is one member (`run_id` links them). Recipe keys that hold for every run: conv
 `padding` (in the card's arch kwargs), `weight_decay_on` (all | kernels), `adam_eps`,
-`epoch_steps` (dataset | subset: see batched_training.train_batch) and `input_scaling`
+`epoch_steps` (dataset | subset: see batched_training.train_batch), `micro_batch` (images per
+forward/backward pass, default the whole batch: a memory bound, same step to float rounding) and `input_scaling`
 (standardize: z-score, BT.601 luma for gray | signed_unit: [-1, 1], channel-mean gray, as the
 published Small CNN Zoo).
 Runs train many at once (batched_training), in shards of `members_per_shard` runs of one group
@@ -65,6 +66,16 @@ def training_rules(card: ZooCard) -> TrainingRules:
     return rules
 
 
+def micro_batch(card: ZooCard) -> int | None:
+    """recipe.micro_batch: images per forward/backward pass of a step (None: the whole batch)."""
+    value = card.recipe.get("micro_batch")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"zoo {card.name}: recipe.micro_batch must be a positive integer (images per pass), got {value!r}")
+    return value
+
+
 def hparam_columns(card: ZooCard) -> tuple[str, ...]:
     return HPARAM_COLUMNS + tuple(c for c in OPTIONAL_COLUMNS if c in card.grid)
 
@@ -92,6 +103,7 @@ def plan(card: ZooCard) -> tuple[list[dict[str, Any]], list[tuple[str, str, list
         raise ConfigError(f"zoo {card.name}: the grid samples weight_decay or l2reg (Keras l2: weight_decay = 2 l2reg), "
                           "not both")
     rules = training_rules(card)
+    micro_batch(card)
     grid = {**DEFAULTS, **card.grid}
     runs = sample_runs(grid, n_runs, int(card.seeds.get("grid", 0)), int(card.seeds.get("init", 0)))
     for hp in runs:
@@ -137,7 +149,7 @@ def train_shard(card: ZooCard, group: str, activation: str, run_idx: list[int], 
                            "w_init", "init_std")})
     res = train_batch(arch, hp, activation, data, epochs=epochs, checkpoints=ckpts, batch_size=int(r.get("batch_size", 128)),
                       eval_train_images=int(r.get("eval_train_images", 2000)), conv_impl=r.get("conv_impl", "grouped"),
-                      on_step=on_step, rules=training_rules(card))
+                      on_step=on_step, rules=training_rules(card), micro_batch=micro_batch(card))
     rows, flats = [], []
     for b, i in enumerate(run_idx):
         s = int(res.diverged_step[b])

@@ -228,15 +228,19 @@ def _encoder_step(method: str, batch: int = 64) -> dict:
     task = preset.get("task", {})
     spec = spec_for_arch("siren")
     g = torch.Generator().manual_seed(0)
-    ws = WeightSpace(spec, {p.key: 0.1 * torch.randn(batch, *p.shape, generator=g) for p in spec.params})
-    y = torch.randint(0, 10, (batch,), generator=g)
+
+    def inputs(n: int) -> tuple[WeightSpace, torch.Tensor]:
+        return (WeightSpace(spec, {p.key: 0.1 * torch.randn(n, *p.shape, generator=g) for p in spec.params}),
+                torch.randint(0, 10, (n,), generator=g))
+
+    ws, y = inputs(batch)
     model = METHODS.get(method)(spec, 10, **cfg)
     model.train()
     params = list(model.parameters())
     opt = adamw(params, lr=float(task.get("lr", 1e-3)), weight_decay=float(task.get("weight_decay", 0.0)))
     clip = float(task.get("grad_clip", 0.0))
 
-    def step() -> None:
+    def step(ws: WeightSpace = ws, y: torch.Tensor = y) -> None:
         out = model(ws)
         loss = torch.nn.functional.cross_entropy(out, y)
         extra = model.auxiliary_loss(ws, out, g)
@@ -255,11 +259,15 @@ def _encoder_step(method: str, batch: int = 64) -> dict:
     seconds = _timed(step, steps)
     peak = _peak_rss_mb()
     calls = record_counted_ops(step)
+    small = inputs(2)  # 2 networks: the step's cost that does not grow with the batch (BatchNorm needs 2)
+    fixed = _timed(lambda: step(*small), max(3, steps))
     return {"what": f"{method} ({ENCODER_PRESETS[method]} preset, {sum(p.numel() for p in params):,} params), "
                     f"batch {batch} SIREN INRs, one training step with AdamW (the trainer's: fused)",
             "flops_per_step": flops, "seconds_per_step": seconds, "networks_per_s": batch / seconds, "peak_rss_mb": peak,
             "bound": {"what": f"its {len(calls)} FLOP-counted calls (matrix products, attention) alone, each replayed "
                               "at the step's own shapes and strides", "seconds_per_step": replay_seconds(calls)},
+            "fixed": {"what": "the same step on 2 networks: what a step costs whatever its batch (Python, op "
+                              "dispatch, autograd, the optimiser)", "seconds_per_step": fixed},
             "top_ops": _top_ops(step, max(1, steps // 3))}
 
 
@@ -342,6 +350,10 @@ def markdown(res: dict) -> str:
             lines += [f"What bounds {name}: {b['what']}: {1e3 * b['seconds_per_step']:.1f} ms/step, so at most "
                       f"{ceiling:.1f} GFLOP/s ({ceiling / gemm:.1%} of the GEMM rate); the path runs at "
                       f"{r['gflops'] / ceiling:.0%} of that ceiling."]
+        if "fixed" in r:
+            f = r["fixed"]
+            lines += [f"{name}: {f['what']}: {1e3 * f['seconds_per_step']:.1f} ms, "
+                      f"{f['seconds_per_step'] / r['seconds_per_step']:.0%} of the batch-64 step."]
         if "top_ops" in r:
             lines += [f"Where {name}'s time goes (self CPU time, torch.profiler): " + ", ".join(
                 f"{o['op']} {o['share']:.0%}" for o in r["top_ops"]) + "."]

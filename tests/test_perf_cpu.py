@@ -26,9 +26,11 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     stat = res["paths"]["statnn_step"]  # an encoder path: its FLOP-carrying calls replayed alone bound it
     assert stat["flops_per_step"] > 0 and 0 < stat["bound"]["seconds_per_step"] < stat["seconds_per_step"]
     assert stat["top_ops"] and all(0 < o["share"] <= 1 for o in stat["top_ops"])
+    assert 0 < stat["fixed"]["seconds_per_step"]  # the same step on 2 networks: its batch-independent cost
     md = out.with_suffix(".md").read_text()
     assert "fp32 GEMM rate measured in the same run" in md and "nern_rec_step" in md
     assert "What bounds statnn_step: its" in md and "Where statnn_step's time goes" in md
+    assert "statnn_step: the same step on 2 networks" in md and "of the batch-64 step." in md
 
 
 def test_markdown_states_the_same_run_reference_and_the_measured_bound():
@@ -47,12 +49,16 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
                "small_cnn_train": {"what": "CNNs", "gflops": 20.0, "fraction_of_gemm": 0.07, "seconds_per_step": 1.0,
                                    "flops_per_step": 2e10, "peak_rss_mb": 1800.0, "references": [
                                        {"what": "eager masks", "seconds_per_step": 2.5, "speedup": 2.5},
-                                       {"what": "one pass", "seconds_per_step": 1.3, "speedup": 1.3}]}}}
+                                       {"what": "one pass", "seconds_per_step": 1.3, "speedup": 1.3}]},
+               "mlp_step": {"what": "MLP", "gflops": 5.0, "fraction_of_gemm": 0.02, "seconds_per_step": 0.002,
+                            "flops_per_step": 1e7, "peak_rss_mb": 800.0,
+                            "fixed": {"what": "2 networks", "seconds_per_step": 0.0015}}}}
     md = perf.markdown(res)
     assert "siren_fit: 2.00x the speed of autograd (100.0 ms/step, measured in the same process)" in md
     assert "small_cnn_train: 2.50x the speed of eager masks (2500.0 ms/step" in md
     assert "small_cnn_train: 1.30x the speed of one pass (1300.0 ms/step" in md
     assert "at most 60.0 GFLOP/s (20.0% of the GEMM rate); the path runs at 50% of that ceiling" in md
+    assert "mlp_step: 2 networks: 1.5 ms, 75% of the batch-64 step." in md
 
 
 def _replay_module():

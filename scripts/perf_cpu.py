@@ -350,6 +350,9 @@ def markdown(res: dict) -> str:
             lines += [f"What bounds {name}: {b['what']}: {1e3 * b['seconds_per_step']:.1f} ms/step, so at most "
                       f"{ceiling:.1f} GFLOP/s ({ceiling / gemm:.1%} of the GEMM rate); the path runs at "
                       f"{r['gflops'] / ceiling:.0%} of that ceiling."]
+            if "reference" in r:  # the most a faster path could gain over the reference with the same kernels
+                lines += [f"At that ceiling {name} would be {r['reference']['seconds_per_step'] / b['seconds_per_step']:.2f}x "
+                          "the speed of its reference: with nothing but those calls left in the step."]
         if "fixed" in r:
             f = r["fixed"]
             lines += [f"{name}: {f['what']}: {1e3 * f['seconds_per_step']:.1f} ms, "

@@ -58,6 +58,7 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
     assert "small_cnn_train: 2.50x the speed of eager masks (2500.0 ms/step" in md
     assert "small_cnn_train: 1.30x the speed of one pass (1300.0 ms/step" in md
     assert "at most 60.0 GFLOP/s (20.0% of the GEMM rate); the path runs at 50% of that ceiling" in md
+    assert "At that ceiling siren_fit would be 4.00x the speed of its reference" in md
     assert "mlp_step: 2 networks: 1.5 ms, 75% of the batch-64 step." in md
 
 

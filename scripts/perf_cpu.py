@@ -190,23 +190,6 @@ def path_small_cnn_train() -> dict:
                       "seconds_per_step": _grouped_conv_seconds(arch, nb, micro, hw) * passes}}
 
 
-def _official_dwsnet(path: str, batch: int):
-    """The official DWSModelForClassification (a checkout of github:AvivNavon/DWSNets at `path`, imported
-    from there, never copied) at the MNIST-INR settings, with inputs of our SIREN shapes."""
-    sys.path.insert(0, path)
-    try:
-        from nn.models import DWSModelForClassification  # the checkout's top-level package `nn`
-    finally:
-        sys.path.remove(path)
-    shapes = ((2, 32), (32, 32), (32, 1))
-    model = DWSModelForClassification(weight_shapes=shapes, bias_shapes=tuple((b,) for _, b in shapes),
-                                      input_features=1, hidden_dim=32, n_hidden=4, reduction="max", n_classes=10,
-                                      num_heads=8, set_layer="sab", bn=True, dropout_rate=0.0)
-    inputs = (tuple(0.1 * torch.randn(batch, a, b, 1) for a, b in shapes),
-              tuple(0.1 * torch.randn(batch, b, 1) for _, b in shapes))
-    return model, inputs
-
-
 # the encoders of the INR-classification table, each at its paper preset or, where the paper's sizes were not
 # available to us, its default one; batch 64 SIREN INRs (the paper's MNIST INRs: 2 -> 32 -> 32 -> 1)
 ENCODER_PRESETS = {"dwsnet": "paper", "nfn_np": "default", "nfn_hnp": "default", "neural_graph": "default",
@@ -276,7 +259,11 @@ def path_dwsnet_step() -> dict:
     official = os.environ.get("WSBENCH_OFFICIAL_DWSNETS")
     if official:
         y = torch.randint(0, 10, (64,))
-        ref_model, ref_inputs = _official_dwsnet(official, 64)
+        from official_dwsnets import SIREN_SHAPES, official_dwsnet
+
+        ref_model = official_dwsnet(official)
+        ref_inputs = (tuple(0.1 * torch.randn(64, a, b, 1) for a, b in SIREN_SHAPES),
+                      tuple(0.1 * torch.randn(64, b, 1) for _, b in SIREN_SHAPES))
         ref_opt = torch.optim.AdamW(ref_model.parameters(), lr=1e-3)
 
         def ref_step() -> None:

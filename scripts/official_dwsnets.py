@@ -1,0 +1,34 @@
+"""The official DWSNets model, imported from a checkout of github:AvivNavon/DWSNets (never copied).
+
+Used by scripts/perf_cpu.py (timing) and scripts/dwsnet_parity.py (learning curves); the checkout's
+path comes from WSBENCH_OFFICIAL_DWSNETS.
+"""
+from __future__ import annotations
+
+import sys
+
+import torch
+
+# the MNIST-INR SIREN: 2 -> 32 -> 32 -> 1 (our spec's tensors are [out, in]; the official takes [in, out, 1])
+SIREN_SHAPES = ((2, 32), (32, 32), (32, 1))
+
+
+def official_dwsnet(path: str, n_classes: int = 10) -> torch.nn.Module:
+    """DWSModelForClassification at the MNIST-INR settings of the official trainer (hidden 32, 4 hidden
+    layers, max reduction, SAB with 8 heads, BatchNorm, no dropout)."""
+    sys.path.insert(0, path)
+    try:
+        from nn.models import DWSModelForClassification  # the checkout's top-level package `nn`
+    finally:
+        sys.path.remove(path)
+    return DWSModelForClassification(weight_shapes=SIREN_SHAPES, bias_shapes=tuple((b,) for _, b in SIREN_SHAPES),
+                                     input_features=1, hidden_dim=32, n_hidden=4, reduction="max",
+                                     n_classes=n_classes, num_heads=8, set_layer="sab", bn=True, dropout_rate=0.0)
+
+
+def official_inputs(tensors: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tensor, ...], tuple[torch.Tensor, ...]]:
+    """Our SIREN tensors (layers.i.weight [B, out, in], layers.i.bias [B, out]) in the official layout:
+    weights [B, in, out, 1], biases [B, out, 1]."""
+    n = len(SIREN_SHAPES)
+    return (tuple(tensors[f"layers.{i}.weight"].transpose(1, 2).unsqueeze(-1).contiguous() for i in range(n)),
+            tuple(tensors[f"layers.{i}.bias"].unsqueeze(-1) for i in range(n)))

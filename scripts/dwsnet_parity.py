@@ -75,7 +75,7 @@ def run(name: str, build, make_inputs, train: dict, y: torch.Tensor, test: dict,
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     seconds = time.perf_counter() - t
     return {"method": name, "seed": seed, "params": sum(p.numel() for p in model.parameters()),
             "init_logit_std": float(first.std()), "losses": losses, "seconds_per_step": seconds / len(order),

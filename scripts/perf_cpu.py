@@ -32,8 +32,15 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
+# the small-CNN architectures of the zoo cards (small_cnn_fashion_mnist trains small_cnn_mnist's at the same size):
+# path -> (card, architecture group)
+SMALL_CNN_PATHS = {"small_cnn_train": ("small_cnn_cifar10_gray", "cnn"), "small_cnn_train_mnist": ("small_cnn_mnist", "cnn"),
+                   "small_cnn_train_arch2": ("small_cnn_arch2_mnist", "cnn"),
+                   **{f"small_cnn_train_{g}": ("cnn_families_mnist", g) for g in ("d2w8", "d3w16", "d4w32")}}
+
+
 # issue 13's targets, as fractions of the GEMM rate
-TARGETS = {"siren_fit": 0.30, "small_cnn_train": 0.15, "dwsnet_step": 0.15,
+TARGETS = {"siren_fit": 0.30, "dwsnet_step": 0.15, **dict.fromkeys(SMALL_CNN_PATHS, 0.15),
            **{f"{m}_step": 0.15 for m in ("nfn_np", "nfn_hnp", "neural_graph", "sne", "mlp", "statnn")}}
 
 
@@ -136,15 +143,15 @@ def _grouped_conv_seconds(arch, nb: int, bs: int, hw: int) -> float:
     return total
 
 
-def path_small_cnn_train() -> dict:
+def path_small_cnn_train(card_name: str, group: str) -> dict:
     from wsbench.registry import ZOOS
     import wsbench.builtins  # noqa: F401
     from wsbench.zoo_builders import fused_dropout, small_cnn
     from wsbench.zoo_builders.batched_training import ImageData, MemberHParams, forward, train_batch
 
-    card = ZOOS.get("small_cnn_cifar10_gray").resolve("full")
-    arch, bs, steps = small_cnn.cnn_arch(card, "cnn"), int(card.recipe["batch_size"]), 3
-    nb, hw = int(card.recipe["members_per_shard"]), 32
+    card = ZOOS.get(card_name).resolve("full")
+    arch, bs, steps = small_cnn.cnn_arch(card, group), int(card.recipe["batch_size"]), 3
+    nb, hw = int(card.recipe["members_per_shard"]), 32 if card.dataset.startswith("cifar") else 28
     micro = small_cnn.micro_batch(card) or bs
     passes = -(-bs // micro)
     g = torch.Generator().manual_seed(0)
@@ -181,12 +188,14 @@ def path_small_cnn_train() -> dict:
         one_pass = (time.perf_counter() - t) / steps
         references.append({"what": f"the same training with each {bs}-image step in one pass (not {passes} "
                                    f"micro-batches of {micro})", "seconds_per_step": one_pass, "speedup": one_pass / seconds})
-    return {"what": f"small_cnn_cifar10_gray recipe (32x32 gray, 'valid'): {nb} members trained at once (train_batch), "
-                    f"batch {bs} in micro-batches of {micro}, dropout ~ U(0, 0.7)",
+    layers = f"{arch.n_conv} conv of {arch.channels}" + (f", dense {arch.fc_hidden}" if arch.fc_hidden else "")
+    return {"what": f"{card_name} recipe{'' if group == 'cnn' else f' ({group})'} ({hw}x{hw} gray, {layers}, "
+                    f"{'valid' if arch.padding == 0 else 'same'}): {nb} members trained at once (train_batch), "
+                    f"batch {bs}" + (f" in micro-batches of {micro}" if micro < bs else "") + ", dropout ~ U(0, 0.7)",
             "flops_per_step": 3 * fwd - first, "seconds_per_step": seconds, "peak_rss_mb": peak,
             "image_passes_per_s": nb * bs / seconds, "references": references,
-            "bound": {"what": f"its three grouped convolutions alone (forward and backward, mkldnn) at the same shapes "
-                              f"({passes} passes of {micro} images)",
+            "bound": {"what": f"its {arch.n_conv} grouped convolutions alone (forward and backward, mkldnn) at the same "
+                              f"shapes ({passes} pass{'es' if passes > 1 else ''} of {micro} images)",
                       "seconds_per_step": _grouped_conv_seconds(arch, nb, micro, hw) * passes}}
 
 
@@ -299,7 +308,8 @@ def _nern(kd: bool) -> dict:
 
 
 PATHS: dict[str, Callable[[], dict]] = {
-    "gemm": path_gemm, "siren_fit": path_siren_fit, "small_cnn_train": path_small_cnn_train,
+    "gemm": path_gemm, "siren_fit": path_siren_fit,
+    **{path: (lambda c=card, g=group: path_small_cnn_train(c, g)) for path, (card, group) in SMALL_CNN_PATHS.items()},
     "dwsnet_step": path_dwsnet_step,
     **{f"{m}_step": (lambda m=m: _encoder_step(m)) for m in ENCODER_PRESETS if m != "dwsnet"},
     "nern_rec_step": lambda: _nern(False), "nern_full_step": lambda: _nern(True)}

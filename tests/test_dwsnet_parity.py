@@ -1,29 +1,13 @@
 """scripts/dwsnet_parity.py and scripts/official_dwsnets.py: the parts that need no official checkout."""
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(name: str):
-    sys.path.insert(0, str(ROOT / "scripts"))
-    try:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
-        mod = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(mod)
-        return mod
-    finally:
-        sys.path.remove(str(ROOT / "scripts"))
+from script_loader import load_script
 
 
 def test_official_inputs_put_our_siren_tensors_in_the_official_layout():
-    off = _script("official_dwsnets")
+    off = load_script("official_dwsnets")
     from wsbench.archs import spec_for_arch
 
     spec = spec_for_arch("siren")
@@ -37,7 +21,7 @@ def test_official_inputs_put_our_siren_tensors_in_the_official_layout():
 
 
 def test_batch_order_runs_shuffled_epochs_of_the_same_batches_for_both_models():
-    par = _script("dwsnet_parity")
+    par = load_script("dwsnet_parity")
     order = par.batch_order(130, steps=7, seed=3)
     assert len(order) == 7 and all(torch.equal(a, b) for a, b in zip(order, par.batch_order(130, steps=7, seed=3)))
     first_epoch = torch.cat(order[:2])  # 130 = 64 + 64 + 2: three batches an epoch
@@ -47,7 +31,7 @@ def test_batch_order_runs_shuffled_epochs_of_the_same_batches_for_both_models():
 
 
 def test_loss_windows_and_report():
-    par = _script("dwsnet_parity")
+    par = load_script("dwsnet_parity")
     assert par.windows([1.0, 3.0, 5.0, 7.0, 9.0], 2) == [2.0, 6.0, 9.0]
     runs = [{"method": m, "seed": 0, "params": 10, "init_logit_std": 0.5, "windows": [2.0, 1.0],
              "seconds_per_step": 0.1, "test": {"accuracy": 0.5, "loss": 1.5}} for m in ("official", "wsbench")]
@@ -59,7 +43,7 @@ def test_loss_windows_and_report():
 
 
 def test_without_the_official_checkout_the_script_says_so(monkeypatch):
-    par = _script("dwsnet_parity")
+    par = load_script("dwsnet_parity")
     monkeypatch.delenv("WSBENCH_OFFICIAL_DWSNETS", raising=False)
     with pytest.raises(SystemExit, match="WSBENCH_OFFICIAL_DWSNETS"):
         par.adapters(None)

@@ -3,7 +3,6 @@ without `datasets` and `huggingface_hub` (absent there), every part succeeding, 
 $OUT within the device's limits (8 files, two folders deep), a timeout recorded, not fatal."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -13,17 +12,10 @@ from pathlib import Path
 import pytest
 
 from data_paths import DATA_DIR
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPTS = ROOT / "scripts"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod  # dataclasses look their module up there
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture
@@ -64,7 +56,7 @@ def test_dry_run_of_the_lease_command(tmp_path, without_hub_packages):
 
 
 def test_a_part_that_overruns_is_killed_and_recorded(tmp_path):
-    session = _load("gpu_session")
+    session = load_script("gpu_session")
     with open(tmp_path / "log", "w") as log:
         r = session.run_part(session.Part("sleeper", ["-c", "print('started', flush=True); import time; "
                                                             "time.sleep(60)"], 60), 1.5, log, dict(os.environ))
@@ -74,7 +66,7 @@ def test_a_part_that_overruns_is_killed_and_recorded(tmp_path):
 
 
 def test_bench_subscript_timeout_is_caught(tmp_path):
-    bench = _load("gpu_bench")
+    bench = load_script("gpu_bench")
     out_json = tmp_path / "partial.json"
     out_json.write_text('{"measured": 1}')  # what the child wrote before it was stopped
     r = bench.run_script(["-c", "import time; time.sleep(60)"], out_json, 1)
@@ -82,7 +74,7 @@ def test_bench_subscript_timeout_is_caught(tmp_path):
 
 
 def test_out_problems_names_what_would_not_come_back(tmp_path):
-    session = _load("gpu_session")
+    session = load_script("gpu_session")
     assert session.out_problems(tmp_path) == []
     (tmp_path / "a" / "b" / "c").mkdir(parents=True)
     (tmp_path / "a" / "b" / "c" / "deep.json").write_text("{}")

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from data_paths import DATA_DIR
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,11 +35,7 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
 
 
 def test_markdown_states_the_same_run_reference_and_the_measured_bound():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("perf_cpu", ROOT / "scripts" / "perf_cpu.py")
-    perf = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(perf)
+    perf = load_script("perf_cpu")
     res = {"machine": "x86_64 CPU, 2 cores", "command": "python scripts/perf_cpu.py", "date": "2026-12-01",
            "torch": "2.x", "threads": 2, "paths": {
                "gemm": {"gflops": 300.0},
@@ -62,21 +59,11 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
     assert "mlp_step: 2 networks: 1.5 ms, 75% of the batch-64 step." in md
 
 
-def _replay_module():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("matmul_replay", ROOT / "scripts" / "matmul_replay.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = mod  # its dataclass resolves annotations through the module
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_replay_records_the_counted_calls_of_a_step_with_their_shapes():
     import torch
     import torch.nn.functional as F
 
-    replay = _replay_module()
+    replay = load_script("matmul_replay")
     lin = torch.nn.Linear(8, 4)
     q = torch.randn(2, 3, 5, 8, requires_grad=True)
 
@@ -102,7 +89,7 @@ def test_replay_records_the_counted_calls_of_a_step_with_their_shapes():
 def test_replay_counts_each_distinct_call_once_times_its_repeats(monkeypatch):
     import torch
 
-    replay = _replay_module()
+    replay = load_script("matmul_replay")
     a, b = torch.randn(16, 16), torch.randn(16, 16)
     calls = replay.record_counted_ops(lambda: [torch.mm(a, b) for _ in range(5)])
     assert len(calls) == 5

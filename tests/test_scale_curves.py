@@ -1,7 +1,6 @@
 """scripts/scale_curves.py: points in fresh processes through the real builders, fits and projections."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -11,15 +10,9 @@ from pathlib import Path
 import pytest
 
 from data_paths import DATA_DIR
+from script_loader import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("scale_curves", ROOT / "scripts" / "scale_curves.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.mark.skipif(not (DATA_DIR / "mnist").is_dir(), reason="needs the MNIST data")
@@ -51,7 +44,7 @@ def test_scale_script_measures_points_and_writes_its_report(tmp_path):
 
 
 def test_projections_use_the_fitted_time_and_the_perf_rates():
-    mod = _module()
+    mod = load_script("scale_curves")
     assert mod.linear_fit([1, 2, 3], [3, 5, 7]) == pytest.approx((1.0, 2.0))
     res = {"paths": {"siren_build": [{"networks": 1000, "seconds_at_recipe": 100.0},
                                      {"networks": 2000, "seconds_at_recipe": 200.0}]}}

@@ -397,12 +397,9 @@ def test_committed_siren_parity_is_for_the_cards_current_recipe():
 
 
 def test_siren_parity_script_on_a_tiny_zoo(tmp_path):
-    import importlib.util
-    from pathlib import Path
+    from script_loader import load_script
 
-    spec = importlib.util.spec_from_file_location("siren_parity", Path(__file__).resolve().parents[1] / "scripts" / "siren_parity.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("siren_parity")
     zoo = build_zoo("siren_mnist", variant="tiny", out=tmp_path / "inr", progress=False)
     res = mod.compare(zoo)
     assert set(res["tensors"]) == set(mod.PUBLISHED_STD) and res["n_train_inrs"] == 10

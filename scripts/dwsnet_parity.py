@@ -128,12 +128,13 @@ def main() -> int:
     from wsbench.zoo_store import open_zoo
 
     zoo = open_zoo(a.zoo, variant=a.variant)
-    members = zoo.members
-    ws_train, ws_test = zoo.weights(split="train"), zoo.weights(split="test")
-    y = torch.as_tensor(members[members["split"] == "train"]["label"].to_numpy(copy=True)).long()
-    y_test = torch.as_tensor(members[members["split"] == "test"]["label"].to_numpy(copy=True)).long()
+    frames = {s: zoo.split(s) for s in ("train", "test")}  # weights and labels from the same rows
+    ws_train, ws_test = (zoo.weights(frames[s]) for s in ("train", "test"))
+    y, y_test = (torch.as_tensor(frames[s]["label"].to_numpy(copy=True)).long() for s in ("train", "test"))
     mean = {k: t.mean(0) for k, t in ws_train.tensors.items()}
-    std = {k: t.std(0).clamp_min(1e-8) for k, t in ws_train.tensors.items()}  # per entry, as the official
+    # per entry, with torch.std's unbiased estimate as the official compute_statistics.py (WeightNormalizer's
+    # `entry` mode uses the biased one)
+    std = {k: t.std(0).clamp_min(1e-8) for k, t in ws_train.tensors.items()}
 
     def normalised(ws: WeightSpace) -> dict:
         return {k: ((t - mean[k]) / std[k]).float() for k, t in ws.tensors.items()}

@@ -9,6 +9,8 @@ import sys
 
 import torch
 
+from official_model import Official
+
 # the MNIST-INR SIREN: 2 -> 32 -> 32 -> 1 (our spec's tensors are [out, in]; the official takes [in, out, 1])
 SIREN_SHAPES = ((2, 32), (32, 32), (32, 1))
 
@@ -32,3 +34,17 @@ def official_inputs(tensors: dict[str, torch.Tensor]) -> tuple[tuple[torch.Tenso
     n = len(SIREN_SHAPES)
     return (tuple(tensors[f"layers.{i}.weight"].transpose(1, 2).unsqueeze(-1).contiguous() for i in range(n)),
             tuple(tensors[f"layers.{i}.bias"].unsqueeze(-1) for i in range(n)))
+
+
+def _official_optimizer(params) -> torch.optim.Optimizer:
+    """The official trainer's optimiser: AdamW, lr 1e-3, amsgrad, weight decay 5e-4."""
+    return torch.optim.AdamW(params, lr=1e-3, amsgrad=True, weight_decay=5e-4)
+
+
+OFFICIAL = {"dwsnet": Official(
+    repo="AvivNavon/DWSNets", env="WSBENCH_OFFICIAL_DWSNETS",
+    build=lambda path, spec, n_classes: official_dwsnet(path, n_classes), inputs=official_inputs,
+    optimizer=_official_optimizer, our_preset="paper",
+    settings="both at the official MNIST-INR settings (hidden 32, 4 hidden DWS layers, max reduction, SAB with 8 heads, "
+             "BatchNorm, no dropout); per-entry normalisation from the training INRs; AdamW lr 1e-3, amsgrad, weight "
+             "decay 5e-4; no augmentation.")}

@@ -1,4 +1,5 @@
-"""scripts/dwsnet_parity.py and scripts/official_dwsnets.py: the parts that need no official checkout."""
+"""scripts/encoder_parity.py (dwsnet_parity.py is its DWSNet entry) and scripts/official_dwsnets.py: the parts
+that need no official checkout."""
 from __future__ import annotations
 
 import pytest
@@ -21,7 +22,7 @@ def test_official_inputs_put_our_siren_tensors_in_the_official_layout():
 
 
 def test_batch_order_runs_shuffled_epochs_of_the_same_batches_for_both_models():
-    par = load_script("dwsnet_parity")
+    par = load_script("encoder_parity")
     order = par.batch_order(130, steps=7, seed=3)
     assert len(order) == 7 and all(torch.equal(a, b) for a, b in zip(order, par.batch_order(130, steps=7, seed=3)))
     first_epoch = torch.cat(order[:2])  # 130 = 64 + 64 + 2: three batches an epoch
@@ -31,11 +32,11 @@ def test_batch_order_runs_shuffled_epochs_of_the_same_batches_for_both_models():
 
 
 def test_loss_windows_and_report():
-    par = load_script("dwsnet_parity")
+    par = load_script("encoder_parity")
     assert par.windows([1.0, 3.0, 5.0, 7.0, 9.0], 2) == [2.0, 6.0, 9.0]
     runs = [{"method": m, "seed": 0, "params": 10, "init_logit_std": 0.5, "windows": [2.0, 1.0],
              "seconds_per_step": 0.1, "test": {"accuracy": 0.5, "loss": 1.5}} for m in ("official", "wsbench")]
-    md = par.markdown({"zoo": "z", "command": "c", "date": "d", "torch": "t", "device": "cpu", "n_train": 4,
+    md = par.markdown({"method": "dwsnet", "repo": "o/r", "batch": 64, "zoo": "z", "command": "c", "date": "d", "torch": "t", "device": "cpu", "n_train": 4,
                        "n_test": 2, "steps": 4, "window": 2, "setup": "s.", "runs": runs, "loss_ratio": [1.0, 1.0],
                        "test_accuracy": {"official": 0.5, "wsbench": 0.5}})
     assert "| loss 1-2 | loss 3-4 |" in md and "| wsbench | 0 | 10 | 0.500 | 2.000 | 1.000 | 50.0% |" in md
@@ -43,7 +44,16 @@ def test_loss_windows_and_report():
 
 
 def test_without_the_official_checkout_the_script_says_so(monkeypatch):
-    par = load_script("dwsnet_parity")
+    par = load_script("encoder_parity")
     monkeypatch.delenv("WSBENCH_OFFICIAL_DWSNETS", raising=False)
     with pytest.raises(SystemExit, match="WSBENCH_OFFICIAL_DWSNETS"):
-        par.adapters(None)
+        par.adapters("dwsnet", None)
+    with pytest.raises(SystemExit, match="no original model known for 'mlp'"):
+        par.official_for("mlp")
+
+
+def test_entry_normaliser_uses_the_unbiased_std_of_the_training_tensors():
+    om = load_script("official_model")
+    train = {"w": torch.tensor([[1.0, 0.0], [3.0, 0.0]])}
+    out = om.entry_normaliser(train)({"w": torch.tensor([[2.0 + 2 ** 0.5, 5.0]])})
+    assert torch.allclose(out["w"], torch.tensor([[1.0, 5e8]]))  # std sqrt(2); a constant entry is clamped at 1e-8

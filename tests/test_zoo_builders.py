@@ -134,6 +134,28 @@ def test_training_with_compiled_dropout_masks_equals_eager(monkeypatch):
     assert torch.equal(eager.snapshots[1], compiled.snapshots[1])  # the same masks, bit for bit
 
 
+def test_long_runs_compile_the_dropout_of_smaller_activations(monkeypatch):
+    """A run of LONG_RUN_STEPS steps or more pays for compiling activations down to LONG_RUN_MIN_ELEMENTS;
+    the masks stay the eager ones, bit for bit (ReLU)."""
+    assert fused_dropout.compile_min_elements(fused_dropout.LONG_RUN_STEPS - 1) == fused_dropout.COMPILE_MIN_ELEMENTS
+    assert fused_dropout.compile_min_elements(fused_dropout.LONG_RUN_STEPS) == fused_dropout.LONG_RUN_MIN_ELEMENTS
+    arch, data = CnnArch(1, 10, 8, 2), _toy_data()
+    hp = _hp(seed=[7, 8], optimizer=["sgd", "adam"], lr=[0.1, 0.01], weight_decay=[1e-3, 0], dropout=[0.2, 0.6],
+             init_scale=[1, 1], train_fraction=[1, 0.5])
+    run = lambda: train_batch(arch, hp, "relu", data, epochs=2, checkpoints=[2], batch_size=16, eval_train_images=32)  # noqa: E731
+    fused_calls = []
+    fused = fused_dropout.activation_dropout
+    monkeypatch.setattr(fused_dropout, "activation_dropout", lambda *a, **k: fused_calls.append(1) or fused(*a, **k))
+    monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 1 << 60)
+    monkeypatch.setattr(fused_dropout, "LONG_RUN_MIN_ELEMENTS", 0)
+    eager = run()  # 12 steps: a short run
+    assert not fused_calls
+    monkeypatch.setattr(fused_dropout, "LONG_RUN_STEPS", 12)
+    long = run()
+    assert len(fused_calls) == 12 * arch.n_conv and fused_dropout.fused_available()
+    assert torch.equal(eager.snapshots[2], long.snapshots[2])
+
+
 @pytest.mark.parametrize("compiled", [False, True])
 def test_micro_batched_steps_equal_one_pass_steps(monkeypatch, compiled):
     """Slices of 5 images (16 = 5 + 5 + 5 + 1) train the members the one-pass step trains, dropout included."""

@@ -174,14 +174,14 @@ def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str, padding: int)
 
 def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout: Tensor | None = None,
             seeds: Tensor | None = None, step: int = 0, conv_impl: str = "grouped",
-            compile_dropout: bool | None = None, first_image: int = 0) -> Tensor:
+            compile_dropout: bool | None = None, first_image: int = 0, compile_min_elements: int | None = None) -> Tensor:
     """Logits [B, N, classes] of B networks.
 
     x is [N, B, C, H, W] (one batch per member) or [N, C, H, W] (shared by all members).
     With `dropout` ([B] rates) the masks come from counter_rng(seeds, step), image i of x taking the
     masks of image first_image + i of the step (a micro-batch gets its images' masks); `compile_dropout`
-    (None: for activations of at least fused_dropout.COMPILE_MIN_ELEMENTS) runs activation and dropout
-    as compiled loops (fused_dropout), with the same masks."""
+    (None: for activations of at least `compile_min_elements` values, default fused_dropout.COMPILE_MIN_ELEMENTS)
+    runs activation and dropout as compiled loops (fused_dropout), with the same masks."""
     p = unflatten(arch, flat)
     nb, act = flat.shape[0], ACTIVATIONS[activation]
     if x.dim() == 5:
@@ -194,7 +194,7 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
             h = F.conv2d(h, w.reshape(-1, *w.shape[2:]), b.reshape(-1), stride=2, padding=arch.padding)
         else:
             h = _conv(h, w, b, nb, conv_impl, arch.padding)
-        if dropout is not None and _fused(compile_dropout, h, activation):
+        if dropout is not None and _fused(compile_dropout, h, activation, compile_min_elements):
             h = fused_dropout.activation_dropout(h, nb, seeds, rng.STREAM_DROPOUT, step * 64 + i, dropout, activation,
                                                  first_image)
             continue
@@ -210,9 +210,10 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)
 
 
-def _fused(compile_dropout: bool | None, h: Tensor, activation: str) -> bool:
+def _fused(compile_dropout: bool | None, h: Tensor, activation: str, min_elements: int | None = None) -> bool:
     if compile_dropout is None:
-        compile_dropout = h.numel() >= fused_dropout.COMPILE_MIN_ELEMENTS and fused_dropout.fused_available()
+        least = fused_dropout.COMPILE_MIN_ELEMENTS if min_elements is None else min_elements
+        compile_dropout = h.numel() >= least and fused_dropout.fused_available()
     return compile_dropout and activation in fused_dropout.FUSED_ACTIVATIONS
 
 
@@ -223,16 +224,18 @@ def _ce_per_member(logits: Tensor, y: Tensor) -> Tensor:
 
 def loss_and_grad(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor, idx: Tensor, *,
                   dropout: Tensor | None, seeds: Tensor, step: int, conv_impl: str = "grouped",
-                  micro_batch: int | None = None) -> tuple[Tensor, Tensor]:
+                  micro_batch: int | None = None, compile_min_elements: int | None = None) -> tuple[Tensor, Tensor]:
     """Each member's mean cross-entropy [B] over its step images x[idx[b]] (idx [B, bs]) and the gradient
     [B, D] of their sum. With `micro_batch` < bs the images run in slices of that many and the
     gradients add up: a step's activations then take micro_batch / bs of the memory, the dropout masks
-    are the whole batch's and the result equals the one-pass step to float rounding."""
+    are the whole batch's and the result equals the one-pass step to float rounding. `compile_min_elements`:
+    see forward."""
     bs = idx.shape[1]
     chunk = bs if not micro_batch or micro_batch >= bs else micro_batch
     params = flat.detach().requires_grad_(True)
     if chunk == bs:  # one pass, as before micro-batches existed (the same bits)
-        logits = forward(arch, params, x[idx.T], activation, dropout=dropout, seeds=seeds, step=step, conv_impl=conv_impl)
+        logits = forward(arch, params, x[idx.T], activation, dropout=dropout, seeds=seeds, step=step, conv_impl=conv_impl,
+                         compile_min_elements=compile_min_elements)
         loss = _ce_per_member(logits, y[idx])
         grad, = torch.autograd.grad(loss.sum(), params)
         return loss.detach(), grad
@@ -240,7 +243,7 @@ def loss_and_grad(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Te
     for first in range(0, bs, chunk):
         part = idx[:, first:first + chunk]
         logits = forward(arch, params, x[part.T], activation, dropout=dropout, seeds=seeds, step=step,
-                         conv_impl=conv_impl, first_image=first)
+                         conv_impl=conv_impl, first_image=first, compile_min_elements=compile_min_elements)
         nb, n, c = logits.shape
         part_loss = F.cross_entropy(logits.reshape(nb * n, c), y[part].reshape(-1), reduction="none").view(nb, n).sum(1) / bs
         part_grad, = torch.autograd.grad(part_loss.sum(), params)
@@ -379,6 +382,7 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
         steps_per_epoch = math.ceil(n_train / batch_size)
     else:
         raise ValueError(f"epoch must be 'dataset' or 'subset', got {rules.epoch!r}")
+    compile_min = fused_dropout.compile_min_elements(epochs * steps_per_epoch)
     snapshots: dict[int, Tensor] = {}
     metrics: dict[int, dict[str, Tensor]] = {}
 
@@ -402,7 +406,7 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
             idx = subset.gather(1, pos)  # [B, bs] image indices
             loss, grad = loss_and_grad(arch, flat, activation, data.x_train, data.y_train, idx,
                                        dropout=p_drop if use_dropout else None, seeds=seeds, step=step,
-                                       conv_impl=conv_impl, micro_batch=micro_batch)
+                                       conv_impl=conv_impl, micro_batch=micro_batch, compile_min_elements=compile_min)
             was_alive = alive.clone()
             alive &= torch.isfinite(loss)
             flat = opt.step(flat, grad, alive)

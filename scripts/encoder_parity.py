@@ -173,8 +173,9 @@ def main(argv: list[str] | None = None, method: str | None = None, script: str =
 
     ours_w, off_w = mean_of("wsbench", lambda r: r["windows"]), mean_of("official", lambda r: r["windows"])
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+    env_text = "".join(f"{k}={os.environ[k]} " for k in off.command_env if k in os.environ)
     res = {"method": a.method, "repo": off.repo, "zoo": f"{a.zoo} [{a.variant}]",
-           "command": f"python scripts/{script} {argv_text}", "date": time.strftime("%Y-%m-%d"),
+           "command": f"{env_text}python scripts/{script} {argv_text}", "date": time.strftime("%Y-%m-%d"),
            "torch": torch.__version__, "device": f"cpu, {torch.get_num_threads()} threads", "n_train": len(y),
            "n_test": len(y_test), "steps": a.steps, "window": a.window, "batch": off.batch,
            "setup": off.settings + " Each model initialised its own way under the same seed; the same batches.",

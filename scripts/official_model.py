@@ -32,3 +32,4 @@ class Official:
     settings: str  # both models' settings, in words, for the report
     normaliser: Callable[[Tensors], Callable[[Tensors], Tensors]] = field(default=entry_normaliser)
     batch: int = 64
+    command_env: tuple[str, ...] = ()  # variables of the adapter's own that change the run: shown in the command

@@ -8,7 +8,18 @@ mean-pooling head and an MLP. Two symmetry groups:
 Both reuse the DWSNet blocks (every linear equivariant map between the labelled tensors); NP
 relabels the non-permutable input/output axes as permutable groups of their own. Conv kernel
 entries are channels. Default sizes (hidden 64, 3 layers, head 64) are ours; the preset
-`small_cnn_zoo` is the NFN repository's accuracy predictor (widths 16, 16, 5; head 2 x 1,000).
+`small_cnn_zoo` is the NFN repository's accuracy predictor (widths 16, 16, 5; head 2 x 1,000), the
+preset `paper` its MNIST SIREN classifier (options below; see nfn_inputs.py).
+
+Options of the NFN repository's SIREN classifiers, all off by default:
+- fourier_features k, fourier_scale s: Gaussian Fourier features (k frequencies of scale s) of every
+  entry before the first layer;
+- io_bands b, io_max_freq f: sinusoidal codes of the network's input and output neurons as extra
+  channels (the NP classifier's; with them NP tells input neurons apart);
+- channel_dropout: `dropout` drops whole channels of weight tensors (the original's feature dropout);
+- head_dropout: dropout after each ReLU of the head;
+- head_pool "hnp": for nfn_np, pool as HNP does (input and output neurons kept as features), as the
+  original's NP classifier; "symmetry" (default) pools every axis its symmetry permutes.
 """
 from __future__ import annotations
 
@@ -22,6 +33,7 @@ from ..registry import METHODS
 from ..weights import WeightSpace
 from .equivariant.layer import DWSLayer, InvariantHead, relu_dropout
 from .equivariant.layout import Axis, TensorLayout, features_from_ws, layouts_for_spec
+from .nfn_inputs import FourierFeatures, NeuronCodes, channel_dropout
 from .common import ChainEncoder, SpecArg, checked_specs
 
 
@@ -46,7 +58,10 @@ class NeuralFunctional(ChainEncoder):
     # channels: per-layer widths (overrides hidden_dim x n_layers; the NFN repository's accuracy predictor uses
     # [16, 16, 5]); head_layers: Linear layers of head_dim before the output layer (that predictor: 2 of 1,000)
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 3, "head_dim": 64, "head_layers": 1,
-                                          "channels": None, "dropout": 0.0}
+                                          "channels": None, "dropout": 0.0, "channel_dropout": False,
+                                          "head_dropout": 0.0, "head_pool": "symmetry", "fourier_features": 0,
+                                          "fourier_scale": 10.0, "io_bands": 0, "io_max_freq": 10.0}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"head_pool": ("symmetry", "hnp")}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 16, "n_layers": 2, "head_dim": 16}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
@@ -59,14 +74,19 @@ class NeuralFunctional(ChainEncoder):
         widths = self.layer_widths(c)
         self.layouts = layouts_for_spec(self.spec)
         inner = np_layouts(self.layouts) if self.symmetry == "np" else self.layouts
-        prev: int | list[int] = [t.channels for t in inner]
+        self.fourier = FourierFeatures(c["fourier_features"], c["fourier_scale"]) if c["fourier_features"] else None
+        self.codes = NeuronCodes(self.layouts, c["io_max_freq"], c["io_bands"]) if c["io_bands"] else None
+        prev: int | list[int] = [t.channels * (self.fourier.factor if self.fourier else 1)
+                                 + (self.codes.width if self.codes else 0) for t in inner]
         layers = []
         for width in widths:
             layers.append(DWSLayer(inner, prev, width, reduction="mean", set_layer="ds"))
             prev = width
         self.layers = nn.ModuleList(layers)
-        self.head = nn.Sequential(InvariantHead(inner, widths[-1], c["head_dim"], reduction="mean",
-                                                n_fc_layers=c["head_layers"]), nn.ReLU(), nn.Linear(c["head_dim"], out_dim))
+        p = c["head_dropout"]
+        self.head = nn.Sequential(InvariantHead(inner if c["head_pool"] == "symmetry" else self.layouts, widths[-1],
+                                                c["head_dim"], reduction="mean", n_fc_layers=c["head_layers"], dropout=p),
+                                  nn.ReLU(), *([nn.Dropout(p)] if p > 0 else []), nn.Linear(c["head_dim"], out_dim))
 
     def layer_widths(self, c: dict[str, Any]) -> list[int]:
         if c["channels"] is None:
@@ -81,9 +101,20 @@ class NeuralFunctional(ChainEncoder):
     def forward(self, ws: WeightSpace) -> Tensor:
         self.check_spec(ws)
         xs = features_from_ws(ws, self.layouts)
+        if self.fourier is not None:
+            xs = [self.fourier(x) for x in xs]
+        if self.codes is not None:
+            xs = self.codes(xs)
         for i, layer in enumerate(self.layers):
-            xs = layer(xs if i == 0 else relu_dropout(xs, self.config["dropout"], self.training))
-        return self.head(relu_dropout(xs, self.config["dropout"], self.training))
+            xs = layer(xs if i == 0 else self.activate(xs))
+        return self.head(self.activate(xs))
+
+    def activate(self, xs: list[Tensor]) -> list[Tensor]:
+        """ReLU, then dropout (of single entries, or of weight channels with channel_dropout)."""
+        c = self.config
+        if not c["channel_dropout"]:
+            return relu_dropout(xs, c["dropout"], self.training)
+        return channel_dropout(relu_dropout(xs, 0.0, False), self.layouts, c["dropout"], self.training)
 
 
 @METHODS.register("nfn_hnp")

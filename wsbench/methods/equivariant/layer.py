@@ -96,15 +96,15 @@ class InvariantHead(nn.Module):
     weights and biases pooled to C, W_0 keeps d_0, W_{L-1} and b_{L-1} keep d_L."""
 
     def __init__(self, layouts: Sequence[TensorLayout], channels: int, out_dim: int, *, reduction: str = "max",
-                 n_fc_layers: int = 1) -> None:
+                 n_fc_layers: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
         self.reduction = reduction
         self.pool_dims = [[1 + i for i, a in enumerate(t.axes) if a.group is not None] for t in layouts]
         in_dim = sum(channels * int(torch.tensor([a.size for a in t.axes if a.group is None] or [1]).prod())
                      for t in layouts)
         mods: list[nn.Module] = [nn.Linear(in_dim, out_dim)]
-        for _ in range(n_fc_layers - 1):
-            mods += [nn.ReLU(), nn.Linear(out_dim, out_dim)]
+        for _ in range(n_fc_layers - 1):  # dropout (if any) after each hidden ReLU
+            mods += [nn.ReLU(), *([nn.Dropout(dropout)] if dropout > 0 else []), nn.Linear(out_dim, out_dim)]
         self.fc = nn.Sequential(*mods)
 
     def forward(self, xs: Sequence[Tensor]) -> Tensor:

@@ -9,6 +9,12 @@ embedding of their position. Message passing layers update nodes (mean and max o
 edge directions) and edges; the readout pools nodes and edges per graph. Since hidden neurons carry
 no identity, the encoder is exactly invariant to neuron permutations, and it reads any feed-forward
 chain of linear/conv layers (architecture-agnostic: depth and widths may differ).
+
+Options that follow the original code's NG-GNN (github:mkofinas/neural-graphs, PNA backbone), off by
+default: `input_encoding: fourier` (random Fourier features of each weight and bias before the linear
+embedding, as its GaussianEncoding), `aggregators` (it aggregates mean, min, max and std), `activation:
+silu`, `dropout` (on node features after every layer but the last), `readout: output` (the output
+neurons' features concatenated, its `cat` pooling of the last layer) and `head_layers` (3 there).
 """
 from __future__ import annotations
 
@@ -25,7 +31,11 @@ from ..errors import ConfigError, NotApplicableError
 from ..registry import METHODS
 from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
+from ..options import AT_LEAST_ONE, Range
 from .common import SpecArg, checked_specs, sinusoidal
+
+AGGREGATORS = ("mean", "max", "min", "std", "sum")
+ACTIVATIONS = {"relu": nn.ReLU, "silu": nn.SiLU}
 
 
 @dataclass
@@ -39,6 +49,11 @@ class GraphTemplate:
     edge_layer: Tensor  # [E] weight-layer index
     edge_kind: Tensor  # [E] 0 linear, 1 conv
     bias_slots: list[tuple[int, int, str | None]]  # (first node, count, bias key) per boundary >= 1
+
+    @property
+    def n_outputs(self) -> int:
+        """Neurons of the last boundary (the network's outputs): the last nodes of the graph."""
+        return self.bias_slots[-1][1]
 
     def on(self, device: torch.device, dim: int) -> dict[str, Tensor]:
         """Device tensors of the template, with the sinusoidal layer encodings precomputed."""
@@ -78,14 +93,37 @@ def build_template(spec: NetworkSpec) -> GraphTemplate:
                          torch.cat(e_kind), slots)
 
 
-class NeuralGraphLayer(MessagePassing):
-    """Node update from mean and max of messages along both edge directions; then edge update."""
+class FourierFeatures(nn.Module):
+    """[..., d] -> [..., 2 * n_freq]: cos and sin of 2 pi x B^T, B a fixed Gaussian [n_freq, d] of std `sigma`
+    (random Fourier features, Tancik et al. 2020; the original neural-graph code's input encoding)."""
 
-    def __init__(self, dim: int) -> None:
-        super().__init__(aggr=["mean", "max"])
-        self.message_mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.node_mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
-        self.edge_mlp = nn.Sequential(nn.Linear(3 * dim, dim), nn.ReLU(), nn.Linear(dim, dim))
+    def __init__(self, d_in: int, n_freq: int, sigma: float) -> None:
+        super().__init__()
+        self.register_buffer("freq", torch.randn(n_freq, d_in) * sigma)
+
+    def forward(self, x: Tensor) -> Tensor:
+        proj = 2 * math.pi * x @ self.freq.T
+        return torch.cat([proj.cos(), proj.sin()], dim=-1)
+
+
+def input_embedding(d_in: int, dim: int, encoding: str, n_freq: int, sigma: float) -> nn.Module:
+    """The embedding of raw values (a weight's kernel entries, a bias) into `dim` features."""
+    if encoding == "fourier":
+        return nn.Sequential(FourierFeatures(d_in, n_freq, sigma), nn.Linear(2 * n_freq, dim))
+    return nn.Linear(d_in, dim)
+
+
+class NeuralGraphLayer(MessagePassing):
+    """Node update from aggregates (mean and max by default) of messages along both edge directions;
+    then edge update."""
+
+    def __init__(self, dim: int, aggregators: tuple[str, ...] = ("mean", "max"),
+                 act: type[nn.Module] = nn.ReLU) -> None:
+        super().__init__(aggr=list(aggregators))
+        n_in = (1 + len(aggregators)) * dim
+        self.message_mlp = nn.Sequential(nn.Linear(3 * dim, dim), act(), nn.Linear(dim, dim))
+        self.node_mlp = nn.Sequential(nn.Linear(n_in, dim), act(), nn.Linear(dim, dim))
+        self.edge_mlp = nn.Sequential(nn.Linear(3 * dim, dim), act(), nn.Linear(dim, dim))
         self.node_norm, self.edge_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.direction = nn.Parameter(torch.randn(2, dim) * 0.02)
 
@@ -107,7 +145,16 @@ class NeuralGraph(Encoder):
     description: ClassVar[str] = "message-passing GNN on the network-as-graph (neurons = nodes, weights = edges)"
     architecture_agnostic: ClassVar[bool] = True
     invariant: ClassVar[bool] = True
-    defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 4, "max_kernel": 9, "max_fixed": 1024}
+    defaults: ClassVar[dict[str, Any]] = {
+        "hidden_dim": 64, "n_layers": 4, "max_kernel": 9, "max_fixed": 1024,
+        "aggregators": ["mean", "max"], "activation": "relu", "dropout": 0.0, "head_layers": 2,
+        "input_encoding": "linear", "fourier_dim": 128, "fourier_sigma": 3.0,  # fourier: random Fourier features
+        "readout": "pool",  # pool: mean and max of nodes, mean of edges | output: the output neurons, concatenated
+    }
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"activation": tuple(ACTIVATIONS), "readout": ("pool", "output"),
+                                                     "input_encoding": ("linear", "fourier")}
+    ranges: ClassVar[dict[str, Range]] = {"dropout": Range(0, 1, hi_open=True), "head_layers": AT_LEAST_ONE,
+                                          "fourier_dim": AT_LEAST_ONE}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_layers": 2}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
@@ -118,16 +165,31 @@ class NeuralGraph(Encoder):
         for key in ("hidden_dim", "max_kernel", "max_fixed"):
             if c[key] < 1:
                 raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")
-        self.node_in = nn.Linear(1, h)
-        self.edge_in = nn.Linear(c["max_kernel"], h)
+        aggr = tuple(c["aggregators"])
+        if not aggr or any(a not in AGGREGATORS for a in aggr) or len(set(aggr)) < len(aggr):
+            raise ConfigError(f"method {self.name!r}: option 'aggregators' must be distinct names from "
+                              f"{list(AGGREGATORS)}, got {c['aggregators']!r}")
+        act = ACTIVATIONS[c["activation"]]
+        enc = (c["input_encoding"], c["fourier_dim"], c["fourier_sigma"])
+        self.node_in = input_embedding(1, h, *enc)
+        self.edge_in = input_embedding(c["max_kernel"], h, *enc)
         self.fixed_embedding = nn.Embedding(c["max_fixed"] + 1, h, padding_idx=0)
         self.kind_embedding = nn.Embedding(2, h)
-        self.layers = nn.ModuleList(NeuralGraphLayer(h) for _ in range(c["n_layers"]))
-        self.head = nn.Sequential(nn.Linear(3 * h, h), nn.ReLU(), nn.Linear(h, out_dim))
+        self.layers = nn.ModuleList(NeuralGraphLayer(h, aggr, act) for _ in range(c["n_layers"]))
         self._templates: dict[NetworkSpec, GraphTemplate] = {}
         self._on_device: dict[tuple[NetworkSpec, torch.device], dict[str, Tensor]] = {}
         for spec in specs:
             self.template(spec)
+        n_outs = sorted({self._templates[s].n_outputs for s in specs})
+        if c["readout"] == "output" and len(n_outs) > 1:
+            raise NotApplicableError(f"method 'neural_graph' with readout 'output' reads networks of one output "
+                                     f"size; got {n_outs}")
+        self.n_outputs = n_outs[0]
+        dims = [self.n_outputs * h if c["readout"] == "output" else 3 * h] + [h] * (c["head_layers"] - 1)
+        head: list[nn.Module] = []
+        for a, b in zip(dims, dims[1:]):
+            head += [nn.Linear(a, b), nn.ReLU()]
+        self.head = nn.Sequential(*head, nn.Linear(dims[-1], out_dim))
 
     @classmethod
     def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:
@@ -144,6 +206,9 @@ class NeuralGraph(Encoder):
             if kmax > self.config["max_kernel"] or int(t.node_fixed.max()) > self.config["max_fixed"]:
                 raise NotApplicableError(f"method 'neural_graph': {spec.describe()} needs max_kernel >= {kmax} and "
                                          f"max_fixed >= {int(t.node_fixed.max())}")
+            if self.config["readout"] == "output" and hasattr(self, "n_outputs") and t.n_outputs != self.n_outputs:
+                raise NotApplicableError(f"method 'neural_graph' with readout 'output' reads networks of "
+                                         f"{self.n_outputs} outputs; {spec.describe()} has {t.n_outputs}")
             self._templates[spec] = t
         return self._templates[spec]
 
@@ -171,8 +236,12 @@ class NeuralGraph(Encoder):
         e = (self.edge_in(torch.cat(parts, dim=1)) + edge_static).reshape(B * E, h)
         offsets = (torch.arange(B, device=dev) * N).view(1, B, 1)
         edge_index = (d["edge_index"].view(2, 1, E) + offsets).reshape(2, B * E)
-        for layer in self.layers:
+        for i, layer in enumerate(self.layers):
             x, e = layer(x, edge_index, e)
+            if i < len(self.layers) - 1 and self.config["dropout"] > 0:
+                x = nn.functional.dropout(x, self.config["dropout"], self.training)
+        if self.config["readout"] == "output":  # the last n_outputs nodes of each graph, in order
+            return self.head(x.view(B, N, h)[:, N - self.n_outputs:].reshape(B, -1))
         node_batch = torch.arange(B, device=dev).repeat_interleave(N)
         edge_batch = torch.arange(B, device=dev).repeat_interleave(E)
         pooled = torch.cat([global_mean_pool(x, node_batch, B), global_max_pool(x, node_batch, B),

@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 from official_model import Official  # noqa: E402
 
-from wsbench.files import write_report  # noqa: E402
+from wsbench.files import print_and_write_report  # noqa: E402
 from wsbench.weights import NetworkSpec, WeightSpace  # noqa: E402
 
 Tensors = dict[str, torch.Tensor]
@@ -181,11 +181,7 @@ def main(argv: list[str] | None = None, method: str | None = None, script: str =
            "setup": off.settings + " Each model initialised its own way under the same seed; the same batches.",
            "runs": runs, "loss_ratio": [o / f for o, f in zip(ours_w, off_w)],
            "test_accuracy": {n: mean_of(n, lambda r: r["test"]["accuracy"]) for n in models}}
-    md = markdown(res)
-    print(md)
-    if a.out:
-        write_report(f"{a.out}.json", res, md)
-    return 0
+    return print_and_write_report(a.out, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import official_neural_graphs as ong  # noqa: E402
 
-from wsbench.files import write_report  # noqa: E402
+from wsbench.files import print_and_write_report  # noqa: E402
 from wsbench.methods.graph import GraphTemplate, build_template  # noqa: E402
 from wsbench.weights import NetworkSpec  # noqa: E402
 
@@ -133,11 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"repo": "mkofinas/neural-graphs", "zoo": f"{a.zoo} [{a.variant}]", "date": time.strftime("%Y-%m-%d"),
            "command": "python scripts/neural_graph_graphs.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "result": compare(path, ws.spec, {k: v.float() for k, v in ws.tensors.items()})}
-    md = markdown(res)
-    print(md)
-    if a.out:
-        write_report(f"{a.out}.json", res, md)
-    return 0
+    return print_and_write_report(a.out, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
-from wsbench.files import write_report  # noqa: E402
+from wsbench.files import print_and_write_report  # noqa: E402
 from wsbench.methods.equivariant.layer import DWSLayer  # noqa: E402
 from wsbench.methods.equivariant.layout import Axis, TensorLayout  # noqa: E402
 from wsbench.methods.nfn import np_layouts  # noqa: E402
@@ -189,11 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     res = {"repo": "AllanYangZhou/nfn", "command": "python scripts/nfn_layer_parity.py " + " ".join(sys.argv[1:] if argv is None else argv),
            "date": time.strftime("%Y-%m-%d"), "torch": torch.__version__, "how": HOW, "cases": cases, "reading": ""}
     res["reading"] = reading(cases)
-    md = markdown(res)
-    print(md)
-    if a.out:
-        write_report(f"{a.out}.json", res, md)
-    return 0
+    return print_and_write_report(a.out, res, markdown(res))
 
 
 # why the HNP spans differ (checked by hand: a zero-mean change of b_{L-2} leaves the original's W_{L-1} unchanged)

@@ -393,13 +393,9 @@ def main() -> int:
         res["paths"][name] = r
         print(f"{name}: " + (f"{r['gflops']:.2f} GFLOP/s ({r.get('fraction_of_gemm', 1):.1%} of GEMM), "
                              f"{r['peak_rss_mb']:.0f} MB" if "gflops" in r else r["error"]), flush=True)
-    md = markdown(res)
-    print(md)
-    if a.out:
-        from wsbench.files import write_report
+    from wsbench.files import print_and_write_report
 
-        write_report(f"{a.out}.json", res, md)
-    return 0
+    return print_and_write_report(a.out, res, markdown(res))
 
 
 if __name__ == "__main__":

@@ -266,3 +266,16 @@ def test_a_corrupted_local_line_is_repaired_by_merging_its_good_copy(tmp_path, c
     assert "merged 1 new record(s)" in capsys.readouterr().out
     with pytest.warns(UserWarning, match="corrupted"):  # the altered line stays (it is the user's file); reported
         assert [r.record_id for r in read_records(store)] == [good.record_id]
+
+
+def test_print_and_write_report_prints_and_writes_both_files_only_with_out(tmp_path, capsys):
+    import json
+
+    from wsbench.files import print_and_write_report
+
+    assert print_and_write_report(None, {"a": 1}, "# report\n") == 0
+    assert capsys.readouterr().out == "# report\n\n" and not list(tmp_path.iterdir())
+    assert print_and_write_report(str(tmp_path / "r"), {"a": 1}, "# report\n") == 0
+    assert json.loads((tmp_path / "r.json").read_text()) == {"a": 1}
+    assert (tmp_path / "r.md").read_text() == "# report\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json", "r.md"]  # no temporary file left behind

@@ -37,6 +37,14 @@ def write_report(json_path: str | os.PathLike, data: dict[str, Any], markdown: s
             write_atomic(json_path.with_suffix(".md"), markdown))
 
 
+def print_and_write_report(out: str | None, data: dict[str, Any], markdown: str) -> int:
+    """A script's last act: the report's markdown to stdout and, with `out`, <out>.json and <out>.md; 0."""
+    print(markdown)
+    if out:
+        write_report(f"{out}.json", data, markdown)
+    return 0
+
+
 _LEFTOVER = re.compile(r"\.(?P<name>.+)\.(?:tmp|staging|download|old)-(?P<pid>\d+)(?:[-.].*)?")
 
 

@@ -156,3 +156,151 @@ def test_dropout_acts_in_training_only_and_default_options_keep_the_model():
 def test_bad_options_are_refused(bad):
     with pytest.raises(ConfigError):
         graph_model(**bad)
+
+
+# --- the PNA-layer options (message: film, scalers, scaler_degree, residual) -------------------------------
+
+from torch_geometric.nn.aggr import DegreeScalerAggregation, MultiAggregation  # noqa: E402
+
+from wsbench.methods.graph import NeuralGraphLayer, mean_log_degree, node_degrees  # noqa: E402
+
+PNA_OPTIONS = {"message": "film", "scalers": ["identity", "amplification"], "residual": False}
+
+
+def degree_histogram(degrees: torch.Tensor) -> torch.Tensor:
+    """PyG's `deg` argument: how many nodes have each degree."""
+    return torch.bincount(degrees.long())
+
+
+def test_film_message_is_edge_scale_times_a_linear_map_of_the_nodes_plus_edge_shift():
+    m = graph_model(message="film")
+    layer = m.layers[0]
+    assert not hasattr(layer, "message_mlp")
+    assert (layer.film_edge.in_features, layer.film_edge.out_features) == (8, 16)
+    assert (layer.message_lin.in_features, layer.message_lin.out_features) == (16, 8)
+    g = torch.Generator().manual_seed(0)
+    x_i, x_j, e = (torch.randn(5, 8, generator=g) for _ in range(3))
+    scale, shift = layer.film_edge(e).chunk(2, dim=1)
+    want = scale * layer.message_lin(torch.cat([x_i, x_j], dim=1)) + shift
+    assert torch.allclose(layer.message(x_i, x_j, e), want)
+    with torch.no_grad():  # a constant edge map: scale 2, shift 0.5 whatever the edge
+        layer.film_edge.weight.zero_()
+        layer.film_edge.bias.copy_(torch.cat([torch.full((8,), 2.0), torch.full((8,), 0.5)]))
+    lin = layer.message_lin(torch.cat([x_i, x_j], dim=1))
+    assert torch.allclose(layer.message(x_i, x_j, e), 2 * lin + 0.5)
+    assert torch.allclose(layer.message(x_i, x_j, e + 7), 2 * lin + 0.5)  # the edge acts through FiLM only
+    ws = siren_ws(2)
+    with torch.no_grad():
+        assert not torch.allclose(graph_model(message="film")(ws), graph_model()(ws))
+
+
+def test_amplification_scales_the_aggregates_by_log_degree_over_delta_on_a_tiny_graph():
+    torch.manual_seed(0)
+    layer = NeuralGraphLayer(4, ("mean", "max"), scalers=("identity", "amplification"), log_deg_mean=2.0)
+    assert layer.node_mlp[0].in_features == (1 + 2 * 2) * 4 and float(layer.log_deg_mean) == 2.0
+    edge_index = torch.tensor([[0, 0, 1], [1, 2, 3]])  # both directions: degrees 2, 2, 1, 1
+    x, e = torch.randn(4, 4), torch.randn(3, 4)
+    seen = []
+    layer.node_mlp.register_forward_pre_hook(lambda mod, inp: seen.append(inp[0]))
+    layer(x, edge_index, e)
+    agg = seen[0][:, 4:]  # [x, identity (mean, max), amplification (mean, max)]
+    factor = torch.log(torch.tensor([3.0, 3.0, 2.0, 2.0])) / 2.0
+    assert torch.allclose(agg[:, 8:], agg[:, :8] * factor[:, None])
+    assert not torch.allclose(agg[:, 8:], agg[:, :8])
+
+
+def test_our_scalers_compute_what_pyg_degree_scaler_aggregation_computes():
+    t = build_template(SIREN)
+    both = torch.cat([t.edge_index, t.edge_index.flip(0)], dim=1)
+    pyg = DegreeScalerAggregation(["mean", "max"], ["identity", "amplification"],
+                                  degree_histogram(node_degrees(t, "both")))
+    assert math.isclose(pyg.init_avg_deg_log, mean_log_degree([t], "both"), rel_tol=1e-6)
+    layer = NeuralGraphLayer(3, ("mean", "max"), scalers=("identity", "amplification"),
+                             log_deg_mean=pyg.init_avg_deg_log)
+    msgs = torch.randn(both.shape[1], 3, generator=torch.Generator().manual_seed(0))
+    ours = layer.scale(MultiAggregation(["mean", "max"])(msgs, both[1], dim_size=t.n_nodes), both[1])
+    assert torch.allclose(ours, pyg(msgs, both[1], dim_size=t.n_nodes), atol=1e-6)
+
+
+def test_scaler_degree_forward_gives_the_original_delta_from_forward_in_degrees():
+    """The original's GNNForClassification histogram: for the layout [2, 32, 32, 1], 2 nodes of in-degree 0,
+    32 of in-degree 2 and 33 of in-degree 32 (reverse edges not counted)."""
+    hist = torch.zeros(33, dtype=torch.long)
+    hist[0], hist[2], hist[32] = 2, 32, 33
+    original = DegreeScalerAggregation("mean", ["identity", "amplification"], hist).init_avg_deg_log
+    assert torch.equal(degree_histogram(node_degrees(build_template(SIREN), "forward")), hist)
+    fwd = graph_model(scalers=["identity", "amplification"], scaler_degree="forward")
+    both = graph_model(scalers=["identity", "amplification"])
+    assert math.isclose(float(fwd.layers[1].log_deg_mean), original, rel_tol=1e-6)  # 2.2469
+    assert math.isclose(float(both.layers[1].log_deg_mean), mean_log_degree([build_template(SIREN)]), rel_tol=1e-6)
+    assert float(both.layers[0].log_deg_mean) > 3.5 > 2.3 > original  # both directions: degrees 32 to 35
+    assert "layers.0.log_deg_mean" in fwd.state_dict()
+    with torch.no_grad():
+        assert not torch.allclose(fwd(siren_ws(2)), both(siren_ws(2)))
+
+
+def test_residual_false_replaces_node_and_edge_features_by_their_updates():
+    torch.manual_seed(0)
+    with_skip, without = NeuralGraphLayer(4), NeuralGraphLayer(4, residual=False)
+    without.load_state_dict(with_skip.state_dict())
+    with torch.no_grad():
+        for layer in (with_skip, without):  # updates that are exactly zero
+            for mlp in (layer.node_mlp, layer.edge_mlp):
+                mlp[-1].weight.zero_()
+                mlp[-1].bias.zero_()
+            layer.node_norm.bias.fill_(0.25)
+            layer.edge_norm.bias.fill_(-0.5)
+    x, e, edge_index = torch.randn(4, 4), torch.randn(3, 4), torch.tensor([[0, 0, 1], [1, 2, 3]])
+    x1, e1 = with_skip(x, edge_index, e)
+    x0, e0 = without(x, edge_index, e)
+    assert torch.allclose(x1, with_skip.node_norm(x)) and torch.allclose(e1, with_skip.edge_norm(e))
+    assert torch.equal(x0, torch.full((4, 4), 0.25)) and torch.equal(e0, torch.full((3, 4), -0.5))
+
+
+@pytest.mark.parametrize("readout", ["pool", "output"])
+@pytest.mark.parametrize("arch,kwargs", [("siren", {}), ("small_cnn", {"in_channels": 2, "channels": 3, "n_conv": 2,
+                                                                      "num_classes": 3})])
+def test_pna_options_keep_permutation_invariance_and_batch_independence(arch, kwargs, readout):
+    spec = spec_for_arch(arch, **kwargs)
+    torch.manual_seed(0)
+    m = METHODS.get("neural_graph")(spec, 3, hidden_dim=8, n_layers=2, readout=readout,
+                                    scaler_degree="forward", **PNA_OPTIONS).eval()
+    g = torch.Generator().manual_seed(0)
+    ws = WeightSpace(spec, {p.key: torch.randn(4, *p.shape, generator=g) for p in spec.params})
+    perm = ws.permute(ws.random_permutation(torch.Generator().manual_seed(2)))
+    with torch.no_grad():
+        out, out_p, other, one = m(ws), m(perm), m(ws[[1, 2, 3, 0]]), m(ws[0:1])
+    assert torch.allclose(out, out_p, atol=1e-5)
+    assert torch.allclose(one[0], out[0], atol=1e-5)  # degrees of a batch of graphs = those of each graph
+    assert (out - other).abs().max() > 1e-3  # the networks themselves are told apart
+
+
+def test_default_pna_options_keep_the_model():
+    explicit = graph_model(message="mlp", scalers=["identity"], scaler_degree="forward", residual=True)
+    default = graph_model()
+    assert list(explicit.state_dict()) == list(default.state_dict())
+    assert not any("film" in k or "message_lin" in k or "log_deg_mean" in k for k in default.state_dict())
+    assert default.layers[0].node_mlp[0].in_features == 3 * 8 and default.layers[0].residual
+    ws = siren_ws(3)
+    with torch.no_grad():
+        assert torch.equal(explicit(ws), default(ws))  # scaler_degree has no effect without amplification
+
+
+def test_paper_preset_follows_the_original_pna_layer():
+    cfg = {k: v for k, v in load_preset("neural_graph", "paper").items() if k not in RESERVED}
+    off = load_script("official_neural_graphs").PNA_MNIST
+    assert cfg["scalers"] == off["scalers"] and cfg["message"] == "film" and cfg["residual"] is False
+    assert cfg["scaler_degree"] == "forward"  # the original's histogram of forward in-degrees
+    torch.manual_seed(0)
+    model = METHODS.get("neural_graph")(SIREN, 10, **cfg)
+    layer = model.layers[0]
+    assert hasattr(layer, "film_edge") and not layer.residual and layer.node_mlp[0].in_features == (1 + 4 * 2) * 32
+    assert math.isclose(float(layer.log_deg_mean), 2.24687, rel_tol=1e-5)
+
+
+@pytest.mark.parametrize("bad", [{"message": "gru"}, {"scalers": []}, {"scalers": ["identity", "identity"]},
+                                 {"scalers": ["attenuation"]}, {"scalers": "identity"}, {"scaler_degree": "in"},
+                                 {"residual": "no"}, {"residual": 0}])
+def test_bad_pna_options_are_refused(bad):
+    with pytest.raises(ConfigError):
+        graph_model(**bad)

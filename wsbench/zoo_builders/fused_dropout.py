@@ -29,7 +29,8 @@ from .compiled import CompiledOrEager
 FUSED_ACTIVATIONS = ("relu", "tanh", "gelu", "sigmoid")
 COMPILE_MIN_ELEMENTS = 1 << 22  # smaller activations run eagerly: compiling (seconds per shape) would cost more
 # a run of at least LONG_RUN_STEPS steps pays for the compilation of smaller activations too: the eager hash is
-# ~25 passes over memory a call (cnn_families_mnist d2w8's second layer, 3.2M values a micro-batch: 40 % of its step)
+# ~25 passes over memory a call (cnn_families_mnist d2w8, second layer 3.2M values a micro-batch of 32: a step of
+# 256 members 0.43-0.50 s with it eager, 0.38 s compiled)
 LONG_RUN_STEPS, LONG_RUN_MIN_ELEMENTS = 1000, 1 << 20
 
 

@@ -120,9 +120,10 @@ def rank(J: Tensor, rtol: float = 1e-10) -> int:
 
 def compare(path: str, name: str, dims: Sequence[int], c_in: int, c_out: int, batch: int, mode: str,
             draws: int = 3, seed: int = 0) -> dict:
-    from official_nfn import _import, official_spec
+    from official_model import checkout_import
+    from official_nfn import official_spec
 
-    NPLinear, HNPLinear, WSF = _import(path, "nfn.layers.NPLinear", "nfn.layers.HNPLinear", "nfn.common.WeightSpaceFeatures")
+    NPLinear, HNPLinear, WSF = checkout_import(path, "nfn.layers.NPLinear", "nfn.layers.HNPLinear", "nfn.common.WeightSpaceFeatures")
     shapes = tuple(zip(dims[:-1], dims[1:]))
     torch.manual_seed(seed)
     orig = (NPLinear if mode == "np" else HNPLinear)(official_spec(path, shapes), c_in, c_out).double()

@@ -5,24 +5,18 @@ path comes from WSBENCH_OFFICIAL_DWSNETS.
 """
 from __future__ import annotations
 
-import sys
 
 import torch
 
-from official_model import Official
+from official_model import SIREN_SHAPES, Official, checkout_import
 
-# the MNIST-INR SIREN: 2 -> 32 -> 32 -> 1 (our spec's tensors are [out, in]; the official takes [in, out, 1])
-SIREN_SHAPES = ((2, 32), (32, 32), (32, 1))
+# SIREN_SHAPES: our spec's tensors are [out, in]; the official takes [in, out, 1]
 
 
 def official_dwsnet(path: str, n_classes: int = 10) -> torch.nn.Module:
     """DWSModelForClassification at the MNIST-INR settings of the official trainer (hidden 32, 4 hidden
     layers, max reduction, SAB with 8 heads, BatchNorm, no dropout)."""
-    sys.path.insert(0, path)
-    try:
-        from nn.models import DWSModelForClassification  # the checkout's top-level package `nn`
-    finally:
-        sys.path.remove(path)
+    (DWSModelForClassification,) = checkout_import(path, "nn.models.DWSModelForClassification")
     return DWSModelForClassification(weight_shapes=SIREN_SHAPES, bias_shapes=tuple((b,) for _, b in SIREN_SHAPES),
                                      input_features=1, hidden_dim=32, n_hidden=4, reduction="max",
                                      n_classes=n_classes, num_heads=8, set_layer="sab", bn=True, dropout_rate=0.0)

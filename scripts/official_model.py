@@ -2,7 +2,10 @@
 built, fed and trained. Each scripts/official_<repo>.py defines OFFICIAL = {method: Official}."""
 from __future__ import annotations
 
+import importlib
+import sys
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any, Callable, Iterable
 
 import torch
@@ -10,6 +13,29 @@ import torch
 from wsbench.weights import NetworkSpec
 
 Tensors = dict[str, torch.Tensor]
+
+# the MNIST-INR SIREN: 2 -> 32 -> 32 -> 1, (in, out) per layer
+SIREN_SHAPES = ((2, 32), (32, 32), (32, 1))
+
+
+def checkout_modules(path: str, *modules: str, extra_paths: Iterable[str] = ()) -> list[ModuleType]:
+    """Modules of a checkout, imported with `path` (and `extra_paths`) first on sys.path for these imports only:
+    the originals' top-level packages (DWSNets' and neural-graphs' `nn`) would shadow others if left there."""
+    added = [path, *extra_paths]
+    for folder in reversed(added):
+        sys.path.insert(0, folder)
+    try:
+        return [importlib.import_module(m) for m in modules]
+    finally:
+        for folder in added:
+            sys.path.remove(folder)
+
+
+def checkout_import(path: str, *names: str, extra_paths: Iterable[str] = ()) -> list[Any]:
+    """Objects of a checkout, `package.module.attr` each (see checkout_modules)."""
+    parts = [name.rpartition(".") for name in names]
+    modules = checkout_modules(path, *(module for module, _, _ in parts), extra_paths=extra_paths)
+    return [getattr(m, attr) for m, (_, _, attr) in zip(modules, parts)]
 
 
 def entry_normaliser(train: Tensors) -> Callable[[Tensors], Tensors]:

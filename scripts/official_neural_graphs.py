@@ -26,7 +26,7 @@ from typing import Any, Callable
 import torch
 
 from official_dwsnets import official_inputs
-from official_model import Official, Tensors
+from official_model import Official, Tensors, checkout_modules
 
 # the MNIST-INR SIREN's neurons per layer: 2 inputs, 32, 32, 1 output
 LAYER_LAYOUT = [2, 32, 32, 1]
@@ -99,12 +99,8 @@ def pna_config(n_classes: int = 10, layout: list[int] | None = None) -> dict[str
 
 def checkout_module(path: str, name: str) -> types.ModuleType:
     """Module `name` of the checkout's top-level package `nn` (imports shimmed as the module docstring says)."""
-    sys.path.insert(0, path)
-    try:
-        _shim_imports()
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(path)
+    _shim_imports()
+    return checkout_modules(path, name)[0]
 
 
 def official_pna(path: str, n_classes: int = 10) -> torch.nn.Module:

@@ -16,17 +16,14 @@ warmup over 10,000 steps (left out here: a parity run of a few hundred steps wou
 from __future__ import annotations
 
 import os
-import sys
 from typing import Callable
 
 import torch
 
-from official_model import Official
+from official_model import SIREN_SHAPES, Official, checkout_import
 
 Tensors = dict[str, torch.Tensor]
 
-# the MNIST-INR SIREN: 2 -> 32 -> 32 -> 1 (in, out) per layer
-SIREN_SHAPES = ((2, 32), (32, 32), (32, 1))
 # nfnet/inv_ff.yaml hchannels: 512 x 3. WSBENCH_NFN_WIDTH=64 builds both models at 64 channels (our preset
 # paper_narrow) for CPU parity runs: at 512 one step of batch 32 takes ~10 s on 2 CPU cores
 WIDTH = int(os.environ.get("WSBENCH_NFN_WIDTH", "512"))
@@ -40,25 +37,10 @@ DROPOUT = 0.1  # feature_dropout and head_cls.dropout of inv_ff*_mnist.yaml
 HEAD = 1000  # head_cls/mlp.yaml h_size (MlpHead default)
 
 
-def _import(path: str, *names: str) -> list:
-    """Objects of the checkout: `experiments.models.InvariantNFN`, `nfn.layers.HNPLinear`, ..."""
-    sys.path.insert(0, path)
-    try:
-        import importlib
-
-        out = []
-        for name in names:
-            module, _, attr = name.rpartition(".")
-            out.append(getattr(importlib.import_module(module), attr))
-        return out
-    finally:
-        sys.path.remove(path)
-
-
 def official_spec(path: str, shapes: tuple[tuple[int, int], ...] = SIREN_SHAPES):
     """The checkout's NetworkSpec of an MLP of `shapes` ((in, out) per layer), every dimension set as its
     trainer does (network_spec_from_wsfeat(..., set_all_dims=True))."""
-    ArraySpec, NetworkSpec = _import(path, "nfn.common.data.ArraySpec", "nfn.common.NetworkSpec")
+    ArraySpec, NetworkSpec = checkout_import(path, "nfn.common.data.ArraySpec", "nfn.common.NetworkSpec")
     return NetworkSpec([ArraySpec((o, i)) for i, o in shapes], [ArraySpec((o,)) for _, o in shapes])
 
 
@@ -66,13 +48,10 @@ def official_classifier(path: str, mode: str, n_classes: int = 10,
                         shapes: tuple[tuple[int, int], ...] = SIREN_SHAPES) -> torch.nn.Module:
     """InvariantNFN at the checkout's MNIST settings (mode "HNP": inv_ff_mnist, "NP": inv_ff_io_mnist)."""
     # experiments.models imports perceiver_pytorch from the checkout's experiments/perceiver-pytorch
-    sys.path.insert(0, f"{path}/experiments/perceiver-pytorch")
-    try:
-        InvariantNFN, MlpHead, Fourier, IOCodes = _import(
-            path, "experiments.models.InvariantNFN", "experiments.models.MlpHead",
-            "nfn.layers.GaussianFourierFeatureTransform", "nfn.layers.IOSinusoidalEncoding")
-    finally:
-        sys.path.remove(f"{path}/experiments/perceiver-pytorch")
+    InvariantNFN, MlpHead, Fourier, IOCodes = checkout_import(
+        path, "experiments.models.InvariantNFN", "experiments.models.MlpHead",
+        "nfn.layers.GaussianFourierFeatureTransform", "nfn.layers.IOSinusoidalEncoding",
+        extra_paths=[f"{path}/experiments/perceiver-pytorch"])
 
     def head(spec, channels, append_stats):
         return MlpHead(spec, channels, append_stats, num_out=n_classes, h_size=HEAD, dropout=DROPOUT)
@@ -90,7 +69,7 @@ def official_classifier(path: str, mode: str, n_classes: int = 10,
 
 def official_features(path: str) -> Callable[[Tensors], object]:
     """official_inputs wrapped in the checkout's WeightSpaceFeatures."""
-    (WeightSpaceFeatures,) = _import(path, "nfn.common.WeightSpaceFeatures")
+    (WeightSpaceFeatures,) = checkout_import(path, "nfn.common.WeightSpaceFeatures")
     return lambda tensors: WeightSpaceFeatures(*official_inputs(tensors))
 
 

@@ -50,9 +50,9 @@ def official_for(method: str) -> Official:
 def ours(method: str, preset: str, spec: NetworkSpec, n_classes: int = 10) -> torch.nn.Module:
     import wsbench.builtins  # noqa: F401
     from wsbench.registry import METHODS
-    from wsbench.runner import RESERVED, load_preset
+    from wsbench.runner import preset_method_config
 
-    cfg = {k: v for k, v in load_preset(method, preset).items() if k not in RESERVED}
+    cfg = preset_method_config(method, preset)
     return METHODS.get(method)(spec, n_classes, **cfg)
 
 

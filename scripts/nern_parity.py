@@ -40,7 +40,7 @@ from wsbench.evaluation import accuracy  # noqa: E402
 from wsbench.methods.base import ReconstructionTarget, RunContext  # noqa: E402
 from wsbench.methods.nern import NeRN  # noqa: E402
 from wsbench.methods.nern.parity import compare_curves, mse_curve, official_curve  # noqa: E402
-from wsbench.runner import RESERVED, load_preset  # noqa: E402
+from wsbench.runner import preset_method_config  # noqa: E402
 
 PRESET = "parity_rec_only_3000"
 DEFAULT_REFERENCE = ROOT.parent / "shared" / "reference" / "nern_official_resnet20.json"
@@ -54,7 +54,7 @@ def target() -> ReconstructionTarget:
 
 
 def preset_config(**overrides) -> dict:
-    cfg = {k: v for k, v in load_preset("nern", PRESET).items() if k not in RESERVED}
+    cfg = preset_method_config("nern", PRESET)
     return {**cfg, **overrides}
 
 

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from wsbench.methods.base import ReconstructionTarget, RunContext
 from wsbench.methods.nern import NeRN
 from wsbench.methods.nern.parity import compare_curves, mse_curve, official_curve
-from wsbench.runner import RESERVED, load_preset
+from wsbench.runner import RESERVED, load_preset, preset_method_config
 
 from data_paths import PRETRAINED_R20
 
@@ -72,7 +72,7 @@ def test_first_thousand_iterations_follow_the_official_curve(one_thread):
     result = json.loads(PARITY_FILE.read_text())
     official = {r["iteration"]: r["official_mean"]
                 for r in result["runs"]["rec_only_3000_cosine"]["comparison"]["checkpoints"]}
-    cfg = {k: v for k, v in load_preset("nern", "parity_rec_only_3000").items() if k not in RESERVED}
+    cfg = preset_method_config("nern", "parity_rec_only_3000")
     target = ReconstructionTarget("resnet20_pretrained", "resnet_cifar", {"depth": 20}, load_file(PRETRAINED_R20),
                                   "cifar10")
     trainer = NeRN(**cfg).trainer(target, RunContext(seed=0, progress=False))

@@ -14,7 +14,7 @@ from wsbench.archs import spec_for_arch
 from wsbench.errors import ConfigError, NotApplicableError
 from wsbench.methods.graph import FourierFeatures, build_template
 from wsbench.registry import METHODS
-from wsbench.runner import RESERVED, load_preset
+from wsbench.runner import preset_method_config
 from wsbench.weights import WeightSpace
 
 SIREN = spec_for_arch("siren")  # 2 -> 32 -> 32 -> 1
@@ -84,7 +84,7 @@ def test_stub_instantiate_and_the_mnist_pna_config():
 
 
 def test_paper_preset_builds_our_model_at_the_original_settings():
-    cfg = {k: v for k, v in load_preset("neural_graph", "paper").items() if k not in RESERVED}
+    cfg = preset_method_config("neural_graph", "paper")
     off = load_script("official_neural_graphs").PNA_MNIST
     assert (cfg["hidden_dim"], cfg["n_layers"], cfg["dropout"]) == (off["d_hid"], off["n_layers"], off["dropout"])
     assert cfg["aggregators"] == off["aggregators"] and cfg["fourier_sigma"] == off["inp_factor"]
@@ -287,7 +287,7 @@ def test_default_pna_options_keep_the_model():
 
 
 def test_paper_preset_follows_the_original_pna_layer():
-    cfg = {k: v for k, v in load_preset("neural_graph", "paper").items() if k not in RESERVED}
+    cfg = preset_method_config("neural_graph", "paper")
     off = load_script("official_neural_graphs").PNA_MNIST
     assert cfg["scalers"] == off["scalers"] and cfg["message"] == "film" and cfg["residual"] is False
     assert cfg["scaler_degree"] == "forward"  # the original's histogram of forward in-degrees

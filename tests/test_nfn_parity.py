@@ -12,7 +12,7 @@ from wsbench.archs import spec_for_arch
 from wsbench.methods.common import random_neuron_permutation
 from wsbench.methods.nfn_inputs import FourierFeatures, NeuronCodes, channel_dropout, neuron_codes
 from wsbench.registry import METHODS
-from wsbench.runner import RESERVED, load_preset
+from wsbench.runner import preset_method_config
 from wsbench.weights import WeightSpace
 
 
@@ -109,7 +109,7 @@ def test_channel_dropout_drops_whole_weight_channels_per_network():
 
 
 def test_paper_options_and_their_symmetries():
-    cfg = {k: v for k, v in load_preset("nfn_np", "paper_narrow").items() if k not in RESERVED}
+    cfg = preset_method_config("nfn_np", "paper_narrow")
     assert cfg["channels"] == [64, 64, 64] and cfg["fourier_features"] == 128 and cfg["head_pool"] == "hnp"
     small = {**cfg, "channels": [8, 8], "fourier_features": 4, "head_dim": 16}
     ws = siren_ws(3)

@@ -134,6 +134,11 @@ def load_preset(method: str, preset: str, _seen: tuple[str, ...] = ()) -> dict[s
     return data
 
 
+def preset_method_config(method: str, preset: str) -> dict[str, Any]:
+    """The method's own options of a preset (description, task, extends and groups dropped)."""
+    return {k: v for k, v in load_preset(method, preset).items() if k not in RESERVED}
+
+
 def resolve_preset_name(method: str, preset: str, device: torch.device) -> str | None:
     names = preset_names(method)
     if preset != "auto":

@@ -223,14 +223,8 @@ class NeuralGraph(Encoder):
         for key in ("hidden_dim", "max_kernel", "max_fixed"):
             if c[key] < 1:
                 raise ConfigError(f"method {self.name!r}: option {key!r} must be >= 1, got {c[key]}")
-        aggr = tuple(c["aggregators"])
-        if not aggr or any(a not in AGGREGATORS for a in aggr) or len(set(aggr)) < len(aggr):
-            raise ConfigError(f"method {self.name!r}: option 'aggregators' must be distinct names from "
-                              f"{list(AGGREGATORS)}, got {c['aggregators']!r}")
-        scalers = tuple(c["scalers"])
-        if not scalers or any(s not in SCALERS for s in scalers) or len(set(scalers)) < len(scalers):
-            raise ConfigError(f"method {self.name!r}: option 'scalers' must be distinct names from "
-                              f"{list(SCALERS)}, got {c['scalers']!r}")
+        aggr, scalers = (self.distinct_names(key, allowed) for key, allowed in
+                         (("aggregators", AGGREGATORS), ("scalers", SCALERS)))
         act = ACTIVATIONS[c["activation"]]
         self._templates: dict[NetworkSpec, GraphTemplate] = {}
         self._on_device: dict[tuple[NetworkSpec, torch.device], dict[str, Tensor]] = {}
@@ -256,6 +250,14 @@ class NeuralGraph(Encoder):
         for a, b in zip(dims, dims[1:]):
             head += [nn.Linear(a, b), nn.ReLU()]
         self.head = nn.Sequential(*head, nn.Linear(dims[-1], out_dim))
+
+    def distinct_names(self, key: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+        """Option `key`: a non-empty list of distinct names from `allowed`."""
+        names = tuple(self.config[key])
+        if not names or any(n not in allowed for n in names) or len(set(names)) < len(names):
+            raise ConfigError(f"method {self.name!r}: option {key!r} must be distinct names from "
+                              f"{list(allowed)}, got {self.config[key]!r}")
+        return names
 
     @classmethod
     def supports(cls, spec: NetworkSpec) -> tuple[bool, str]:

@@ -25,6 +25,16 @@ as the layers aggregate, `forward` the forward in-degree only (inputs 0), which 
 GNNForClassification puts in its degree histogram although, with rev_edge_features, its layers aggregate
 over both directions: its amplification then scales every node's aggregate up (by 1.56 to 1.58 on the
 siren 2-32-32-1, where `both` gives 0.99 to 1.005).
+The rest of its layer structure (pieces in graph_layers.py): `node_update: pna` (two linear maps of [x,
+aggregates], then the norm and the activation, neither after the last layer; default `mlp`: an MLP, then
+the norm), `norm: graph` (LayerNorm over all nodes and features of each network, one mean and std per
+network, as PyG's graph-mode LayerNorm, which the original applies to the whole batch; default `node`: over
+each node's features), `edge_update: pna` (act(A e + S x_src + T x_dst), then a linear map, no norm, and no
+edge update after the last layer; default `mlp`: MLP([x_src, x_dst, e]), then LayerNorm) and
+`reverse_edges: features` (each weight is two edges with features of their own, the forward one embedded
+from [w, 0, w], the reverse one from [0, w, w]; default `code`: one feature per weight, the two directions
+told apart by learned codes added in every layer). Without them the paper preset's loss stayed at chance
+where the original's fell (leaderboards/parity/neural_graph_siren_mnist_small.md).
 """
 from __future__ import annotations
 
@@ -43,6 +53,7 @@ from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
 from ..options import AT_LEAST_ONE, Range
 from .common import SpecArg, checked_specs, sinusoidal
+from .graph_layers import GraphLayerNorm, PNAEdgeUpdate, directed_edge_values, pna_node_update
 
 AGGREGATORS = ("mean", "max", "min", "std", "sum")
 SCALERS = ("identity", "amplification")
@@ -142,11 +153,14 @@ class NeuralGraphLayer(MessagePassing):
 
     message "mlp": MLP([x_i, x_j, e]); "film": scale(e) * Linear([x_i, x_j]) + shift(e). scalers: the
     aggregates once per scaler ("amplification": times log(deg + 1) / log_deg_mean, deg the node's degree
-    in the graph the layer runs on). residual: x <- norm(x + update) (else norm(update)), edges alike."""
+    in the graph the layer runs on). residual: x <- norm(x + update) (else norm(update)), edges alike.
+    node_update, edge_update, norm, reverse_edges: as the encoder's options of those names (module docstring);
+    `last` marks the last layer, after which "pna" updates apply no norm or activation and no edge update."""
 
     def __init__(self, dim: int, aggregators: tuple[str, ...] = ("mean", "max"),
                  act: type[nn.Module] = nn.ReLU, message: str = "mlp", scalers: tuple[str, ...] = ("identity",),
-                 log_deg_mean: float = 1.0, residual: bool = True) -> None:
+                 log_deg_mean: float = 1.0, residual: bool = True, node_update: str = "mlp",
+                 edge_update: str = "mlp", norm: str = "node", reverse_edges: str = "code", last: bool = False) -> None:
         super().__init__(aggr=list(aggregators))
         n_in = (1 + len(aggregators) * len(scalers)) * dim
         self.film = message == "film"
@@ -155,10 +169,19 @@ class NeuralGraphLayer(MessagePassing):
             self.message_lin = nn.Linear(2 * dim, dim)
         else:
             self.message_mlp = nn.Sequential(nn.Linear(3 * dim, dim), act(), nn.Linear(dim, dim))
-        self.node_mlp = nn.Sequential(nn.Linear(n_in, dim), act(), nn.Linear(dim, dim))
-        self.edge_mlp = nn.Sequential(nn.Linear(3 * dim, dim), act(), nn.Linear(dim, dim))
-        self.node_norm, self.edge_norm = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.direction = nn.Parameter(torch.randn(2, dim) * 0.02)
+        self.pna_nodes, self.last = node_update == "pna", last
+        self.node_mlp = pna_node_update(n_in, dim) if self.pna_nodes else \
+            nn.Sequential(nn.Linear(n_in, dim), act(), nn.Linear(dim, dim))
+        # edge_update "pna": no edge norm, and no edge update at all after the last layer
+        self.edge_mlp: nn.Module | None = (None if last else PNAEdgeUpdate(dim, act)) if edge_update == "pna" else \
+            nn.Sequential(nn.Linear(3 * dim, dim), act(), nn.Linear(dim, dim))
+        if not (self.pna_nodes and last):  # the PNA backbone has no norm after its last layer
+            self.node_norm = GraphLayerNorm(dim) if norm == "graph" else nn.LayerNorm(dim)
+        if edge_update == "mlp":
+            self.edge_norm = nn.LayerNorm(dim)
+        self.act = act() if self.pna_nodes else None
+        if reverse_edges == "code":  # else the edges come in both directions, each with its own features
+            self.direction = nn.Parameter(torch.randn(2, dim) * 0.02)
         self.scalers, self.residual = tuple(scalers), residual
         if "amplification" in self.scalers:
             if not log_deg_mean > 0:
@@ -173,14 +196,29 @@ class NeuralGraphLayer(MessagePassing):
         return torch.cat([agg if s == "identity" else agg * (torch.log1p(deg) / self.log_deg_mean)
                           for s in self.scalers], dim=1)
 
-    def forward(self, x: Tensor, edge_index: Tensor, e: Tensor) -> tuple[Tensor, Tensor]:
-        both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
-        e2 = torch.cat([e + self.direction[0], e + self.direction[1]], dim=0)
+    def forward(self, x: Tensor, edge_index: Tensor, e: Tensor, n_graphs: int = 1) -> tuple[Tensor, Tensor]:
+        """x [n_graphs * N, dim]; edge_index and e: the edges (with reverse_edges "features" both directions,
+        each its own row of e; else the forward edges, the reverse ones added here with the direction codes)."""
+        if hasattr(self, "direction"):
+            both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
+            e2 = torch.cat([e + self.direction[0], e + self.direction[1]], dim=0)
+        else:
+            both, e2 = edge_index, e
         agg = self.scale(self.propagate(both, x=x, e=e2), both[1])
-        x = self.node_norm(self.skip(x, self.node_mlp(torch.cat([x, agg], dim=1))))
-        src, dst = edge_index
-        e = self.edge_norm(self.skip(e, self.edge_mlp(torch.cat([x[src], x[dst], e], dim=1))))
-        return x, e
+        x = self.skip(x, self.node_mlp(torch.cat([x, agg], dim=1)))
+        if not self.pna_nodes:
+            x = self.normed(x, n_graphs)
+        elif not self.last:  # the PNA backbone: norm, then activation, after every layer but the last
+            x = self.act(self.normed(x, n_graphs))
+        if self.edge_mlp is None:
+            return x, e
+        update = self.edge_mlp(x, edge_index, e) if isinstance(self.edge_mlp, PNAEdgeUpdate) else \
+            self.edge_mlp(torch.cat([x[edge_index[0]], x[edge_index[1]], e], dim=1))
+        e = self.skip(e, update)
+        return x, (self.edge_norm(e) if hasattr(self, "edge_norm") else e)
+
+    def normed(self, x: Tensor, n_graphs: int) -> Tensor:
+        return self.node_norm(x, n_graphs) if isinstance(self.node_norm, GraphLayerNorm) else self.node_norm(x)
 
     def skip(self, old: Tensor, update: Tensor) -> Tensor:
         return old + update if self.residual else update
@@ -206,11 +244,18 @@ class NeuralGraph(Encoder):
         "scalers": ["identity"],  # + "amplification": aggregates also times log(deg + 1) / delta (PNA)
         "scaler_degree": "both",  # delta from degrees along both directions | forward: in-degrees only
         "residual": True,  # skip connections around the node and edge updates
+        "node_update": "mlp",  # mlp: MLP, then norm | pna: two linear maps, norm, activation (none after the last)
+        "edge_update": "mlp",  # mlp: MLP([x_src, x_dst, e]), LayerNorm | pna: no norm, none after the last layer
+        "norm": "node",  # LayerNorm of the node update over each node's features | graph: over each network's
+        "reverse_edges": "code",  # code: learned direction codes | features: [w, 0, w] / [0, w, w] edge inputs
     }
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {"activation": tuple(ACTIVATIONS), "readout": ("pool", "output"),
                                                      "input_encoding": ("linear", "fourier"),
                                                      "message": ("mlp", "film"),
-                                                     "scaler_degree": ("both", "forward")}
+                                                     "scaler_degree": ("both", "forward"),
+                                                     "node_update": ("mlp", "pna"), "edge_update": ("mlp", "pna"),
+                                                     "norm": ("node", "graph"),
+                                                     "reverse_edges": ("code", "features")}
     ranges: ClassVar[dict[str, Range]] = {"dropout": Range(0, 1, hi_open=True), "head_layers": AT_LEAST_ONE,
                                           "fourier_dim": AT_LEAST_ONE}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 8, "n_layers": 2}
@@ -235,11 +280,13 @@ class NeuralGraph(Encoder):
             if "amplification" in scalers else 1.0
         enc = (c["input_encoding"], c["fourier_dim"], c["fourier_sigma"])
         self.node_in = input_embedding(1, h, *enc)
-        self.edge_in = input_embedding(c["max_kernel"], h, *enc)
+        self.edge_in = input_embedding(c["max_kernel"] * (3 if c["reverse_edges"] == "features" else 1), h, *enc)
         self.fixed_embedding = nn.Embedding(c["max_fixed"] + 1, h, padding_idx=0)
         self.kind_embedding = nn.Embedding(2, h)
-        self.layers = nn.ModuleList(NeuralGraphLayer(h, aggr, act, c["message"], scalers, delta, c["residual"])
-                                    for _ in range(c["n_layers"]))
+        self.layers = nn.ModuleList(NeuralGraphLayer(h, aggr, act, c["message"], scalers, delta, c["residual"],
+                                                     c["node_update"], c["edge_update"], c["norm"],
+                                                     c["reverse_edges"], last=i == c["n_layers"] - 1)
+                                    for i in range(c["n_layers"]))
         n_outs = sorted({self._templates[s].n_outputs for s in specs})
         if c["readout"] == "output" and len(n_outs) > 1:
             raise NotApplicableError(f"method 'neural_graph' with readout 'output' reads networks of one output "
@@ -301,11 +348,16 @@ class NeuralGraph(Encoder):
             w = w.reshape(B, w.shape[1] * w.shape[2], -1)
             parts.append(nn.functional.pad(w, (0, k - w.shape[-1])))
         edge_static = d["edge_layer_pe"] + self.kind_embedding(d["edge_kind"])
-        e = (self.edge_in(torch.cat(parts, dim=1)) + edge_static).reshape(B * E, h)
+        raw, template_edges = torch.cat(parts, dim=1), d["edge_index"]
+        if self.config["reverse_edges"] == "features":  # both directions, each an edge of its own
+            raw, edge_static = directed_edge_values(raw), edge_static.repeat(2, 1)
+            template_edges = torch.cat([template_edges, template_edges.flip(0)], dim=1)
+            E = 2 * E
+        e = (self.edge_in(raw) + edge_static).reshape(B * E, h)
         offsets = (torch.arange(B, device=dev) * N).view(1, B, 1)
-        edge_index = (d["edge_index"].view(2, 1, E) + offsets).reshape(2, B * E)
+        edge_index = (template_edges.view(2, 1, E) + offsets).reshape(2, B * E)
         for i, layer in enumerate(self.layers):
-            x, e = layer(x, edge_index, e)
+            x, e = layer(x, edge_index, e, B)
             if i < len(self.layers) - 1 and self.config["dropout"] > 0:
                 x = nn.functional.dropout(x, self.config["dropout"], self.training)
         if self.config["readout"] == "output":  # the last n_outputs nodes of each graph, in order

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 
+import pytest
+
 import torch
 from script_loader import load_script
 
@@ -11,6 +13,7 @@ import wsbench.builtins  # noqa: F401
 from wsbench.archs import spec_for_arch
 from wsbench.methods.common import random_neuron_permutation
 from wsbench.methods.nfn_inputs import FourierFeatures, NeuronCodes, channel_dropout, neuron_codes
+from wsbench.errors import ConfigError
 from wsbench.registry import METHODS
 from wsbench.runner import preset_method_config
 from wsbench.weights import WeightSpace
@@ -130,3 +133,65 @@ def test_paper_options_and_their_symmetries():
     assert sum(isinstance(m, torch.nn.Dropout) for m in head) == 2 and paper_np.head[-1].out_features == 10
     paper_np.train()
     assert not torch.equal(paper_np(ws), paper_np(ws))  # dropout on in training
+
+
+def _layer_with_one_map(terms: str) -> tuple:
+    """A DWS layer (mean pooling, DeepSets blocks) whose parameters are all zero except one block's
+    kept-neuron term: its output is that one term, scaled as `terms` says."""
+    from wsbench.methods.equivariant.layer import DWSLayer
+    from wsbench.methods.equivariant.layout import layouts_for_spec
+
+    layouts = layouts_for_spec(spec_for_arch("siren"))
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, 1, 4, reduction="mean", set_layer="ds", terms=terms)
+    with torch.no_grad():
+        for p in layer.parameters():
+            p.zero_()
+    i, j, fam, key = next(r for r in layer.routes if r[0] != r[1])  # a block between two tensors
+    term = layer.blocks[fam][key].terms[0]
+    with torch.no_grad():
+        term.weight.normal_()
+    xs = [torch.randn(2, *(a.size for a in t.axes), 1) for t in layouts]
+    alone = layer.blocks[fam][key].term_outputs(xs[i])[0]
+    return layer(xs)[j], alone, len(layouts), layer.blocks[fam][key].scale
+
+
+def test_sum_terms_adds_each_map_once_and_mean_divides_by_the_tensor_count():
+    summed, alone, n, block_scale = _layer_with_one_map("sum")
+    assert torch.allclose(summed, alone.expand_as(summed), atol=1e-6)
+    averaged, alone_mean, _, _ = _layer_with_one_map("mean")
+    assert torch.allclose(averaged, (alone_mean * block_scale / n).expand_as(averaged), atol=1e-6)
+
+
+def test_nfn_init_bounds_each_output_tensors_maps_by_their_summed_fan_in():
+    from wsbench.methods.equivariant.layer import DWSLayer
+    from wsbench.methods.equivariant.layout import layouts_for_spec
+
+    layouts = layouts_for_spec(spec_for_arch("siren"))
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, 3, 8, reduction="mean", set_layer="ds", terms="sum", init="nfn")
+    for j in range(len(layouts)):
+        maps = [m for _, dst, fam, key in layer.routes if dst == j for m in layer.blocks[fam][key].terms]
+        k = layer.pooled.dsts.index(j) if j in layer.pooled.dsts else None
+        fan_in = sum(m.in_features for m in maps) + (layer.pooled.linears[k].in_features if k is not None else 0)
+        params = [p for m in maps for p in m.parameters()]
+        params += [layer.pooled.linears[k].weight, layer.pooled.biases[k]] if k is not None else []
+        values = torch.cat([p.detach().flatten() for p in params])
+        bound = (1 / fan_in) ** 0.5
+        assert values.abs().max() <= bound and values.abs().max() > 0.9 * bound  # uniform up to the bound
+        assert abs(float(values.std()) - bound / 3 ** 0.5) < 0.1 * bound
+    with pytest.raises(ValueError, match="attention"):
+        DWSLayer(layouts, 3, 8, init="nfn")
+
+
+def test_the_nfn_layer_scale_is_the_default_and_dwsnets_scale_an_option():
+    for method in ("nfn_hnp", "nfn_np"):
+        cls = METHODS.get(method)
+        assert cls.version == 2 and (cls.defaults["terms"], cls.defaults["layer_init"]) == ("sum", "nfn")
+        for preset in ("paper", "small_cnn_zoo", "cpu"):
+            cfg = cls.parse_config(preset_method_config(method, preset))
+            assert (cfg["terms"], cfg["layer_init"]) == ("sum", "nfn")
+        assert cls(spec_for_arch("siren"), 10).layers[0].sum_terms
+        assert not cls(spec_for_arch("siren"), 10, terms="mean", layer_init="dwsnets").layers[0].sum_terms
+    with pytest.raises(ConfigError, match="terms"):
+        METHODS.get("nfn_hnp")(spec_for_arch("siren"), 10, terms="max")

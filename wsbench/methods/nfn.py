@@ -19,7 +19,11 @@ Options of the NFN repository's SIREN classifiers, all off by default:
 - channel_dropout: `dropout` drops whole channels of weight tensors (the original's feature dropout);
 - head_dropout: dropout after each ReLU of the head;
 - head_pool "hnp": for nfn_np, pool as HNP does (input and output neurons kept as features), as the
-  original's NP classifier; "symmetry" (default) pools every axis its symmetry permutes.
+  original's NP classifier; "symmetry" (default) pools every axis its symmetry permutes;
+- terms, layer_init: the layers' scale. The defaults "sum", "nfn" are the NFN repository's (terms summed,
+  each output's maps drawn from U(+-sqrt(1/fan-in)); see equivariant/layer.py); "mean", "dwsnets" is
+  DWSNets' scale, the same maps, which under Adam learn far slower than the original's (version 1 of these
+  methods: leaderboards/parity/nfn_hnp_siren_mnist_small.md measured both).
 """
 from __future__ import annotations
 
@@ -55,13 +59,16 @@ def np_layouts(layouts: list[TensorLayout]) -> list[TensorLayout]:
 class NeuralFunctional(ChainEncoder):
     symmetry: ClassVar[str] = "hnp"
     invariant: ClassVar[bool] = True
+    version: ClassVar[int] = 2  # 2: the NFN repository's layer scale by default (1: DWSNets' averaged terms and init)
     # channels: per-layer widths (overrides hidden_dim x n_layers; the NFN repository's accuracy predictor uses
     # [16, 16, 5]); head_layers: Linear layers of head_dim before the output layer (that predictor: 2 of 1,000)
     defaults: ClassVar[dict[str, Any]] = {"hidden_dim": 64, "n_layers": 3, "head_dim": 64, "head_layers": 1,
                                           "channels": None, "dropout": 0.0, "channel_dropout": False,
                                           "head_dropout": 0.0, "head_pool": "symmetry", "fourier_features": 0,
-                                          "fourier_scale": 10.0, "io_bands": 0, "io_max_freq": 10.0}
-    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"head_pool": ("symmetry", "hnp")}
+                                          "fourier_scale": 10.0, "io_bands": 0, "io_max_freq": 10.0, "terms": "sum",
+                                          "layer_init": "nfn"}
+    choices: ClassVar[dict[str, tuple[Any, ...]]] = {"head_pool": ("symmetry", "hnp"), "terms": ("mean", "sum"),
+                                                     "layer_init": ("dwsnets", "nfn")}
     tiny_config: ClassVar[dict[str, Any]] = {"hidden_dim": 16, "n_layers": 2, "head_dim": 16}
 
     def __init__(self, spec_or_specs: SpecArg, out_dim: int, **config: Any) -> None:
@@ -80,7 +87,8 @@ class NeuralFunctional(ChainEncoder):
                                  + (self.codes.width if self.codes else 0) for t in inner]
         layers = []
         for width in widths:
-            layers.append(DWSLayer(inner, prev, width, reduction="mean", set_layer="ds"))
+            layers.append(DWSLayer(inner, prev, width, reduction="mean", set_layer="ds", terms=c["terms"],
+                                   init=c["layer_init"]))
             prev = width
         self.layers = nn.ModuleList(layers)
         p = c["head_dropout"]

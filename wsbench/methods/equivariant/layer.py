@@ -6,6 +6,13 @@ bias_to_weight, bias_to_bias; key "i_j" = from the i-th to the j-th tensor of th
 blocks between tensors that share a neuron set; the blocks between tensors that share none
 (pool -> Lin -> broadcast) are evaluated together in `pooled` (see blocks.PooledBlocks). It sums
 every block into its output tensor and divides by the number of tensors, as the official code.
+
+NFN's layers (Zhou et al.; the same linear space with mean pooling) differ in scale only, and under
+Adam scale is learning speed: `terms="sum"` adds the terms without DWSNets' 1/n and 1/(number of
+terms), and `init="nfn"` draws every weight and bias feeding output tensor j from
+U(-sqrt(1/F_j), sqrt(1/F_j)), F_j the summed fan-in of those maps (the NFN repository's
+`set_init_`). The NFN repository's layers also feed some redundant inputs (a tensor's full mean
+beside its row means), so its F_j, and its parameter count, are somewhat larger than ours.
 """
 from __future__ import annotations
 
@@ -21,8 +28,14 @@ from .layout import TensorLayout
 
 class DWSLayer(nn.Module):
     def __init__(self, layouts: Sequence[TensorLayout], c_in: int | Sequence[int], c_out: int, *,
-                 reduction: str = "max", set_layer: str = "sab", num_heads: int = 8, init_scale: float = 1.0) -> None:
+                 reduction: str = "max", set_layer: str = "sab", num_heads: int = 8, init_scale: float = 1.0,
+                 terms: str = "mean", init: str = "dwsnets") -> None:
         super().__init__()
+        if terms not in ("mean", "sum") or init not in ("dwsnets", "nfn"):
+            raise ValueError(f"DWSLayer: terms must be 'mean' or 'sum' and init 'dwsnets' or 'nfn', got {terms!r}, {init!r}")
+        if init == "nfn" and set_layer == "sab":
+            raise ValueError("DWSLayer: init 'nfn' is for linear blocks (set_layer 'ds'), not attention")
+        self.sum_terms = terms == "sum"
         self.layouts = list(layouts)
         c_ins = [c_in] * len(self.layouts) if isinstance(c_in, int) else list(c_in)
         self.c_out, self.reduction = c_out, reduction
@@ -42,7 +55,26 @@ class DWSLayer(nn.Module):
                 self.routes.append((i, j, fam, key))
         self.blocks = nn.ModuleDict(families)
         self.pooled = PooledBlocks(self.layouts, c_ins, c_out, pooled_pairs, reduction=reduction)
-        self._init(init_scale)
+        if init == "nfn":
+            self._init_nfn()
+        else:
+            self._init(init_scale)
+
+    def _init_nfn(self) -> None:
+        """The NFN repository's init: every map into output tensor j from U(+-sqrt(1 / its summed fan-in))."""
+        fan_in = [0] * len(self.layouts)
+        params: list[list[Tensor]] = [[] for _ in self.layouts]
+        for j, lin, bias in zip(self.pooled.dsts, self.pooled.linears, self.pooled.biases):
+            fan_in[j] += lin.in_features
+            params[j] += [lin.weight, bias]
+        for _, j, fam, key in self.routes:
+            for m in self.blocks[fam][key].terms:
+                fan_in[j] += m.in_features
+                params[j] += [p for p in (m.weight, m.bias) if p is not None]
+        with torch.no_grad():
+            for f, ps in zip(fan_in, params):
+                for p in ps:
+                    p.uniform_(-(1 / f) ** 0.5, (1 / f) ** 0.5)
 
     def _init(self, scale: float) -> None:
         """Official init: xavier_normal * sqrt(2 in / out) * scale, biases U(-1e-4, 1e-4)."""
@@ -66,12 +98,14 @@ class DWSLayer(nn.Module):
                 pooled[key] = reduce(xs[i], dims, self.reduction)
             return pooled[key]
 
+        share = 1.0 if self.sum_terms else 1.0 / n
         terms: list[list[tuple[Tensor, float]]] = [[] for _ in self.layouts]
         for j, h in self.pooled(xs, pool).items():
-            terms[j].append((h, 1.0 / n))
+            terms[j].append((h, share))
         for i, j, fam, key in self.routes:
             block = self.blocks[fam][key]
-            terms[j] += [(h, block.scale / n) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims))]
+            s = share * (1.0 if self.sum_terms else block.scale)
+            terms[j] += [(h, s) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims))]
         return [sum_terms(ts).expand(B, *(a.size for a in t.axes), self.c_out) for ts, t in zip(terms, self.layouts)]
 
 

@@ -62,7 +62,7 @@ def test_pna_node_update_is_two_linear_maps_then_norm_and_activation_but_not_aft
     mid, last = NeuralGraphLayer(4, **kw), NeuralGraphLayer(4, **kw, last=True)
     assert [type(m) for m in mid.node_mlp] == [torch.nn.Linear, torch.nn.Linear]
     x, e = torch.randn(4, 4), torch.randn(3, 4)
-    assert not hasattr(last, "node_norm")  # nor its parameters
+    assert last.node_norm is None  # nor its parameters
     for layer in (mid, last):
         seen = []
         layer.node_mlp.register_forward_hook(lambda mod, inp, out: seen.append(out))
@@ -75,7 +75,7 @@ def test_pna_edge_update_sums_three_linear_maps_has_no_norm_and_is_skipped_after
     torch.manual_seed(0)
     mid = NeuralGraphLayer(4, edge_update="pna", residual=False)
     last = NeuralGraphLayer(4, edge_update="pna", residual=False, last=True)
-    assert isinstance(mid.edge_mlp, PNAEdgeUpdate) and not hasattr(mid, "edge_norm")
+    assert isinstance(mid.edge_mlp, PNAEdgeUpdate) and mid.edge_norm is None
     assert last.edge_mlp is None and not any(k.startswith(("edge_mlp", "edge_norm")) for k in last.state_dict())
     x, e = torch.randn(4, 4), torch.randn(3, 4)
     x1, e1 = mid(x, EDGES, e)
@@ -130,7 +130,7 @@ def test_default_options_keep_the_model():
     default = graph_model()
     assert list(explicit.state_dict()) == list(default.state_dict())
     assert sum(p.numel() for p in default.parameters()) == 10267  # as before the options existed
-    assert all(hasattr(layer, "direction") and hasattr(layer, "edge_norm") for layer in default.layers)
+    assert all(layer.direction is not None and layer.edge_norm is not None for layer in default.layers)
     ws = random_ws(SIREN, 3)
     with torch.no_grad():
         out = default.eval()(ws)
@@ -144,7 +144,7 @@ def test_paper_preset_turns_the_pna_options_on():
     assert {k: cfg[k] for k in PNA} == PNA
     torch.manual_seed(0)
     m = METHODS.get("neural_graph")(SIREN, 10, **cfg)
-    assert m.layers[-1].edge_mlp is None and not hasattr(m.layers[-1], "node_norm")
+    assert m.layers[-1].edge_mlp is None and m.layers[-1].node_norm is None
     assert all(isinstance(x.node_norm, GraphLayerNorm) for x in m.layers[:-1])
     with torch.no_grad():
         assert m(random_ws(SIREN, 2)).shape == (2, 10)

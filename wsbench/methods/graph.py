@@ -175,13 +175,13 @@ class NeuralGraphLayer(MessagePassing):
         # edge_update "pna": no edge norm, and no edge update at all after the last layer
         self.edge_mlp: nn.Module | None = (None if last else PNAEdgeUpdate(dim, act)) if edge_update == "pna" else \
             nn.Sequential(nn.Linear(3 * dim, dim), act(), nn.Linear(dim, dim))
-        if not (self.pna_nodes and last):  # the PNA backbone has no norm after its last layer
-            self.node_norm = GraphLayerNorm(dim) if norm == "graph" else nn.LayerNorm(dim)
-        if edge_update == "mlp":
-            self.edge_norm = nn.LayerNorm(dim)
+        # the PNA backbone has no norm after its last layer
+        self.node_norm: nn.Module | None = None if self.pna_nodes and last else \
+            GraphLayerNorm(dim) if norm == "graph" else nn.LayerNorm(dim)
+        self.edge_norm = nn.LayerNorm(dim) if edge_update == "mlp" else None
         self.act = act() if self.pna_nodes else None
-        if reverse_edges == "code":  # else the edges come in both directions, each with its own features
-            self.direction = nn.Parameter(torch.randn(2, dim) * 0.02)
+        # reverse_edges "features": the edges come in both directions, each with its own features
+        self.direction = nn.Parameter(torch.randn(2, dim) * 0.02) if reverse_edges == "code" else None
         self.scalers, self.residual = tuple(scalers), residual
         if "amplification" in self.scalers:
             if not log_deg_mean > 0:
@@ -199,7 +199,7 @@ class NeuralGraphLayer(MessagePassing):
     def forward(self, x: Tensor, edge_index: Tensor, e: Tensor, n_graphs: int = 1) -> tuple[Tensor, Tensor]:
         """x [n_graphs * N, dim]; edge_index and e: the edges (with reverse_edges "features" both directions,
         each its own row of e; else the forward edges, the reverse ones added here with the direction codes)."""
-        if hasattr(self, "direction"):
+        if self.direction is not None:
             both = torch.cat([edge_index, edge_index.flip(0)], dim=1)
             e2 = torch.cat([e + self.direction[0], e + self.direction[1]], dim=0)
         else:
@@ -215,7 +215,7 @@ class NeuralGraphLayer(MessagePassing):
         update = self.edge_mlp(x, edge_index, e) if isinstance(self.edge_mlp, PNAEdgeUpdate) else \
             self.edge_mlp(torch.cat([x[edge_index[0]], x[edge_index[1]], e], dim=1))
         e = self.skip(e, update)
-        return x, (self.edge_norm(e) if hasattr(self, "edge_norm") else e)
+        return x, (self.edge_norm(e) if self.edge_norm is not None else e)
 
     def normed(self, x: Tensor, n_graphs: int) -> Tensor:
         return self.node_norm(x, n_graphs) if isinstance(self.node_norm, GraphLayerNorm) else self.node_norm(x)

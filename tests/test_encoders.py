@@ -407,3 +407,19 @@ def test_deepsets_types_every_tensor_and_pools_within_tensors_only():
     t["convs.0.weight"].view(3, -1)[:, 0], t["convs.1.weight"].view(3, -1)[:, 0] = w1.view(3, -1)[:, 0], w0.view(3, -1)[:, 0]
     with torch.no_grad():  # one entry moved to another tensor: the sets change
         assert not torch.allclose(enc(ws), enc(WeightSpace(ws.spec, t)), atol=1e-6)
+
+
+@pytest.mark.parametrize("heads,dim", [(8, 4), (1, 32)])
+def test_set_attention_equals_scaled_dot_product_attention_with_gradients(heads, dim):
+    """The SAB's attention (three plain ops on CPU) is PyTorch's scaled_dot_product_attention."""
+    from wsbench.methods.equivariant.blocks import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(3, heads, 32, dim, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
+    out = attention(q, k, v, 0.3)
+    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3)
+    assert torch.allclose(out, ref, atol=1e-12)
+    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
+    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
+    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads))

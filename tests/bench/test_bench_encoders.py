@@ -165,3 +165,51 @@ def test_bench_kendall_tau_vs_python_pairs(benchmark):
     ref_s = time.perf_counter() - t
     assert ours == pytest.approx(ref)
     _report("Kendall tau-b, 1,500 values", benchmark.stats.stats.min, ref_s, n=1)
+
+
+def test_bench_set_attention_vs_sdpa(benchmark):
+    """The DWSNet SAB attention (8 heads of 4 channels over 32 neurons, 64 networks), forward and backward:
+    ours (softmax(q k^T) v as three ops on CPU) against PyTorch's scaled_dot_product_attention."""
+    from wsbench.methods.equivariant.blocks import attention
+
+    g = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(BATCH, 8, 32, 4, generator=g, requires_grad=True) for _ in range(3))
+    grad = torch.randn(BATCH, 8, 32, 4, generator=g)
+    scale = 32 ** -0.5
+
+    def ours():
+        attention(q, k, v, scale).backward(grad)
+
+    def sdpa():
+        torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale).backward(grad)
+
+    assert torch.allclose(attention(q, k, v, scale), torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, scale=scale), atol=1e-5)
+    benchmark(ours)
+    _report("SAB attention forward+backward", benchmark.stats.stats.min, best_of(sdpa, repeats=20))
+
+
+def test_bench_dwsnet_step_with_and_without_sdpa(benchmark, monkeypatch):
+    """The DWSNet paper-preset training step (batch 64 SIRENs) with our CPU attention, against the same
+    step with PyTorch's scaled_dot_product_attention in the set layers."""
+    from wsbench.methods.equivariant import blocks
+    from wsbench.runner import preset_method_config
+
+    ws = _zoo("siren")
+    y = torch.randint(0, 10, (BATCH,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = METHODS.get("dwsnet")(ws.spec, 10, **preset_method_config("dwsnet", "paper")).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+
+    def step():
+        loss = torch.nn.functional.cross_entropy(model(ws), y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    step()
+    benchmark.pedantic(step, rounds=5, iterations=1, warmup_rounds=1)
+    monkeypatch.setattr(blocks, "attention", lambda q, k, v, scale: torch.nn.functional.scaled_dot_product_attention(
+        q, k, v, scale=scale))
+    step()
+    _report("DWSNet paper training step", benchmark.stats.stats.min, best_of(step, repeats=5))

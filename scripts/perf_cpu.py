@@ -215,13 +215,12 @@ def _encoder_step(method: str, batch: int = 64) -> dict:
     import wsbench.builtins  # noqa: F401
     from wsbench.archs import spec_for_arch
     from wsbench.registry import METHODS
-    from wsbench.runner import RESERVED, load_preset
+    from wsbench.runner import load_preset, preset_method_config
     from wsbench.tasks.encoder_training import adamw
     from wsbench.weights import WeightSpace
 
-    preset = load_preset(method, ENCODER_PRESETS[method])
-    cfg = {k: v for k, v in preset.items() if k not in RESERVED}
-    task = preset.get("task", {})
+    cfg = preset_method_config(method, ENCODER_PRESETS[method])
+    task = load_preset(method, ENCODER_PRESETS[method]).get("task", {})
     spec = spec_for_arch("siren")
     g = torch.Generator().manual_seed(0)
 

@@ -169,11 +169,12 @@ def test_bench_kendall_tau_vs_python_pairs(benchmark):
 
 def test_bench_set_attention_vs_sdpa(benchmark):
     """The DWSNet SAB attention (8 heads of 4 channels over 32 neurons, 64 networks), forward and backward:
-    ours (softmax(q k^T) v as three ops on CPU) against PyTorch's scaled_dot_product_attention."""
+    ours (cpu_kernels.set_attention: every product oriented by hand) against PyTorch's
+    scaled_dot_product_attention and against softmax(q k^T) v as three plain autograd ops."""
     from wsbench.methods.equivariant.blocks import attention
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(BATCH, 8, 32, 4, generator=g, requires_grad=True) for _ in range(3))
+    q, k, v = (torch.randn(BATCH, 32, 8, 4, generator=g).transpose(1, 2).requires_grad_(True) for _ in range(3))
     grad = torch.randn(BATCH, 8, 32, 4, generator=g)
     scale = 32 ** -0.5
 
@@ -183,10 +184,34 @@ def test_bench_set_attention_vs_sdpa(benchmark):
     def sdpa():
         torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=scale).backward(grad)
 
+    def plain():
+        torch.matmul(torch.softmax(torch.matmul(q * scale, k.transpose(-1, -2)), dim=-1), v).backward(grad)
+
     assert torch.allclose(attention(q, k, v, scale), torch.nn.functional.scaled_dot_product_attention(
         q, k, v, scale=scale), atol=1e-5)
     benchmark(ours)
-    _report("SAB attention forward+backward", benchmark.stats.stats.min, best_of(sdpa, repeats=20))
+    _report("SAB attention forward+backward vs SDPA", benchmark.stats.stats.min, best_of(sdpa, repeats=20))
+    _report("SAB attention forward+backward vs plain ops", benchmark.stats.stats.min, best_of(plain, repeats=20))
+
+
+def test_bench_max_pool_vs_torch_max(benchmark):
+    """Max pooling of a DWSNet hidden weight tensor ([64, 32, 32, 32]) over one neuron axis, forward and
+    backward: cpu_kernels.max_first (amax; first index found in the backward pass) against torch.max."""
+    from wsbench.methods.equivariant.cpu_kernels import max_first
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.relu(torch.randn(BATCH, 32, 32, 32, generator=g)).requires_grad_(True)
+    grad = torch.randn(BATCH, 32, 32, generator=g)
+
+    def ours():
+        max_first(x, 1).backward(grad)
+
+    def reference():
+        x.max(dim=1).values.backward(grad)
+
+    assert torch.equal(max_first(x, 1), x.max(dim=1).values)
+    benchmark(ours)
+    _report("max pooling over one axis, forward+backward", benchmark.stats.stats.min, best_of(reference, repeats=20))
 
 
 def test_bench_dwsnet_step_with_and_without_sdpa(benchmark, monkeypatch):

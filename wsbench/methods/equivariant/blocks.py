@@ -29,19 +29,22 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cpu_kernels import max_first, set_attention
 from .layout import Axis
 
 
 def reduce(x: Tensor, dims: Sequence[int], how: str) -> Tensor:
     """Pool `x` over `dims`. Max over adjacent dims flattens them and takes torch.max over one axis,
     as the official code does: its backward scatters the gradient to one index per output (amax
-    splits it over ties and runs four full-size passes to do so)."""
+    splits it over ties and runs four full-size passes to do so). On CPU the same values and
+    gradients come from `cpu_kernels.max_first`, several times faster for these shapes."""
     if not dims:
         return x
     if how == "max":
         lo, hi = min(dims), max(dims)
         if hi - lo + 1 == len(dims):
-            return (x.flatten(lo, hi) if hi > lo else x).max(dim=lo).values
+            flat = x.flatten(lo, hi) if hi > lo else x
+            return flat.max(dim=lo).values if x.is_cuda else max_first(flat, lo)
         return x.amax(dim=list(dims))
     if how == "mean":
         return x.mean(dim=dims)
@@ -49,13 +52,13 @@ def reduce(x: Tensor, dims: Sequence[int], how: str) -> Tensor:
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
-    """softmax(q k^T scale) v over the last two dims. On CPU as three plain ops: for these sets (32
-    neurons, heads of 4 channels) PyTorch's CPU flash-attention kernel takes 1.6-1.8x as long forward
-    and backward, and the DWSNet paper step 1.1-1.35x as long, on 1-2 threads
-    (tests/bench/test_bench_encoders.py measures both)."""
+    """softmax(q k^T scale) v over the last two dims. On CPU `cpu_kernels.set_attention`: for these
+    sets (32 neurons, heads of 4 channels) PyTorch's CPU flash-attention kernel takes 1.6-1.8x as
+    long forward and backward as the plain ops, and those take longer than the products oriented by
+    hand (tests/bench/test_bench_encoders.py measures all three)."""
     if q.is_cuda:
         return F.scaled_dot_product_attention(q, k, v, scale=scale)
-    return torch.matmul(torch.softmax(torch.matmul(q * scale, k.transpose(-1, -2)), dim=-1), v)
+    return set_attention(q, k, v, scale)
 
 
 class SAB(nn.Module):

@@ -347,6 +347,42 @@ def test_dws_layer_equals_the_plain_sum_of_its_blocks(spec_key):
         torch.testing.assert_close(g, w / len(layouts), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("spec_key", ["mlp", "cnn"])
+def test_dws_layer_gradients_with_tied_maxima_are_torch_max_per_block(spec_key, monkeypatch):
+    """With ties (ReLU zeros, whole zero slices), the layer's cached and composed max pools give each
+    block's own torch.max pooling: the same values and, to the last bit of float64, the same gradients."""
+    from wsbench.methods.equivariant import blocks
+
+    spec = spec_of(spec_key)
+    layouts = layouts_for_spec(spec)
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, [t.channels for t in layouts], 6, num_heads=2).double()
+    xs = [torch.relu(x.double()) for x in features_from_ws(random_ws(spec_key, 3), layouts)]
+    for x in xs:
+        x[:, :1] = 0.0  # a zero slice along the first axis: every pool over it ties
+    w = [torch.randn(3, *(a.size for a in t.axes), 6, dtype=torch.float64) for t in layouts]
+
+    def grads(fn):
+        leaves = [x.clone().requires_grad_(True) for x in xs]
+        outs = fn(leaves)
+        torch.autograd.backward([(o * wi).sum() for o, wi in zip(outs, w)])
+        return [o.detach() for o in outs], [x.grad for x in leaves]
+
+    def per_block(leaves):
+        want = [torch.zeros(3, *(a.size for a in t.axes), 6, dtype=torch.float64) for t in layouts]
+        for j, h in layer.pooled(leaves).items():
+            want[j] = want[j] + h
+        for i, j, fam, key in layer.routes:
+            want[j] = want[j] + layer.blocks[fam][key](leaves[i])
+        return [t / len(layouts) for t in want]
+
+    got, got_grads = grads(layer)
+    monkeypatch.setattr(blocks, "max_first", lambda x, dim: x.max(dim=dim).values)  # torch.max, flattened axes
+    want, want_grads = grads(per_block)
+    for g, h in zip(got + got_grads, want + want_grads):
+        torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
+
+
 def test_sum_terms_equals_the_plain_sum():
     from wsbench.methods.equivariant.blocks import sum_terms
 
@@ -356,6 +392,36 @@ def test_sum_terms_equals_the_plain_sum():
         terms = [(torch.randn(shapes[k], generator=g), 0.5 + k) for k in subset]
         want = sum(t * s for t, s in terms)
         torch.testing.assert_close(sum_terms(terms), want, rtol=1e-6, atol=1e-6)
+
+
+def test_sum_terms_adds_at_full_size_only_what_fits_into_no_smaller_sum():
+    """A DWS output tensor's terms: one full-size, row-broadcast, column-broadcast and channel-only ones.
+    The channel-only sum goes into a smaller sum, so two full-size additions remain; a scale of 1 is no
+    multiplication."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from wsbench.methods.equivariant.blocks import sum_terms
+
+    full = (2, 4, 5, 3)
+
+    class FullSizeOps(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops: list[str] = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            if isinstance(out, torch.Tensor) and tuple(out.shape) == full:
+                self.ops.append(func.__name__)
+            return out
+
+    g = torch.Generator().manual_seed(0)
+    shapes = [full, (2, 4, 1, 3), (2, 1, 5, 3), (2, 1, 1, 3), (2, 1, 1, 3)]
+    terms = [(torch.randn(s, generator=g), 1.0) for s in shapes]
+    with FullSizeOps() as mode:
+        got = sum_terms(terms)
+    torch.testing.assert_close(got, sum(t for t, _ in terms), rtol=1e-6, atol=1e-6)
+    assert [op.split(".")[0] for op in mode.ops] == ["add", "add"]
 
 
 def test_max_pooling_is_the_official_torch_max_over_flattened_axes():

@@ -124,14 +124,22 @@ class PairBlock(nn.Module):
         return {"pool": pool, "perm": [0] + [1 + i for i in order] + [len(rem) + 1], "kept_sizes": kept_sizes,
                 "out_perm": [0] + [1 + p for p in present] + [len(cur) + 1], "broadcast": broadcast}
 
-    def term_outputs(self, x: Tensor, pool: Callable[[Sequence[int]], Tensor] | None = None) -> list[Tensor]:
-        """The block's terms, unscaled and not summed: [B, *dst sizes (1 where broadcast), c_out] each.
-        `pool(dims)` gives x pooled over dims (a cache shared by the blocks of a layer)."""
+    def term_outputs(self, x: Tensor, pool: Callable[[Sequence[int]], Tensor] | None = None,
+                     scale: float = 1.0) -> list[Tensor]:
+        """The block's terms times `scale`, not summed: [B, *dst sizes (1 where broadcast), c_out] each.
+        `pool(dims)` gives x pooled over dims (a cache shared by the blocks of a layer). A linear
+        term takes the scale in its weights: its output can be a full-size tensor, its weights are small."""
         B = x.shape[0]
         out = []
         for mod, plan in zip(self.terms, self.plans):
             h = (pool(plan["pool"]) if pool is not None else reduce(x, plan["pool"], self.reduction)).permute(plan["perm"])
-            h = mod(h.reshape(B, *plan["kept_sizes"], -1))
+            h = h.reshape(B, *plan["kept_sizes"], -1)
+            if scale == 1.0:
+                h = mod(h)
+            elif isinstance(mod, nn.Linear):
+                h = F.linear(h, mod.weight * scale, None if mod.bias is None else mod.bias * scale)
+            else:
+                h = mod(h) * scale
             h = h.reshape(B, *plan["kept_sizes"], *self.out_fixed, self.c_out).permute(plan["out_perm"])
             for d in plan["broadcast"]:
                 h = h.unsqueeze(d)
@@ -140,28 +148,29 @@ class PairBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """[B, *src sizes, c_in] -> [B, *dst sizes (1 where broadcast), c_out]."""
-        return sum_terms([(h, self.scale) for h in self.term_outputs(x)])
+        return sum_terms([(h, 1.0) for h in self.term_outputs(x, scale=self.scale)])
 
 
 def sum_terms(terms: Sequence[tuple[Tensor, float]]) -> Tensor:
     """sum(scale * term) over broadcastable terms with few full-size passes: terms of one shape are
-    summed first, a smaller sum is added into the smallest other sum it broadcasts into, and only
-    what remains is broadcast to the full shape (adding each term into a full-size running sum took
-    one full-size pass per term, and as many reductions in the backward pass)."""
+    summed first (a scale of 1 costs no pass), then, smallest first, each sum is added into the
+    smallest larger sum it broadcasts into, so only the sums that fit into no other are added at full
+    size (adding each term into a full-size running sum took one full-size pass per term, and as many
+    reductions in the backward pass)."""
     groups: dict[tuple[int, ...], Tensor] = {}
     for t, s in terms:
         shape = tuple(t.shape)
-        groups[shape] = t * s if shape not in groups else groups[shape].add(t, alpha=s)
-    order = sorted(groups, key=prod)
-    kept: list[tuple[int, ...]] = []
-    for shape in reversed(order):  # largest first; fold each into the smallest kept shape it fits
-        into = [k for k in kept if all(a == b or a == 1 for a, b in zip(shape, k))]
+        if shape not in groups:
+            groups[shape] = t if s == 1.0 else t * s
+        else:
+            groups[shape] = groups[shape].add(t, alpha=s)
+    for shape in sorted(groups, key=prod):
+        into = [k for k in groups if k != shape and prod(k) >= prod(shape)
+                and all(a == b or a == 1 for a, b in zip(shape, k))]
         if into:
             target = min(into, key=prod)
             groups[target] = groups[target] + groups.pop(shape)
-        else:
-            kept.append(shape)
-    parts = sorted((groups[k] for k in kept), key=lambda t: -t.numel())
+    parts = sorted(groups.values(), key=lambda t: -t.numel())
     out = parts[0]
     for t in parts[1:]:
         out = out + t

@@ -92,10 +92,16 @@ class DWSLayer(nn.Module):
         n, B = len(self.layouts), xs[0].shape[0]
         pooled: dict[tuple[int, tuple[int, ...]], Tensor] = {}
 
-        def pool(i: int, dims: Sequence[int]) -> Tensor:  # each tensor pooled once per set of axes
-            key = (i, tuple(dims))
+        def pool(i: int, dims: Sequence[int]) -> Tensor:
+            """Each tensor pooled once per set of axes. Over several axes: the pool over the first of
+            the (cached) pool over the others, so that only one full-size pool per axis runs forward
+            and backward (for max the gradient reaches the same entry: the first maximum in the
+            flattened axes, as torch.max over them)."""
+            key = (i, tuple(sorted(dims)))
             if key not in pooled:
-                pooled[key] = reduce(xs[i], dims, self.reduction)
+                d = key[1]
+                pooled[key] = reduce(pool(i, d[1:]), d[:1], self.reduction) if len(d) > 1 else \
+                    reduce(xs[i], d, self.reduction)
             return pooled[key]
 
         share = 1.0 if self.sum_terms else 1.0 / n
@@ -105,7 +111,7 @@ class DWSLayer(nn.Module):
         for i, j, fam, key in self.routes:
             block = self.blocks[fam][key]
             s = share * (1.0 if self.sum_terms else block.scale)
-            terms[j] += [(h, s) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims))]
+            terms[j] += [(h, 1.0) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims), scale=s)]
         return [sum_terms(ts).expand(B, *(a.size for a in t.axes), self.c_out) for ts, t in zip(terms, self.layouts)]
 
 

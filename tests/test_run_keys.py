@@ -7,6 +7,7 @@ from pathlib import Path
 
 from bad_input_helpers import cli, make_zoo
 from wsbench.leaderboard import build_tables
+from wsbench.leaderboard.markdown import table_grid
 from wsbench.results import read_records
 from wsbench.zoo import load_zoo
 
@@ -38,8 +39,13 @@ def test_another_zoo_of_the_same_name_is_run_not_skipped(tmp_path, capsys):
     records = read_records(tmp_path / "res")
     digests = {r.zoo_digest for r in records}
     assert len(records) == 2 and len(digests) == 2 and len({r.run_key for r in records}) == 2
-    (table,) = build_tables(records)
-    assert "2 different zoo contents" in table.provenance.mixed_zoos
+    (table,) = build_tables(records)  # one table, compared on one zoo content: the newest record's
+    newest = max(records, key=lambda r: (r.date, r.record_id))
+    assert table.provenance.zoo_digests == (newest.zoo_digest,) and not table.provenance.mixed_zoos
+    assert [row.zoo_digest for row in table.older_rows] == [next(iter(digests - {newest.zoo_digest}))]
+    grid = table_grid(table, older=True)
+    assert "Zoo content" in [c.text for c in grid.headers]
+    assert any(c.text == table.older_rows[0].zoo_digest[:8] for c in grid.rows[0])
 
 
 def test_records_from_before_the_digest_are_still_recognised(tmp_path, capsys):

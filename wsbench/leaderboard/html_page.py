@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
 from ..errors import WsbenchError
-from .markdown import LEGEND, Grid, matrix_grid, summary_line, table_grid
+from .markdown import LEGEND, OLDER_NOTE, Grid, matrix_grid, summary_line, table_grid
 from .matrix import MATRIX_INTRO, TransferMatrix, wins_line
 from .tables import TITLE, Provenance, Table
 
@@ -151,7 +151,7 @@ def render_html(tables: Sequence[Table], plots: Sequence["Plot"], source: str, n
         if t.older_rows and t.older_provenance:
             parts += [f"<h3>Older versions ({esc(t.title)})</h3>",
                       f'<p class="summary">{esc(summary_line(t, t.older_provenance, older=True))}. '
-                      "Not comparable with the table above: its task or zoo version has changed since.</p>",
+                      f"{esc(OLDER_NOTE)}</p>",
                       html_table(table_grid(t, older=True), "leaderboard older"), html_provenance(t.older_provenance)]
         parts.append("</section>")
     for m in matrices:

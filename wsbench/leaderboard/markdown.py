@@ -20,8 +20,9 @@ LEGEND = (
     "rows agree). `Scored` (shown where rows differ in it) is the number of test items the metrics "
     "come from. `Params` is the size of "
     "the representation or model the record reports; `Wall` is the wall-clock time of the run that "
-    "produced the row (one run may score several members or variants). Records from an older task or zoo "
-    "version are listed apart and never compared."
+    "produced the row (one run may score several members or variants). Records from an older task, zoo "
+    "or method version, or made on another build of the zoo (another content digest), are listed apart and "
+    "never compared."
 )
 
 
@@ -83,7 +84,9 @@ def table_grid(table: Table, older: bool = False) -> Grid:
     has_bytes = any(r.n_bytes for r in rows)
     has_notes = any(r.status != "ok" for r in rows)
     has_eval = len({r.n_eval for r in rows if r.status == "ok"}) > 1  # scored on different numbers of items
+    has_content = older and any(r.zoo_digest for r in rows)
     headers = [Cell("Task v"), Cell("Zoo v")] if older else []
+    headers += [Cell("Zoo content", title="the zoo build's content digest (first 8 hex digits)")] if has_content else []
     headers += [Cell("Member", title="zoo member the row scores")] if has_member else []
     headers += [Cell("Method"), Cell("Config"), Cell("Preset", title="budget preset of the run")]
     headers += [Cell("Seeds", numeric=True)]
@@ -96,6 +99,7 @@ def table_grid(table: Table, older: bool = False) -> Grid:
     body = []
     for i, row in enumerate(rows):
         cells = [Cell(str(row.task_version)), Cell(row.zoo_version)] if older else []
+        cells += [Cell((row.zoo_digest or "")[:8])] if has_content else []
         cells += [Cell(row.member or "")] if has_member else []
         cells += [Cell(row.method), Cell(row.config), Cell(row.preset or "default")]
         cells.append(Cell(str(len(row.seeds)), numeric=True, title="seeds: " + ", ".join(map(str, row.seeds))))
@@ -136,6 +140,10 @@ def matrix_grid(matrix: TransferMatrix) -> Grid:
         body.append(tuple(cells))
     return Grid(tuple(headers), tuple(body))
 
+
+
+OLDER_NOTE = ("Not comparable with the table above: an older task, zoo or method version, or another build of the "
+              "zoo (content digest) than the table's newest records.")
 
 
 def summary_line(table: Table, prov: Provenance, older: bool = False) -> str:
@@ -217,7 +225,7 @@ def render_markdown(tables: Sequence[Table], plots: Sequence["Plot"], source: st
         out += markdown_provenance(t.provenance)
         if t.older_rows and t.older_provenance:
             out += [f"### Older versions ({_md_escape(t.title)})", "", _md_escape(summary_line(t, t.older_provenance, older=True)),
-                    "", "Not comparable with the table above: its task or zoo version has changed since.", ""]
+                    "", OLDER_NOTE, ""]
             out += markdown_table(table_grid(t, older=True)) + [""] + markdown_provenance(t.older_provenance)
     for m in matrices:
         out += markdown_matrix(m)

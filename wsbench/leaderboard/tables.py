@@ -12,7 +12,9 @@ self-contained page, plots embedded as PNG data URIs) and plots/*.png. Rules:
   all bold, and a column (of a member) where fewer than two rows differ has none;
 - records whose task_version or zoo_version is not the newest of their table, or whose
   method_version is not the newest of their method's, go to a separate "older versions" table
-  (never bold: versions are not comparable).
+  (never bold: versions are not comparable); so do records made on another build of the zoo than
+  the table's newest record (a different content digest under the same name and version: a zoo
+  rebuilt by changed builder code holds other networks, and methods are compared on one set).
 
 The output depends on the records alone (everything sorted, no clock), so regenerating gives
 byte-identical files.
@@ -65,6 +67,7 @@ class Row:
     task_version: int
     zoo_version: str
     n_eval: int | None = None  # items scored (test images, networks); rows differing in it are kept apart
+    zoo_digest: str | None = None  # set on older rows only: the zoo content they ran on
 
     @property
     def name(self) -> str:
@@ -242,17 +245,18 @@ def _number(value: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
-def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> list[Row]:
-    """Group records into rows (one per method/config/preset/member/status/version) over seeds."""
+def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str], by_content: bool = False) -> list[Row]:
+    """Group records into rows (one per method/config/preset/member/status/version, and with
+    by_content one per zoo content digest) over seeds."""
     groups: dict[tuple, dict[int, ResultRecord]] = {}
     for r in records:
         key = (r.method, labels[r.record_id], r.preset, r.member, r.status, r.task_version, r.zoo_version, r.n_eval,
-               r.method_version)
+               r.method_version, r.zoo_digest if by_content else None)
         seeds = groups.setdefault(key, {})
         if r.seed not in seeds or (r.date, r.record_id) > (seeds[r.seed].date, seeds[r.seed].record_id):
             seeds[r.seed] = r
     rows = []
-    for (method, label, preset, member, status, task_v, zoo_v, n_eval, _), by_seed in groups.items():
+    for (method, label, preset, member, status, task_v, zoo_v, n_eval, _, digest), by_seed in groups.items():
         recs = [by_seed[s] for s in sorted(by_seed)]
         names = sorted({m for r in recs for m in r.metrics})
         metrics = {m: Stat.of([r.metrics[m] for r in recs if m in r.metrics]) for m in names}
@@ -262,11 +266,17 @@ def aggregate_rows(records: Sequence[ResultRecord], labels: dict[str, str]) -> l
         rows.append(Row(method, label, preset, member, status, "; ".join(reasons) or None, tuple(sorted(by_seed)),
                         metrics, Stat.of(params) if params else None, Stat.of(nbytes) if nbytes else None,
                         Stat.of([r.wall_s for r in recs]), _sorted_set(r.device for r in recs), task_v, zoo_v,
-                        n_eval))
+                        n_eval, digest))
     rows.sort(key=lambda w: (natural_key(w.member), w.method, natural_key(w.config), natural_key(w.preset)))
     rows.sort(key=lambda w: version_key(w.zoo_version), reverse=True)  # stable: newest versions first
     rows.sort(key=lambda w: (w.status != "ok", -w.task_version))
     return rows
+
+
+def newest_content(records: Sequence[ResultRecord]) -> str | None:
+    """The zoo content digest of the newest record that has one (None: no record has one)."""
+    dated = [r for r in records if r.zoo_digest]
+    return max(dated, key=lambda r: (r.date, r.record_id)).zoo_digest if dated else None
 
 
 def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
@@ -296,6 +306,8 @@ def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
             task_v, zoo_v = max(((r.task_version, r.zoo_version) for r in recs_now),
                                 key=lambda tv: (tv[0], version_key(tv[1])))
             current = [r for r in recs_now if (r.task_version, r.zoo_version) == (task_v, zoo_v)]
+        content = newest_content(current)
+        current = [r for r in current if r.zoo_digest in (None, content)]  # None: records from before digests
         ids = {r.record_id for r in current}
         older = [r for r in recs if r.record_id not in ids]
         hib: dict[str, bool] = {}
@@ -306,7 +318,7 @@ def build_tables(records: Sequence[ResultRecord]) -> list[Table]:
             metrics=metric_order(m for r in current for m in r.metrics), higher_is_better=hib,
             rows=tuple(aggregate_rows(current, labels)), provenance=Provenance.of(current),
             older_metrics=metric_order(m for r in older for m in r.metrics),
-            older_rows=tuple(aggregate_rows(older, labels)),
+            older_rows=tuple(aggregate_rows(older, labels, by_content=True)),
             older_provenance=Provenance.of(older) if older else None, card_version=_card_version(zoo),
             benchmark=entry or None))
     return tables

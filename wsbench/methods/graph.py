@@ -273,6 +273,7 @@ class NeuralGraph(Encoder):
         act = ACTIVATIONS[c["activation"]]
         self._templates: dict[NetworkSpec, GraphTemplate] = {}
         self._on_device: dict[tuple[NetworkSpec, torch.device], dict[str, Tensor]] = {}
+        self.n_outputs = 0  # output neurons of the networks read: 0 until the specs' templates are built below
         for spec in specs:  # graphs first (no random numbers drawn), for the scalers' delta
             self.template(spec)
         # delta of the amplification scaler: the training graphs are the specs the encoder is built with
@@ -321,7 +322,7 @@ class NeuralGraph(Encoder):
             if kmax > self.config["max_kernel"] or int(t.node_fixed.max()) > self.config["max_fixed"]:
                 raise NotApplicableError(f"method 'neural_graph': {spec.describe()} needs max_kernel >= {kmax} and "
                                          f"max_fixed >= {int(t.node_fixed.max())}")
-            if self.config["readout"] == "output" and hasattr(self, "n_outputs") and t.n_outputs != self.n_outputs:
+            if self.config["readout"] == "output" and self.n_outputs and t.n_outputs != self.n_outputs:
                 raise NotApplicableError(f"method 'neural_graph' with readout 'output' reads networks of "
                                          f"{self.n_outputs} outputs; {spec.describe()} has {t.n_outputs}")
             self._templates[spec] = t

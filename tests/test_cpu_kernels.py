@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from wsbench.methods.equivariant.blocks import attention
 from wsbench.methods.equivariant.cpu_kernels import first_argmax, max_first, set_attention
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -47,18 +48,21 @@ def test_first_argmax_is_torch_max_index_on_ties_and_non_finite_values():
     assert first_argmax(half, half.amax(dim=1, keepdim=True), 1).item() == 1
 
 
+@pytest.mark.parametrize("contiguous", [False, True])
 @pytest.mark.parametrize("heads,dim", [(8, 4), (4, 8), (1, 32)])
-def test_set_attention_equals_scaled_dot_product_attention_on_strided_inputs(heads, dim):
-    """Inputs as the SAB makes them ([B, n, heads, d] viewed head-major, not contiguous)."""
+def test_set_attention_equals_scaled_dot_product_attention(heads, dim, contiguous):
+    """Directly and through the SAB's entry point (blocks.attention), on inputs as the SAB makes them
+    ([B, n, heads, d] viewed head-major, not contiguous) and on contiguous ones."""
     g = torch.Generator().manual_seed(heads)
-    q, k, v = (torch.randn(3, 32, heads, dim, generator=g, dtype=torch.float64).transpose(1, 2).requires_grad_(True)
-               for _ in range(3))
-    out = set_attention(q, k, v, 0.3)
+    q, k, v = (torch.randn(3, 32, heads, dim, generator=g, dtype=torch.float64).transpose(1, 2) for _ in range(3))
+    q, k, v = ((t.contiguous() if contiguous else t).requires_grad_(True) for t in (q, k, v))
     ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3)
-    assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
-    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
-    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+    w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
     ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
-    assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads))
+    for fn in (set_attention, attention):
+        out = fn(q, k, v, 0.3)
+        assert out.shape == ref.shape and torch.allclose(out, ref, atol=1e-12)
+        grads = torch.autograd.grad((out * w).sum(), (q, k, v))
+        assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads))
     small = tuple(t[:1, :2, :5].detach().requires_grad_(True) for t in (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: set_attention(a, b, c, 0.3), small)

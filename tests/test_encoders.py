@@ -1,4 +1,5 @@
-"""Generic tests over every registered encoder (timm-style), plus layer-level checks.
+"""Generic tests over every registered encoder (timm-style), plus encoder-specific checks (the DWS
+layer's own: tests/test_dws_layer.py).
 
 For each encoder and each small spec it supports: batch sizes 1 and N agree; invariance under
 random neuron permutations when the encoder claims it; a probe outside the symmetry group (an
@@ -23,34 +24,19 @@ import wsbench.methods.sne  # noqa: F401
 import wsbench.methods.stat_features  # noqa: F401
 from wsbench.archs import build_arch
 from wsbench.errors import ConfigError, NotApplicableError
-from wsbench.methods.equivariant.layer import DWSLayer
-from wsbench.methods.equivariant.layout import features_from_ws, layouts_for_spec
 from wsbench.methods.graph import build_template
 from wsbench.methods.common import canonical_permutation
 from wsbench.methods.sne import chunk_plan
 from wsbench.registry import METHODS
 from wsbench.archs import spec_for_arch
 from wsbench.weights import WeightSpace
+from encoder_specs import SPECS, random_ws, spec_of
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 ENCODERS = [n for n in METHODS.names() if METHODS.get(n).capability == "encoder"]
-SPECS = {"mlp": ("mlp", {"widths": [2, 5, 4, 3]}),
-         "cnn": ("small_cnn", {"in_channels": 2, "channels": 3, "n_conv": 2, "num_classes": 3})}
 PROBES = ("untied_permutation", "layer_shuffle", "input_permutation")
-
-
-def spec_of(key: str):
-    arch, kw = SPECS[key]
-    return spec_for_arch(arch, **kw)
-
-
-def random_ws(key: str, n: int, seed: int = 0) -> WeightSpace:
-    arch, kw = SPECS[key]
-    torch.manual_seed(seed)
-    sds = [{k: v * (1 + i % 3) for k, v in build_arch(arch, **kw).state_dict().items()} for i in range(n)]
-    return WeightSpace.from_state_dicts(spec_of(key), sds)
 
 
 def make(name: str, specs, out_dim: int = 2, seed: int = 0):
@@ -169,36 +155,6 @@ def test_two_specs_in_one_model(name):
 # ----------------------------------------------------------------------------- layer-level checks
 
 
-def _permute_features(xs, layouts, perms):
-    out = []
-    for x, t in zip(xs, layouts):
-        for i, a in enumerate(t.axes):
-            if a.group is not None:
-                x = x.index_select(1 + i, perms[a.group])
-        out.append(x)
-    return out
-
-
-@pytest.mark.parametrize("set_layer", ["sab", "ds"])
-@pytest.mark.parametrize("spec_key", list(SPECS))
-def test_dws_layer_is_equivariant(spec_key, set_layer):
-    """Weight->weight (and every other block): L(g x) = g L(x) for random neuron permutations g."""
-    spec = spec_of(spec_key)
-    layouts = layouts_for_spec(spec)
-    torch.manual_seed(0)
-    layer = DWSLayer(layouts, [t.channels for t in layouts], 6, set_layer=set_layer, num_heads=2).eval()
-    ws = random_ws(spec_key, 3)
-    perms = ws.random_permutation(torch.Generator().manual_seed(2), batched=False)
-    xs = features_from_ws(ws, layouts)
-    with torch.no_grad():
-        lhs = layer(features_from_ws(ws.permute(perms), layouts))
-        rhs = _permute_features(layer(xs), layouts, perms)
-        untied = layer(_permute_features(xs[:1], layouts[:1], perms) + xs[1:])
-    for a, b in zip(lhs, rhs):
-        assert torch.allclose(a, b, atol=1e-6)
-    assert any(not torch.allclose(a, b, atol=1e-4) for a, b in zip(untied, rhs))  # a half permutation is not
-
-
 def test_dwsnet_paper_config_parameter_count():
     """MNIST-INR settings give the 552,650 parameters counted from the official code (fact sheet)."""
     enc = METHODS.get("dwsnet")(spec_for_arch("siren"), 10)
@@ -245,31 +201,6 @@ def test_canonical_alignment_maps_an_orbit_to_one_point():
     p = ws.permute(ws.random_permutation(torch.Generator().manual_seed(5)))
     b = p.permute(canonical_permutation(p))
     assert torch.allclose(a.flat(), b.flat())
-
-
-def test_pooled_blocks_equal_one_linear_per_block():
-    """The batched no-shared-group blocks compute exactly sum_i Lin_ij(pool(x_i)) per destination."""
-    from wsbench.methods.equivariant.blocks import PairBlock
-
-    spec = spec_of("cnn")
-    layouts = layouts_for_spec(spec)
-    torch.manual_seed(0)
-    layer = DWSLayer(layouts, [t.channels for t in layouts], 5, num_heads=1)
-    xs = features_from_ws(random_ws("cnn", 2), layouts)
-    pooled = layer.pooled
-    got = pooled(xs)
-    for j, lin, bias in zip(pooled.dsts, pooled.linears, pooled.biases):
-        start, want = 0, 0
-        for k, i in enumerate(pooled.sources[j]):
-            f = pooled.f_in[i]
-            block = PairBlock(layouts[i].axes, layouts[j].axes, layouts[i].channels, 5)
-            with torch.no_grad():
-                block.terms[0].weight.copy_(lin.weight[:, start:start + f])
-                block.terms[0].bias.copy_(bias[k])
-            start += f
-            want = want + block(xs[i])
-        assert torch.allclose(got[j], want, atol=1e-6)
-    assert len(pooled.dsts) == len(layouts) and len(layer.routes) < len(layouts) ** 2
 
 
 def test_permutation_augmentation_preserves_every_network_function():
@@ -328,117 +259,6 @@ def test_per_entry_normalisation_breaks_invariance_and_symmetric_keeps_close_to_
         WeightNormalizer.fit(zoo, "auto")
 
 
-@pytest.mark.parametrize("spec_key", ["mlp", "cnn"])
-def test_dws_layer_equals_the_plain_sum_of_its_blocks(spec_key):
-    """The layer pools each tensor once per set of axes and sums terms by shape before broadcasting;
-    the result must be the plain sum over blocks (each block on its own input), divided by the count."""
-    spec = spec_of(spec_key)
-    layouts = layouts_for_spec(spec)
-    torch.manual_seed(0)
-    layer = DWSLayer(layouts, [t.channels for t in layouts], 6, num_heads=2)
-    xs = features_from_ws(random_ws(spec_key, 3), layouts)
-    got = layer(xs)
-    want = [torch.zeros(3, *(a.size for a in t.axes), 6) for t in layouts]
-    for j, h in layer.pooled(xs).items():
-        want[j] = want[j] + h
-    for i, j, fam, key in layer.routes:
-        want[j] = want[j] + layer.blocks[fam][key](xs[i])
-    for g, w in zip(got, want):
-        torch.testing.assert_close(g, w / len(layouts), rtol=1e-5, atol=1e-6)
-
-
-@pytest.mark.parametrize("spec_key", ["mlp", "cnn"])
-def test_dws_layer_gradients_with_tied_maxima_are_torch_max_per_block(spec_key, monkeypatch):
-    """With ties (ReLU zeros, whole zero slices), the layer's cached and composed max pools give each
-    block's own torch.max pooling: the same values and, to the last bit of float64, the same gradients."""
-    from wsbench.methods.equivariant import blocks
-
-    spec = spec_of(spec_key)
-    layouts = layouts_for_spec(spec)
-    torch.manual_seed(0)
-    layer = DWSLayer(layouts, [t.channels for t in layouts], 6, num_heads=2).double()
-    xs = [torch.relu(x.double()) for x in features_from_ws(random_ws(spec_key, 3), layouts)]
-    for x in xs:
-        x[:, :1] = 0.0  # a zero slice along the first axis: every pool over it ties
-    w = [torch.randn(3, *(a.size for a in t.axes), 6, dtype=torch.float64) for t in layouts]
-
-    def grads(fn):
-        leaves = [x.clone().requires_grad_(True) for x in xs]
-        outs = fn(leaves)
-        torch.autograd.backward([(o * wi).sum() for o, wi in zip(outs, w)])
-        return [o.detach() for o in outs], [x.grad for x in leaves]
-
-    def per_block(leaves):
-        want = [torch.zeros(3, *(a.size for a in t.axes), 6, dtype=torch.float64) for t in layouts]
-        for j, h in layer.pooled(leaves).items():
-            want[j] = want[j] + h
-        for i, j, fam, key in layer.routes:
-            want[j] = want[j] + layer.blocks[fam][key](leaves[i])
-        return [t / len(layouts) for t in want]
-
-    got, got_grads = grads(layer)
-    monkeypatch.setattr(blocks, "max_first", lambda x, dim: x.max(dim=dim).values)  # torch.max, flattened axes
-    want, want_grads = grads(per_block)
-    for g, h in zip(got + got_grads, want + want_grads):
-        torch.testing.assert_close(g, h, rtol=1e-12, atol=1e-12)
-
-
-def test_sum_terms_equals_the_plain_sum():
-    from wsbench.methods.equivariant.blocks import sum_terms
-
-    g = torch.Generator().manual_seed(0)
-    shapes = [(2, 4, 5, 3), (2, 4, 1, 3), (2, 1, 5, 3), (2, 1, 1, 3), (2, 4, 1, 3), (2, 1, 1, 3)]
-    for subset in ([0, 1, 2, 3, 4, 5], [1, 2], [3, 5, 1], [2], [0]):
-        terms = [(torch.randn(shapes[k], generator=g), 0.5 + k) for k in subset]
-        want = sum(t * s for t, s in terms)
-        torch.testing.assert_close(sum_terms(terms), want, rtol=1e-6, atol=1e-6)
-
-
-def test_sum_terms_adds_at_full_size_only_what_fits_into_no_smaller_sum():
-    """A DWS output tensor's terms: one full-size, row-broadcast, column-broadcast and channel-only ones.
-    The channel-only sum goes into a smaller sum, so two full-size additions remain; a scale of 1 is no
-    multiplication."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    from wsbench.methods.equivariant.blocks import sum_terms
-
-    full = (2, 4, 5, 3)
-
-    class FullSizeOps(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.ops: list[str] = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            if isinstance(out, torch.Tensor) and tuple(out.shape) == full:
-                self.ops.append(func.__name__)
-            return out
-
-    g = torch.Generator().manual_seed(0)
-    shapes = [full, (2, 4, 1, 3), (2, 1, 5, 3), (2, 1, 1, 3), (2, 1, 1, 3)]
-    terms = [(torch.randn(s, generator=g), 1.0) for s in shapes]
-    with FullSizeOps() as mode:
-        got = sum_terms(terms)
-    torch.testing.assert_close(got, sum(t for t, _ in terms), rtol=1e-6, atol=1e-6)
-    assert [op.split(".")[0] for op in mode.ops] == ["add", "add"]
-
-
-def test_max_pooling_is_the_official_torch_max_over_flattened_axes():
-    """Values as amax; the gradient goes to one entry per output (torch.max over one axis, as the
-    official DWSNets code pools), not split over ties."""
-    from wsbench.methods.equivariant.blocks import reduce
-
-    x = torch.zeros(2, 3, 4, 5, requires_grad=True)  # all tied
-    out = reduce(x, [1, 2], "max")
-    torch.testing.assert_close(out, x.amax(dim=(1, 2)))
-    out.sum().backward()
-    assert x.grad.sum().item() == 2 * 5 and x.grad.max().item() == 1.0
-    y = torch.randn(2, 3, 4, 5)
-    torch.testing.assert_close(reduce(y, [1, 3], "max"), y.amax(dim=(1, 3)))  # non-adjacent axes
-    torch.testing.assert_close(reduce(y, [2], "max"), y.amax(dim=2))
-
-
 def test_nfn_per_layer_widths_and_deep_head_follow_the_official_accuracy_predictor():
     """The NFN repository's predict_gen model on the published small CNN: HNP layers of 16, 16, 5
     channels, pooled over hidden neurons (input and output neurons kept: 130 features at 5 channels),
@@ -473,19 +293,3 @@ def test_deepsets_types_every_tensor_and_pools_within_tensors_only():
     t["convs.0.weight"].view(3, -1)[:, 0], t["convs.1.weight"].view(3, -1)[:, 0] = w1.view(3, -1)[:, 0], w0.view(3, -1)[:, 0]
     with torch.no_grad():  # one entry moved to another tensor: the sets change
         assert not torch.allclose(enc(ws), enc(WeightSpace(ws.spec, t)), atol=1e-6)
-
-
-@pytest.mark.parametrize("heads,dim", [(8, 4), (1, 32)])
-def test_set_attention_equals_scaled_dot_product_attention_with_gradients(heads, dim):
-    """The SAB's attention (three plain ops on CPU) is PyTorch's scaled_dot_product_attention."""
-    from wsbench.methods.equivariant.blocks import attention
-
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(3, heads, 32, dim, generator=g, dtype=torch.float64, requires_grad=True) for _ in range(3))
-    out = attention(q, k, v, 0.3)
-    ref = torch.nn.functional.scaled_dot_product_attention(q, k, v, scale=0.3)
-    assert torch.allclose(out, ref, atol=1e-12)
-    w = torch.randn(out.shape, generator=g, dtype=torch.float64)
-    grads = torch.autograd.grad((out * w).sum(), (q, k, v))
-    ref_grads = torch.autograd.grad((ref * w).sum(), (q, k, v))
-    assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads))

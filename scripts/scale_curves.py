@@ -63,9 +63,10 @@ def point_siren_build(n: int, steps: int) -> dict:
     import torch
 
     from wsbench.zoo_builders import build_resolved
+    from wsbench.zoo_builders.siren_grads import CPU_CHUNK
     from wsbench.zoo_builders.siren_inr import fit_sirens
 
-    per_shard, chunk = 1024, 32
+    per_shard, chunk = 1024, CPU_CHUNK
     sizes = [min(per_shard, n - k) for k in range(0, n, per_shard)]
     for size in sorted({chunk} | {s % chunk for s in sizes} - {0}):  # every chunk shape compiles once, untimed
         fit_sirens(torch.rand(size, 28, 28), torch.arange(size), steps=1, lr=1e-3, chunk=chunk, compile_mode="on")

@@ -33,6 +33,22 @@ def test_analytic_gradients_equal_autograd(hidden, n_hidden, chunk):
         torch.testing.assert_close(grads[k], grads_ref[k], rtol=1e-4, atol=1e-5 * grads_ref[k].abs().max().item())  # omega0 folded: rounding
 
 
+def test_analytic_gradients_with_several_inputs_and_outputs_equal_autograd():
+    """The thin first and last layers are written as sums over their few inputs / outputs: 3 in, 2 out."""
+    n, pixels = 7, 20
+    g = torch.Generator().manual_seed(4)
+    params = init_sirens(torch.arange(n), siren_shapes(10, 2, in_dim=3, out_dim=2), 30.0)
+    params = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in params.items()}
+    coords, target = torch.rand(pixels, 3, generator=g) * 2 - 1, torch.rand(n, pixels, generator=g)
+    leaf = {k: v.clone().requires_grad_(True) for k, v in params.items()}
+    mse_ref = ((siren_forward(leaf, coords, 30.0, 0.5) - target.unsqueeze(-1)) ** 2).mean((1, 2))
+    mse_ref.sum().backward()
+    mse, grads, _ = siren_grads.loss_and_grads(params, coords, target, 30.0, 0.5, chunk=3, compile_fn=None)
+    torch.testing.assert_close(mse, mse_ref.detach(), rtol=1e-5, atol=1e-7)
+    for k, v in leaf.items():
+        torch.testing.assert_close(grads[k], v.grad, rtol=1e-4, atol=1e-5 * v.grad.abs().max().item())
+
+
 def test_fits_agree_across_engines_and_with_early_stop():
     imgs, seeds = torch.rand(6, 10, 10, generator=torch.Generator().manual_seed(1)), torch.arange(6)
     runs = {}
@@ -83,3 +99,5 @@ def test_bad_engine_and_compile_mode_are_refused():
         fit_sirens(imgs, seeds, steps=1, lr=1e-3, engine="fast")
     with pytest.raises(ConfigError, match="compile_mode"):
         fit_sirens(imgs, seeds, steps=1, lr=1e-3, compile_mode="yes")
+    with pytest.raises(ConfigError, match="at least one sine layer"):
+        fit_sirens(imgs, seeds, steps=1, lr=1e-3, n_hidden=0)

@@ -105,13 +105,15 @@ def fit_sirens(images: Tensor, seeds: Tensor, *, steps: int, lr: float, omega0: 
     nb, hh, ww = images.shape
     if hh != ww:
         raise ConfigError(f"SIREN fitting expects square images, got {hh}x{ww}")
+    if n_hidden < 1:
+        raise ConfigError(f"SIREN fitting needs at least one sine layer, got n_hidden={n_hidden}")
     coords = image_coords(hh, device=images.device)
     target = images.reshape(nb, -1)
     params = {k: v.requires_grad_(engine == "autograd") for k, v in
               init_sirens(seeds, siren_shapes(hidden, n_hidden), omega0, init).items()}
     opt = torch.optim.Adam(params.values(), lr=lr)  # elementwise: per-network Adam
     on_cpu = images.device.type == "cpu"
-    chunk = max(1, int(chunk or (32 if on_cpu else nb)))  # 32: fastest of 8-100 on a 2-core CPU
+    chunk = max(1, int(chunk or (siren_grads.CPU_CHUNK if on_cpu else nb)))
     use_compile = engine == "analytic" and on_cpu and (compile_mode == "on" or (compile_mode == "auto" and nb * steps >= COMPILE_MIN_WORK))
     compile_fn = siren_grads.compiled_chunk_fn() if use_compile else None
     stop_mse = None if stop_psnr is None else 10.0 ** (-stop_psnr / 10.0)

@@ -111,7 +111,7 @@ def fit_sirens(images: Tensor, seeds: Tensor, *, steps: int, lr: float, omega0: 
     target = images.reshape(nb, -1)
     params = {k: v.requires_grad_(engine == "autograd") for k, v in
               init_sirens(seeds, siren_shapes(hidden, n_hidden), omega0, init).items()}
-    opt = torch.optim.Adam(params.values(), lr=lr)  # elementwise: per-network Adam
+    opt = torch.optim.Adam(params.values(), lr=lr, fused=True)  # elementwise: per-network Adam; fused: one pass (2x the for-loop one)
     on_cpu = images.device.type == "cpu"
     chunk = max(1, int(chunk or (siren_grads.CPU_CHUNK if on_cpu else nb)))
     use_compile = engine == "analytic" and on_cpu and (compile_mode == "on" or (compile_mode == "auto" and nb * steps >= COMPILE_MIN_WORK))

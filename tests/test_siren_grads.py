@@ -18,15 +18,17 @@ def _autograd_reference(params, coords, target, omega0, offset):
     return mse.detach(), {k: v.grad for k, v in leaf.items()}
 
 
+@pytest.mark.parametrize("fused_trig", [False, True])
 @pytest.mark.parametrize("hidden,n_hidden,chunk", [(32, 2, 16), (8, 1, 3), (12, 3, 5)])
-def test_analytic_gradients_equal_autograd(hidden, n_hidden, chunk):
+def test_analytic_gradients_equal_autograd(hidden, n_hidden, chunk, fused_trig):
     n, size = 11, 9  # chunk sizes that do not divide the batch
     g = torch.Generator().manual_seed(0)
     params = init_sirens(torch.arange(n), siren_shapes(hidden, n_hidden), 30.0)
     params = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in params.items()}  # non-zero biases too
     coords, target = image_coords(size), torch.rand(n, size * size, generator=g)
     mse_ref, grads_ref = _autograd_reference(params, coords, target, 30.0, 0.5)
-    mse, grads, compiled = siren_grads.loss_and_grads(params, coords, target, 30.0, 0.5, chunk=chunk, compile_fn=None)
+    mse, grads, compiled = siren_grads.loss_and_grads(params, coords, target, 30.0, 0.5, chunk=chunk, compile_fn=None,
+                                                       fused_trig=fused_trig)
     assert not compiled
     torch.testing.assert_close(mse, mse_ref, rtol=1e-5, atol=1e-7)
     for k in params:

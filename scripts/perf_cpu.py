@@ -78,10 +78,17 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def path_gemm() -> dict:
+def path_gemm(steps: int = 40) -> dict:
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    s = _timed(lambda: torch.mm(a, b), 40, warmup=5)
+    s = _timed(lambda: torch.mm(a, b), steps, warmup=5)
     return {"what": "torch.mm 2048x2048 fp32", "flops_per_step": 2 * 2048 ** 3, "seconds_per_step": s}
+
+
+def _gemm_gflops_now() -> float:
+    """The GEMM rate right now (a shorter path_gemm): taken just before and just after each path, in its own
+    process, because this machine's speed drifts by up to 2x between minutes of one run."""
+    g = path_gemm(steps=12)
+    return g["flops_per_step"] / g["seconds_per_step"] / 1e9
 
 
 def path_siren_fit() -> dict:
@@ -117,22 +124,24 @@ def path_siren_fit() -> dict:
 
 
 def _siren_fit_bound(n: int, pixels: int, hidden: int, n_hidden: int) -> dict:
-    """What no SIREN fitting step can beat with this machine's kernels: a sine (forward) and a cosine
-    (backward) of every hidden pre-activation, at the compiled rate the path's fused loops run them,
-    plus the three batched products of each square hidden layer (forward, weight and input gradients)
-    at the chunk shapes the path uses, each timed alone. The thin first and last layers are left out."""
+    """What no SIREN fitting step can beat with this machine's kernels: the sine (forward) and cosine
+    (backward) of every hidden pre-activation, at the compiled rate of the shared-reduction `sincos`
+    the path's fused loops run, plus the three batched products of each square hidden layer (forward,
+    weight and input gradients) at the chunk shapes the path uses, each timed alone. The thin first
+    and last layers are left out."""
     from wsbench.zoo_builders.siren_grads import CPU_CHUNK
+    from wsbench.zoo_builders.sincos import sincos
 
     chunk, chunks = CPU_CHUNK, n / CPU_CHUNK
     z = 30.0 * torch.randn(chunk, pixels, hidden)
-    sin, cos = torch.compile(torch.sin, dynamic=False), torch.compile(torch.cos, dynamic=False)
-    trig_s = (_timed(lambda: sin(z), 40) + _timed(lambda: cos(z), 40)) / z.numel()
+    trig = torch.compile(sincos, dynamic=False)
+    trig_s = _timed(lambda: trig(z), 40) / z.numel()
     h, w, g = torch.randn(chunk, pixels, hidden), torch.randn(chunk, hidden, hidden), torch.randn(chunk, pixels, hidden)
     products_s = (_timed(lambda: torch.bmm(h, w), 40) + _timed(lambda: torch.bmm(g.transpose(1, 2), h), 40)
                   + _timed(lambda: torch.bmm(g, w), 40))
     trig_step = n_hidden * n * pixels * hidden * trig_s
     products_step = (n_hidden - 1) * chunks * products_s
-    return {"what": f"a sine and a cosine of every hidden pre-activation at the compiled torch.sin/cos rate "
+    return {"what": f"a sine and a cosine of every hidden pre-activation at the compiled sincos rate (one range reduction) "
                     f"({1e9 * trig_s:.2f} ns a value pair), plus the square hidden layers' batched products (forward, "
                     f"weight and input gradients) at the path's chunk shapes [{chunk}, {pixels}, {hidden}] "
                     f"({1e3 * trig_step:.1f} + {1e3 * products_step:.1f} ms)",
@@ -336,25 +345,44 @@ def run_one(name: str) -> dict:
     from wsbench.allocator import tune_allocator
 
     tune_allocator()
+    before = None if name == "gemm" else _gemm_gflops_now()
     out = PATHS[name]()
+    if before is not None:
+        out["gemm_gflops_around"] = [before, _gemm_gflops_now()]
     out["gflops"] = out["flops_per_step"] / out["seconds_per_step"] / 1e9
     out.setdefault("peak_rss_mb", _peak_rss_mb())
     return out
 
 
+def path_gemm_rate(r: dict, first_gemm: float) -> float:
+    """The GEMM rate a path's fraction is of: the mean of the rates measured just before and after it in its
+    own process (records from before those were taken: the run's first GEMM measurement)."""
+    around = r.get("gemm_gflops_around")
+    return sum(around) / len(around) if around else first_gemm
+
+
 def markdown(res: dict) -> str:
     gemm = res["paths"]["gemm"]["gflops"]
     lines = [f"# CPU efficiency: {res['machine']}", "", f"`{res['command']}` ({res['date']}, torch {res['torch']}, "
-             f"{res['threads']} threads). fp32 GEMM rate measured in the same run: **{gemm:.1f} GFLOP/s**.", "",
-             "| path | GFLOP/s | of GEMM | target | ms/step | peak RSS MB |", "|---|---:|---:|---:|---:|---:|"]
+             f"{res['threads']} threads). fp32 GEMM rate measured at the start of the run: **{gemm:.1f} GFLOP/s**. "
+             "Each path's fraction is of the GEMM rate measured in its own process just before and just after it "
+             "(column \"GEMM then\", the mean of the two), since this machine's speed drifts between minutes; the "
+             "fraction of the first measurement is beside it.", "",
+             "| path | GFLOP/s | GEMM then | of GEMM | of first GEMM | target | ms/step | peak RSS MB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in res["paths"].items():
         if name == "gemm" or "error" in r:
             continue
         target = TARGETS.get(name)
         met = "" if target is None else f"{target:.0%} {'met' if r['fraction_of_gemm'] >= target else 'NOT met'}"
-        lines.append(f"| {name}: {r['what']} | {r['gflops']:.2f} | {r['fraction_of_gemm']:.1%} | {met} | "
-                     f"{1e3 * r['seconds_per_step']:.1f} | {r['peak_rss_mb']:.0f} |")
+        around = r.get("gemm_gflops_around")
+        then = f"{path_gemm_rate(r, gemm):.1f} ({around[0]:.0f}, {around[1]:.0f})" if around else "—"
+        lines.append(f"| {name}: {r['what']} | {r['gflops']:.2f} | {then} | {r['fraction_of_gemm']:.1%} | "
+                     f"{r['gflops'] / gemm:.1%} | {met} | {1e3 * r['seconds_per_step']:.1f} | {r['peak_rss_mb']:.0f} |")
     for name, r in res["paths"].items():
+        if name == "gemm" or "error" in r:
+            continue
+        rate = path_gemm_rate(r, gemm)
         for ref in r.get("references", [r["reference"]] if "reference" in r else []):
             lines += ["", f"{name}: {ref['speedup']:.2f}x the speed of {ref['what']} ({1e3 * ref['seconds_per_step']:.1f} "
                       "ms/step, measured in the same process)."]
@@ -362,7 +390,7 @@ def markdown(res: dict) -> str:
             b = r["bound"]
             ceiling = r["flops_per_step"] / b["seconds_per_step"] / 1e9
             lines += [f"What bounds {name}: {b['what']}: {1e3 * b['seconds_per_step']:.1f} ms/step, so at most "
-                      f"{ceiling:.1f} GFLOP/s ({ceiling / gemm:.1%} of the GEMM rate); the path runs at "
+                      f"{ceiling:.1f} GFLOP/s ({ceiling / rate:.1%} of the GEMM rate); the path runs at "
                       f"{r['gflops'] / ceiling:.0%} of that ceiling."]
             if "reference" in r:  # the most a faster path could gain over the reference with the same kernels
                 lines += [f"At that ceiling {name} would be {r['reference']['seconds_per_step'] / b['seconds_per_step']:.2f}x "
@@ -401,8 +429,11 @@ def main() -> int:
     for name in paths:
         proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=1800)
         r = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
-        if "gflops" in r:
-            r["fraction_of_gemm"] = r["gflops"] / res["paths"]["gemm"]["gflops"] if name != "gemm" else 1.0
+        if "gflops" in r and name != "gemm":
+            first = res["paths"]["gemm"]["gflops"]
+            r["fraction_of_gemm"], r["fraction_of_first_gemm"] = r["gflops"] / path_gemm_rate(r, first), r["gflops"] / first
+        elif "gflops" in r:
+            r["fraction_of_gemm"] = 1.0
         res["paths"][name] = r
         print(f"{name}: " + (f"{r['gflops']:.2f} GFLOP/s ({r.get('fraction_of_gemm', 1):.1%} of GEMM), "
                              f"{r['peak_rss_mb']:.0f} MB" if "gflops" in r else r["error"]), flush=True)

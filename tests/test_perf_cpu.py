@@ -22,14 +22,17 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     res = json.loads(out.with_suffix(".json").read_text())
     gemm, nern = res["paths"]["gemm"], res["paths"]["nern_rec_step"]
     assert gemm["flops_per_step"] == 2 * 2048 ** 3 and gemm["gflops"] > 0
-    assert nern["flops_per_step"] > 0 and 0 < nern["fraction_of_gemm"] == nern["gflops"] / gemm["gflops"]
+    before, after = nern["gemm_gflops_around"]  # the GEMM rate just before and after the path, in its process
+    assert before > 0 and after > 0 and nern["flops_per_step"] > 0
+    assert 0 < nern["fraction_of_gemm"] == nern["gflops"] / ((before + after) / 2)
+    assert nern["fraction_of_first_gemm"] == nern["gflops"] / gemm["gflops"]
     assert nern["peak_rss_mb"] > 0
     stat = res["paths"]["statnn_step"]  # an encoder path: its FLOP-carrying calls replayed alone bound it
     assert stat["flops_per_step"] > 0 and 0 < stat["bound"]["seconds_per_step"] < stat["seconds_per_step"]
     assert stat["top_ops"] and all(0 < o["share"] <= 1 for o in stat["top_ops"])
     assert 0 < stat["fixed"]["seconds_per_step"]  # the same step on 2 networks: its batch-independent cost
     md = out.with_suffix(".md").read_text()
-    assert "fp32 GEMM rate measured in the same run" in md and "nern_rec_step" in md
+    assert "fp32 GEMM rate measured at the start of the run" in md and "nern_rec_step" in md
     assert "What bounds statnn_step: its" in md and "Where statnn_step's time goes" in md
     assert "statnn_step: the same step on 2 networks" in md and "of the batch-64 step." in md
 
@@ -39,7 +42,8 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
     res = {"machine": "x86_64 CPU, 2 cores", "command": "python scripts/perf_cpu.py", "date": "2026-12-01",
            "torch": "2.x", "threads": 2, "paths": {
                "gemm": {"gflops": 300.0},
-               "siren_fit": {"what": "SIRENs", "gflops": 30.0, "fraction_of_gemm": 0.1, "seconds_per_step": 0.05,
+               "siren_fit": {"what": "SIRENs", "gflops": 30.0, "fraction_of_gemm": 0.2, "seconds_per_step": 0.05,
+                             "gemm_gflops_around": [160.0, 140.0],
                              "flops_per_step": 1.5e9, "peak_rss_mb": 100.0,
                              "reference": {"what": "autograd", "seconds_per_step": 0.1, "speedup": 2.0},
                              "bound": {"what": "sin and cos", "seconds_per_step": 0.025}},
@@ -54,7 +58,9 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
     assert "siren_fit: 2.00x the speed of autograd (100.0 ms/step, measured in the same process)" in md
     assert "small_cnn_train: 2.50x the speed of eager masks (2500.0 ms/step" in md
     assert "small_cnn_train: 1.30x the speed of one pass (1300.0 ms/step" in md
-    assert "at most 60.0 GFLOP/s (20.0% of the GEMM rate); the path runs at 50% of that ceiling" in md
+    assert "at most 60.0 GFLOP/s (40.0% of the GEMM rate); the path runs at 50% of that ceiling" in md  # of 150, not 300
+    assert "| siren_fit: SIRENs | 30.00 | 150.0 (160, 140) | 20.0% | 10.0% | 30% NOT met |" in md
+    assert "| small_cnn_train: CNNs | 20.00 | — | 7.0% | 6.7% |" in md  # no rates around it: the run's first one
     assert "At that ceiling siren_fit would be 4.00x the speed of its reference" in md
     assert "mlp_step: 2 networks: 1.5 ms, 75% of the batch-64 step." in md
 

@@ -149,17 +149,26 @@ def _siren_fit_bound(n: int, pixels: int, hidden: int, n_hidden: int) -> dict:
             "trig_seconds_per_step": trig_step, "products_seconds_per_step": products_step}
 
 
+def _channels_last(input_values: int) -> bool:
+    """Whether batched_training runs a first-layer input of this many values in channels-last order."""
+    from wsbench.zoo_builders import batched_training
+
+    return batched_training.CPU_CHANNELS_LAST and input_values >= batched_training.CHANNELS_LAST_MIN_ELEMENTS
+
+
 def _grouped_conv_seconds(arch, nb: int, bs: int, hw: int) -> float:
     """The shard's convolutions alone (grouped, forward and the backward training needs: no input
-    gradient for the first layer), per step: what the small-CNN path cannot beat."""
+    gradient for the first layer), per step, in the memory format the path's activations take: what the
+    small-CNN path cannot beat."""
     import torch.nn.functional as F
 
     total, c_in = 0.0, arch.in_channels
+    layout = torch.channels_last if _channels_last(bs * nb * c_in * hw * hw) else torch.contiguous_format
     for i in range(arch.n_conv):
-        x = torch.randn(bs, nb * c_in, hw, hw, requires_grad=i > 0)
+        x = torch.randn(bs, nb * c_in, hw, hw).contiguous(memory_format=layout).requires_grad_(i > 0)
         w = torch.randn(nb * arch.channels, c_in, 3, 3, requires_grad=True)
         hw = (hw + 2 * arch.padding - 3) // 2 + 1
-        g = torch.randn(bs, nb * arch.channels, hw, hw)
+        g = torch.randn(bs, nb * arch.channels, hw, hw).contiguous(memory_format=layout)
         wrt = [x, w] if i > 0 else [w]
         total += _timed(lambda: torch.autograd.grad(F.conv2d(x, w, stride=2, padding=arch.padding, groups=nb), wrt, g), 3)
         c_in = arch.channels
@@ -200,11 +209,13 @@ def path_small_cnn_train(card_name: str, group: str) -> dict:
         seconds = (time.perf_counter() - t) / steps
         peak = _peak_rss_mb()
         if micro < bs:
+            run(None)  # warm-up: its activations' shapes compile their own dropout loops
             t = time.perf_counter()
             run(None)
             one_pass = (time.perf_counter() - t) / steps
         # the eager masks: the path before the compiled loops
         fused_dropout.COMPILE_MIN_ELEMENTS = fused_dropout.LONG_RUN_MIN_ELEMENTS = 1 << 62
+        run()
         t = time.perf_counter()
         run()
         eager_seconds = (time.perf_counter() - t) / steps
@@ -218,11 +229,12 @@ def path_small_cnn_train(card_name: str, group: str) -> dict:
     layers = f"{arch.n_conv} conv of {arch.channels}" + (f", dense {arch.fc_hidden}" if arch.fc_hidden else "")
     return {"what": f"{card_name} recipe{'' if group == 'cnn' else f' ({group})'} ({hw}x{hw} gray, {layers}, "
                     f"{'valid' if arch.padding == 0 else 'same'}): {nb} members trained at once (train_batch), "
-                    f"batch {bs}" + (f" in micro-batches of {micro}" if micro < bs else "") + ", dropout ~ U(0, 0.7)",
+                    f"batch {bs}" + (f" in micro-batches of {micro}" if micro < bs else "") + ", dropout ~ U(0, 0.7)"
+                    + (", channels-last activations" if _channels_last(micro * nb * arch.in_channels * hw * hw) else ""),
             "flops_per_step": 3 * fwd - first, "seconds_per_step": seconds, "peak_rss_mb": peak,
             "image_passes_per_s": nb * bs / seconds, "references": references,
             "bound": {"what": f"its {arch.n_conv} grouped convolutions alone (forward and backward, mkldnn) at the same "
-                              f"shapes ({passes} pass{'es' if passes > 1 else ''} of {micro} images)",
+                              f"shapes and memory format ({passes} pass{'es' if passes > 1 else ''} of {micro} images)",
                       "seconds_per_step": _grouped_conv_seconds(arch, nb, micro, hw) * passes}}
 
 

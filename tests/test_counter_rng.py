@@ -57,7 +57,7 @@ def test_dropout_multipliers_eager_and_compiled_equal_the_formula():
     assert torch.equal(ref[:, 0], torch.ones_like(ref[:, 0])) and not ref[:, 2].any()
     ones = torch.ones(shape[0], len(seeds) * shape[1], shape[2], 1)  # relu(1) * multiplier = the multiplier
     compiled = fused_dropout.activation_dropout(ones, len(seeds), seeds, rng.STREAM_DROPOUT, 1234, rate, "relu")
-    assert fused_dropout.fused_available(), fused_dropout._FORWARD.failure  # it compiled here, not fell back
+    assert fused_dropout.fused_available(), fused_dropout._FORWARD[False].failure  # it compiled here, not fell back
     assert torch.equal(compiled.view(shape[0], len(seeds), shape[1], shape[2]), ref)
 
 
@@ -74,4 +74,4 @@ def test_a_micro_batch_gets_the_masks_of_its_images_in_the_whole_step():
         ones = torch.ones(n, len(seeds) * 4, 3, 3)
         fused = fused_dropout.activation_dropout(ones, len(seeds), seeds, rng.STREAM_DROPOUT, 77, rate, "relu", first)
         assert torch.equal(fused.view(n, len(seeds), 4, 3, 3), whole[first:first + n])
-    assert fused_dropout.fused_available(), fused_dropout._FORWARD.failure
+    assert fused_dropout.fused_available(), fused_dropout._FORWARD[False].failure

@@ -15,8 +15,11 @@ class CompiledOrEager:
     """`compiled(*args)` runs `fn` under torch.compile (compiled lazily, once per process) until a
     compile or run fails; from then on `fn` runs eagerly."""
 
-    def __init__(self, fn: Callable[..., Any], what: str, **compile_kwargs: Any) -> None:
+    def __init__(self, fn: Callable[..., Any], what: str, recompile_limit: int | None = None, **compile_kwargs: Any) -> None:
+        """`recompile_limit`: how many compiled versions (shapes, constants) dynamo keeps for `fn` before it runs
+        eagerly (torch's default, 8, when None): raise it for static shapes (dynamic=False) of many layers."""
         self.fn, self.what = fn, what
+        self.recompile_limit = recompile_limit
         self.compile_kwargs = compile_kwargs
         self._compiled: Callable[..., Any] | None = None
         self.failure: str | None = None
@@ -29,11 +32,14 @@ class CompiledOrEager:
     def __call__(self, *args: Any) -> Any:
         if self.failure is None:
             try:
-                if self._compiled is None:
-                    import torch
+                import torch
 
+                if self._compiled is None:
                     self._compiled = torch.compile(self.fn, **self.compile_kwargs)
-                return self._compiled(*args)
+                if self.recompile_limit is None:
+                    return self._compiled(*args)
+                with torch._dynamo.config.patch(recompile_limit=self.recompile_limit):
+                    return self._compiled(*args)
             except Exception as error:  # noqa: BLE001 - any compiler failure falls back to the same maths eagerly
                 self.note_failure(error)
         return self.fn(*args)

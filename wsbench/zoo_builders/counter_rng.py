@@ -132,6 +132,20 @@ def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: i
     return _inverted_dropout(u, rate.view(1, -1, 1))
 
 
+def _dropout_multipliers_channels_last(k1: Tensor, k2: Tensor, rate: Tensor, rows: int, hw: int, c: int,
+                                       start: Tensor) -> Tensor:
+    """[rows, B, c] with rows = n0 * hw: `_dropout_multipliers(..., n0, c * hw, start)` in the memory order of
+    a channels-last activation [n0, B*c, H, W] (unit (b, ch, p) of image i keeps counter
+    start + i*c*hw + ch*hw + p; row i*hw + p). Three dimensions, as the data's view, so that a compiler
+    fuses the hash with the loop over the data."""
+    dev = k1.device
+    row = torch.arange(rows, dtype=torch.int32, device=dev).view(rows, 1, 1)
+    ctr = ((row // hw) * (c * hw) + row % hw + torch.arange(c, dtype=torch.int32, device=dev).view(1, 1, c) * hw) + start
+    h = _mix32(_mix32(ctr ^ k1.view(1, -1, 1)) ^ k2.view(1, -1, 1))
+    u = ((h >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
+    return _inverted_dropout(u, rate.view(1, -1, 1))
+
+
 def dropout_multipliers_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...],
                                      rate: Tensor, first_row: int = 0) -> Tensor:
     """[shape[0], B, *shape[1:]] inverted-dropout multipliers (1 / (1 - rate_b) or 0) of the numbers

@@ -127,6 +127,12 @@ def _dropout_multipliers(k1: Tensor, k2: Tensor, rate: Tensor, n0: int, inner: i
     scalar tensor: a tensor, so a compiled caller does not recompile per micro-batch offset) laid out as
     `uniform_member_axis1` lays them out: the bits of _hash_to_uniform, as one expression."""
     ctr = torch.arange(n0 * inner, dtype=torch.int32, device=k1.device).view(n0, 1, inner) + start
+    return _multipliers_of_counters(ctr, k1, k2, rate)
+
+
+def _multipliers_of_counters(ctr: Tensor, k1: Tensor, k2: Tensor, rate: Tensor) -> Tensor:
+    """Inverted-dropout multipliers of int32 counters [rows, 1 or B, cols], members on axis 1: the bits of
+    _hash_to_uniform, as one expression."""
     h = _mix32(_mix32(ctr ^ k1.view(1, -1, 1)) ^ k2.view(1, -1, 1))
     u = ((h >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
     return _inverted_dropout(u, rate.view(1, -1, 1))
@@ -141,9 +147,7 @@ def _dropout_multipliers_channels_last(k1: Tensor, k2: Tensor, rate: Tensor, row
     dev = k1.device
     row = torch.arange(rows, dtype=torch.int32, device=dev).view(rows, 1, 1)
     ctr = ((row // hw) * (c * hw) + row % hw + torch.arange(c, dtype=torch.int32, device=dev).view(1, 1, c) * hw) + start
-    h = _mix32(_mix32(ctr ^ k1.view(1, -1, 1)) ^ k2.view(1, -1, 1))
-    u = ((h >> 8) & 0xFFFFFF).to(torch.float32) * (1.0 / (1 << 24))
-    return _inverted_dropout(u, rate.view(1, -1, 1))
+    return _multipliers_of_counters(ctr, k1, k2, rate)
 
 
 def dropout_multipliers_member_axis1(seeds: Tensor, stream: int, step: int, shape: tuple[int, ...],

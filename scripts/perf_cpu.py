@@ -149,21 +149,16 @@ def _siren_fit_bound(n: int, pixels: int, hidden: int, n_hidden: int) -> dict:
             "trig_seconds_per_step": trig_step, "products_seconds_per_step": products_step}
 
 
-def _channels_last(input_values: int) -> bool:
-    """Whether batched_training runs a first-layer input of this many values in channels-last order."""
-    from wsbench.zoo_builders import batched_training
-
-    return batched_training.CPU_CHANNELS_LAST and input_values >= batched_training.CHANNELS_LAST_MIN_ELEMENTS
-
-
 def _grouped_conv_seconds(arch, nb: int, bs: int, hw: int) -> float:
     """The shard's convolutions alone (grouped, forward and the backward training needs: no input
     gradient for the first layer), per step, in the memory format the path's activations take: what the
     small-CNN path cannot beat."""
     import torch.nn.functional as F
 
+    from wsbench.zoo_builders.batched_training import uses_channels_last
+
     total, c_in = 0.0, arch.in_channels
-    layout = torch.channels_last if _channels_last(bs * nb * c_in * hw * hw) else torch.contiguous_format
+    layout = torch.channels_last if uses_channels_last("cpu", bs * nb * c_in * hw * hw) else torch.contiguous_format
     for i in range(arch.n_conv):
         x = torch.randn(bs, nb * c_in, hw, hw).contiguous(memory_format=layout).requires_grad_(i > 0)
         w = torch.randn(nb * arch.channels, c_in, 3, 3, requires_grad=True)
@@ -179,7 +174,7 @@ def path_small_cnn_train(card_name: str, group: str) -> dict:
     from wsbench.registry import ZOOS
     import wsbench.builtins  # noqa: F401
     from wsbench.zoo_builders import fused_dropout, small_cnn
-    from wsbench.zoo_builders.batched_training import ImageData, MemberHParams, forward, train_batch
+    from wsbench.zoo_builders.batched_training import ImageData, MemberHParams, forward, train_batch, uses_channels_last
 
     card = ZOOS.get(card_name).resolve("full")
     arch, bs, steps = small_cnn.cnn_arch(card, group), int(card.recipe["batch_size"]), 3
@@ -230,7 +225,7 @@ def path_small_cnn_train(card_name: str, group: str) -> dict:
     return {"what": f"{card_name} recipe{'' if group == 'cnn' else f' ({group})'} ({hw}x{hw} gray, {layers}, "
                     f"{'valid' if arch.padding == 0 else 'same'}): {nb} members trained at once (train_batch), "
                     f"batch {bs}" + (f" in micro-batches of {micro}" if micro < bs else "") + ", dropout ~ U(0, 0.7)"
-                    + (", channels-last activations" if _channels_last(micro * nb * arch.in_channels * hw * hw) else ""),
+                    + (", channels-last activations" if uses_channels_last("cpu", micro * nb * arch.in_channels * hw * hw) else ""),
             "flops_per_step": 3 * fwd - first, "seconds_per_step": seconds, "peak_rss_mb": peak,
             "image_passes_per_s": nb * bs / seconds, "references": references,
             "bound": {"what": f"its {arch.n_conv} grouped convolutions alone (forward and backward, mkldnn) at the same "

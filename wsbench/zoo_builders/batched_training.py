@@ -167,6 +167,11 @@ def _orthogonal(z: Tensor, shape: tuple[int, ...]) -> Tensor:
 CPU_CHANNELS_LAST, CHANNELS_LAST_MIN_ELEMENTS = True, 1 << 20
 
 
+def uses_channels_last(device_type: str, input_values: int) -> bool:
+    """Whether `forward` runs a first-layer input of this many values on this device in channels-last order."""
+    return CPU_CHANNELS_LAST and device_type == "cpu" and input_values >= CHANNELS_LAST_MIN_ELEMENTS
+
+
 def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str, padding: int) -> Tensor:
     """h [N, B*Ci, H, W], w [B, Co, Ci, 3, 3], b [B, Co] -> [N, B*Co, H', W'] (stride 2)."""
     nb, co, ci = w.shape[:3]
@@ -195,7 +200,7 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
         h, first_groups = x.reshape(x.shape[0], nb * arch.in_channels, *x.shape[3:]), nb
     else:
         h, first_groups = x, 1  # shared input: the first conv is one ordinary conv with B*Co outputs
-    channels_last = CPU_CHANNELS_LAST and h.device.type == "cpu" and h.numel() >= CHANNELS_LAST_MIN_ELEMENTS
+    channels_last = uses_channels_last(h.device.type, h.numel())
     if channels_last:
         h = h.contiguous(memory_format=torch.channels_last)  # the convolutions' outputs follow
     for i in range(arch.n_conv):

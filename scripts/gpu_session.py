@@ -63,8 +63,8 @@ DRY_RUN_CAP_FACTOR = 10  # the CPU dry run checks the commands, not their speed:
 def parts(out: Path, dry: bool) -> list[Part]:
     """The session's parts; `dry` = the same commands at tiny sizes on the CPU."""
     dev = ["--device", "cpu"] if dry else ["--device", "cuda"]
-    paper_sets = (["iterations=4", "eval_every=2", "checkpoint_every=2", "prune_sparsities=[0.0]", "val_limit=64"]
-                  if dry else ["checkpoint_every=1000"])
+    paper_sets = (["iterations=4", "eval_every=2", "checkpoint_every=2", "prune_sparsities=[0.0]", "val_limit=64",
+                   "task.eval_limit=256"] if dry else ["checkpoint_every=1000"])  # dry: 256 test images, not 10,000
     nern_paper = ["run_bench.py", "--method", "nern", "--zoo", "cifar10_resnet", "--member", "resnet20_pretrained",
                   "--preset", "paper_resnet20_h180", *dev, "--results-dir", str(out / "records"),
                   "--runs-dir", str(out / "runs")]

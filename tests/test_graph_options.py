@@ -9,7 +9,7 @@ from torch_geometric.nn.norm import LayerNorm as PygLayerNorm
 import wsbench.methods.graph  # noqa: F401  (registration)
 from wsbench.archs import spec_for_arch
 from wsbench.errors import ConfigError
-from wsbench.methods.graph import NeuralGraphLayer
+from wsbench.methods.graph_message_passing import NeuralGraphLayer
 from wsbench.methods.graph_layers import GraphLayerNorm, PNAEdgeUpdate, directed_edge_values
 from wsbench.registry import METHODS
 from wsbench.runner import preset_method_config
@@ -155,3 +155,15 @@ def test_paper_preset_turns_the_pna_options_on():
 def test_bad_options_are_refused(bad):
     with pytest.raises(ConfigError):
         graph_model(**bad)
+
+
+@pytest.mark.parametrize("spec", [SIREN, CNN], ids=["siren", "small_cnn"])
+def test_node_degrees_are_torch_geometrics_degrees(spec):
+    from torch_geometric.utils import degree
+
+    from wsbench.methods.graph import build_template, node_degrees
+
+    t = build_template(spec)
+    forward = degree(t.edge_index[1], t.n_nodes)
+    assert torch.equal(node_degrees(t, "forward"), forward)
+    assert torch.equal(node_degrees(t, "both"), forward + degree(t.edge_index[0], t.n_nodes))

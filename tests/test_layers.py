@@ -77,3 +77,29 @@ def test_plugins_named_by_entry_points_fill_the_registries(monkeypatch):
     monkeypatch.setitem(sys.modules, "wsbench_test_plugin", plugin)
     monkeypatch.setattr(registry.TASKS, "_entries", dict(registry.TASKS._entries))
     assert "plugin_task_for_test" in registry.TASKS.names() and "reconstruction" in registry.TASKS.names()
+
+
+def _module_level_imports(path: Path) -> set[str]:
+    """Modules a file imports when it is imported (its top-level statements, not its functions' bodies)."""
+    found, todo = set(), list(ast.parse(path.read_text(encoding="utf-8")).body)
+    while todo:
+        node = todo.pop()
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+        elif isinstance(node, (ast.If, ast.Try, ast.With)):
+            todo += node.body + getattr(node, "orelse", []) + getattr(node, "finalbody", []) + \
+                [s for h in getattr(node, "handlers", []) for s in h.body]
+    return found
+
+
+def test_only_the_message_passing_module_imports_torch_geometric_on_import():
+    """Importing torch_geometric loads torch._dynamo (about 3 s on 2 cores): registering the built-in methods,
+    which every run_bench.py process does, must not pay it; the neural graph encoder imports it when built."""
+    importers = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                 if any(m.split(".")[0] == "torch_geometric" for m in _module_level_imports(p))}
+    assert importers == {"methods/graph_message_passing.py"}
+    eager = {str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+             if any(m.endswith("graph_message_passing") for m in _module_level_imports(p))}
+    assert eager == set()

@@ -66,7 +66,7 @@ def test_committed_parity_file_is_of_the_committed_preset_and_consistent():
 
 
 @needs_teacher
-def test_first_thousand_iterations_follow_the_official_curve(one_thread):
+def test_first_thousand_iterations_follow_the_official_curve():
     """Seed 0, the parity preset (cosine over 3,000), 1,000 iterations: the median of ours / the
     official seeds' mean over the checkpoints 750..1,000 (every 50) stays within 15 %."""
     result = json.loads(PARITY_FILE.read_text())

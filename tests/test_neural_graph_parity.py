@@ -162,7 +162,8 @@ def test_bad_options_are_refused(bad):
 
 from torch_geometric.nn.aggr import DegreeScalerAggregation, MultiAggregation  # noqa: E402
 
-from wsbench.methods.graph import NeuralGraphLayer, mean_log_degree, node_degrees  # noqa: E402
+from wsbench.methods.graph import mean_log_degree, node_degrees  # noqa: E402
+from wsbench.methods.graph_message_passing import NeuralGraphLayer  # noqa: E402
 
 PNA_OPTIONS = {"message": "film", "scalers": ["identity", "amplification"], "residual": False}
 

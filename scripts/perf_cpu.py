@@ -78,7 +78,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def path_gemm(steps: int = 40) -> dict:
+GEMM_STEPS = {"run": 40, "around": 12}  # timed products: the run's first GEMM rate, the rates around each path
+
+
+def path_gemm(steps: int | None = None) -> dict:
+    steps = GEMM_STEPS["run"] if steps is None else steps
     a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
     s = _timed(lambda: torch.mm(a, b), steps, warmup=5)
     return {"what": "torch.mm 2048x2048 fp32", "flops_per_step": 2 * 2048 ** 3, "seconds_per_step": s}
@@ -87,7 +91,7 @@ def path_gemm(steps: int = 40) -> dict:
 def _gemm_gflops_now() -> float:
     """The GEMM rate right now (a shorter path_gemm): taken just before and just after each path, in its own
     process, because this machine's speed drifts by up to 2x between minutes of one run."""
-    g = path_gemm(steps=12)
+    g = path_gemm(steps=GEMM_STEPS["around"])
     return g["flops_per_step"] / g["seconds_per_step"] / 1e9
 
 
@@ -422,7 +426,11 @@ def main() -> int:
     ap.add_argument("--paths", nargs="+", default=list(PATHS), choices=list(PATHS))
     ap.add_argument("--out", help="write <out>.json and <out>.md")
     ap.add_argument("--one", choices=list(PATHS), help=argparse.SUPPRESS)
+    ap.add_argument("--quick-gemm", action="store_true",
+                    help="time 4 GEMMs instead of 40 (12 around each path: 2): a smoke test of the script, noisier rates")
     a = ap.parse_args()
+    if a.quick_gemm:
+        GEMM_STEPS.update(run=4, around=2)
     if a.one:
         print(json.dumps(run_one(a.one)))
         return 0
@@ -434,7 +442,8 @@ def main() -> int:
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
            "command": "python scripts/perf_cpu.py " + " ".join(sys.argv[1:]), "paths": {}}
     for name in paths:
-        proc = subprocess.run([sys.executable, __file__, "--one", name], capture_output=True, text=True, timeout=1800)
+        proc = subprocess.run([sys.executable, __file__, "--one", name] + (["--quick-gemm"] if a.quick_gemm else []),
+                              capture_output=True, text=True, timeout=1800)
         r = json.loads(proc.stdout.strip().splitlines()[-1]) if proc.returncode == 0 else {"error": proc.stderr[-500:]}
         if "gflops" in r and name != "gemm":
             first = res["paths"]["gemm"]["gflops"]

@@ -182,9 +182,10 @@ def test_two_concurrent_first_builds_of_one_zoo_both_succeed(tmp_path):
 def test_force_retrains_nern_instead_of_rescoring_its_checkpoint(tmp_path, capsys, monkeypatch):
     from bad_input_helpers import _isolated_store  # noqa: F401
 
-    argv = ["--method", "nern", "--zoo", "cifar10_resnet", "--member", "resnet20_pretrained", "--preset", "tiny",
-            "--device", "cpu", "--set", "iterations=4", "--set", "eval_every=2", "--set", "checkpoint_every=2",
-            "--set", "prune_sparsities=[0.0]", "--set", "task.eval_limit=32", "--set", "log_every=2"]
+    argv = ["--method", "nern", "--zoo", "cifar10_resnet", "--zoo-variant", "tiny",  # tiny: 256 test images, not 10,000
+            "--member", "resnet20_pretrained", "--preset", "tiny", "--device", "cpu", "--set", "iterations=4",
+            "--set", "eval_every=2", "--set", "checkpoint_every=2", "--set", "prune_sparsities=[0.0]",
+            "--set", "task.eval_limit=32", "--set", "log_every=2"]
     rc, _, err = cli(argv, tmp_path, capsys, quiet=False)
     assert rc == 0, err
     rc, _, err = cli(argv + ["--force"], tmp_path, capsys, quiet=False)

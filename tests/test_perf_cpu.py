@@ -17,7 +17,7 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR))
     out = tmp_path / "perf" / "cpu"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "perf_cpu.py"), "--paths", "gemm", "nern_rec_step", "statnn_step",
-                           "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+                           "--quick-gemm", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.with_suffix(".json").read_text())
     gemm, nern = res["paths"]["gemm"], res["paths"]["nern_rec_step"]
@@ -33,6 +33,7 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     assert 0 < stat["fixed"]["seconds_per_step"]  # the same step on 2 networks: its batch-independent cost
     md = out.with_suffix(".md").read_text()
     assert "fp32 GEMM rate measured at the start of the run" in md and "nern_rec_step" in md
+    assert res["command"].endswith("--quick-gemm --out " + str(out))  # the report says how few GEMMs it timed
     assert "What bounds statnn_step: its" in md and "Where statnn_step's time goes" in md
     assert "statnn_step: the same step on 2 networks" in md and "of the batch-64 step." in md
 

@@ -20,19 +20,19 @@ def test_scale_script_measures_points_and_writes_its_report(tmp_path):
     env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR), WSBENCH_ZOO_DIR=str(tmp_path / "zoos"))
     out = tmp_path / "perf" / "scale"
     proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "scale_curves.py"), "--sizes", "12", "24",
-                           "--paths", "siren_build", "statnn_epoch", "--siren-steps", "2", "--out", str(out),
+                           "--paths", "siren_build", "--siren-steps", "2", "--out", str(out),
                            "--perf", str(tmp_path / "none.json")], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.with_suffix(".json").read_text())
     siren = res["paths"]["siren_build"]
     assert [p["networks"] for p in siren] == [12, 24]  # 12 train images: 11 train + 1 val members
     assert all(p["peak_rss_mib"] > 0 and p["seconds_at_recipe"] > p["fit_s"] for p in siren)
-    assert [p["networks"] for p in res["paths"]["statnn_epoch"]] == [12, 24]
     assert res["projections"][0]["what"].startswith("siren_mnist full") and "h200_minutes" not in res["projections"][0]
     assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
     assert "## Projections for the full zoos (not measured)" in out.with_suffix(".md").read_text()
 
-    # measuring one path again keeps the other's points, with the command that measured them
+    # measuring another path keeps the first one's points, with the command that measured them (each point is a
+    # process of its own: the second path is measured at one size only)
     again = subprocess.run([sys.executable, str(ROOT / "scripts" / "scale_curves.py"), "--sizes", "16",
                             "--paths", "statnn_epoch", "--out", str(out), "--perf", str(tmp_path / "none.json")],
                            env=env, capture_output=True, text=True, timeout=600)
@@ -57,3 +57,18 @@ def test_projections_use_the_fitted_time_and_the_perf_rates():
     passes = 30_000 * 86 * (0.1 + 0.25 + 0.5 + 1.0) / 4 * 50_000
     assert cnn["cpu_hours"] == pytest.approx(passes / 1000 / 3600)
     assert cnn["h200_minutes"] == pytest.approx(passes * 1e6 / (67e12 * 0.1) / 60)
+
+
+def test_a_remeasured_path_drops_its_old_points_and_the_others_keep_theirs(tmp_path):
+    mod = load_script("scale_curves")
+    old = {"date": "2026-12-01", "command": "python scripts/scale_curves.py --sizes 12",
+           "paths": {"siren_build": [{"networks": 12}], "statnn_epoch": [{"networks": 12}], "retired_path": [{}]},
+           "what": {"siren_build": "SIRENs", "statnn_epoch": "StatNN", "retired_path": "gone"},
+           "measured": {"statnn_epoch": {"date": "2026-11-30", "command": "older"}}}
+    (tmp_path / "scale.json").write_text(json.dumps(old))
+    kept = mod._previous(str(tmp_path / "scale"), ["statnn_epoch"])
+    assert kept["paths"] == {"siren_build": [{"networks": 12}]} and kept["what"] == {"siren_build": "SIRENs"}
+    assert kept["measured"] == {"siren_build": {"date": "2026-12-01", "command": old["command"]}}
+    kept = mod._previous(str(tmp_path / "scale"), ["siren_build"])
+    assert kept["measured"]["statnn_epoch"] == {"date": "2026-11-30", "command": "older"}
+    assert mod._previous(str(tmp_path / "absent"), []) == {}

@@ -221,7 +221,8 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
             h = (h.view(n, nb, arch.channels, hh, ww) * mask).reshape(n, nb * arch.channels, hh, ww)
             if channels_last:
                 h = h.contiguous(memory_format=torch.channels_last)
-    feats = h.mean(dim=(2, 3)).view(h.shape[0], nb, arch.channels)
+    # a channels-last h is pooled in its memory order, so that the gradient reaching the last dropout is one too
+    feats = (h.permute(0, 2, 3, 1).mean(dim=(1, 2)) if channels_last else h.mean(dim=(2, 3))).view(h.shape[0], nb, arch.channels)
     if arch.fc_hidden:
         feats = act(torch.einsum("nbc,boc->nbo", feats, p["fc_hidden.weight"]) + p["fc_hidden.bias"].unsqueeze(0))
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)

@@ -33,21 +33,26 @@ def test_dropout_on_a_channels_last_activation_equals_the_nchw_one(name):
     assert 0.2 < kept < 0.8  # some units dropped, some kept (rate 1 drops member 2 entirely)
 
 
+def _tiny_step(seed: int) -> tuple:
+    """A 2-conv arch of 8 channels, 3 members, 40 images of 14x14, 12 a member: loss_and_grad's arguments."""
+    arch = CnnArch(1, 10, 8, 2, padding=1)
+    seeds = torch.tensor([1, 2, 3])
+    g = torch.Generator().manual_seed(seed)
+    x, y = torch.randn(40, 1, 14, 14, generator=g), torch.randint(0, 10, (40,), generator=g)
+    idx = torch.randint(0, 40, (3, 12), generator=g)
+    return (arch, init_params(arch, seeds, torch.ones(3)), "relu", x, y, idx), \
+        dict(dropout=torch.tensor([0.3, 0.0, 0.5]), seeds=seeds, step=2)
+
+
 @pytest.mark.parametrize("compiled_dropout", [False, True])
 def test_channels_last_training_step_equals_the_nchw_one(monkeypatch, compiled_dropout):
     monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 0 if compiled_dropout else 1 << 60)
     monkeypatch.setattr(batched_training, "CHANNELS_LAST_MIN_ELEMENTS", 0)  # a zoo build's sizes, in small
-    arch = CnnArch(1, 10, 8, 2, padding=1)
-    seeds = torch.tensor([1, 2, 3])
-    flat = init_params(arch, seeds, torch.ones(3))
-    g = torch.Generator().manual_seed(5)
-    x, y = torch.randn(40, 1, 14, 14, generator=g), torch.randint(0, 10, (40,), generator=g)
-    idx = torch.randint(0, 40, (3, 12), generator=g)
-    kw = dict(dropout=torch.tensor([0.3, 0.0, 0.5]), seeds=seeds, step=2)
+    args, kw = _tiny_step(5)
     results = {}
     for channels_last in (False, True):
         monkeypatch.setattr(batched_training, "CPU_CHANNELS_LAST", channels_last)
-        results[channels_last] = loss_and_grad(arch, flat, "relu", x, y, idx, **kw)
+        results[channels_last] = loss_and_grad(*args, **kw)
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-5, atol=1e-6)
     assert results[True][1].abs().sum() > 0
@@ -67,15 +72,9 @@ def test_images_gathered_pixel_major_are_the_indexed_ones_in_channels_last_order
 def test_a_step_from_pixel_major_images_is_the_step_from_indexed_images_bit_for_bit(monkeypatch):
     monkeypatch.setattr(batched_training, "CHANNELS_LAST_MIN_ELEMENTS", 0)
     monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 1 << 60)
-    arch = CnnArch(1, 10, 8, 2, padding=1)
-    seeds = torch.tensor([1, 2, 3])
-    flat = init_params(arch, seeds, torch.ones(3))
-    g = torch.Generator().manual_seed(6)
-    x, y = torch.randn(40, 1, 14, 14, generator=g), torch.randint(0, 10, (40,), generator=g)
-    idx = torch.randint(0, 40, (3, 12), generator=g)
-    kw = dict(dropout=torch.tensor([0.3, 0.0, 0.5]), seeds=seeds, step=2, micro_batch=4)
-    loss, grad = loss_and_grad(arch, flat, "relu", x, y, idx, **kw)
-    loss_pm, grad_pm = loss_and_grad(arch, flat, "relu", x, y, idx, x_pixel_major=pixel_major(x), **kw)
+    args, kw = _tiny_step(6)
+    loss, grad = loss_and_grad(*args, micro_batch=4, **kw)
+    loss_pm, grad_pm = loss_and_grad(*args, micro_batch=4, x_pixel_major=pixel_major(args[3]), **kw)
     assert torch.equal(loss_pm, loss) and torch.equal(grad_pm, grad)
 
 

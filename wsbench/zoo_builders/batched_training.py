@@ -243,7 +243,8 @@ def forward(arch: CnnArch, flat: Tensor, x: Tensor, activation: str, *, dropout:
             if channels_last:
                 h = h.contiguous(memory_format=torch.channels_last)
     # a channels-last h is pooled in its memory order, so that the gradient reaching the last dropout is one too
-    feats = (h.permute(0, 2, 3, 1).mean(dim=(1, 2)) if channels_last else h.mean(dim=(2, 3))).view(h.shape[0], nb, arch.channels)
+    pooled = h.permute(0, 2, 3, 1).mean(dim=(1, 2)) if channels_last else h.mean(dim=(2, 3))
+    feats = pooled.view(h.shape[0], nb, arch.channels)
     if arch.fc_hidden:
         feats = act(torch.einsum("nbc,boc->nbo", feats, p["fc_hidden.weight"]) + p["fc_hidden.bias"].unsqueeze(0))
     return torch.einsum("nbc,boc->bno", feats, p["fc.weight"]) + p["fc.bias"].unsqueeze(1)
@@ -274,16 +275,16 @@ def loss_and_grad(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Te
     chunk = bs if not micro_batch or micro_batch >= bs else micro_batch
     params = flat.detach().requires_grad_(True)
     if chunk == bs:  # one pass, as before micro-batches existed (the same bits)
-        logits = forward(arch, params, member_images(x, idx, x_pixel_major), activation, dropout=dropout, seeds=seeds, step=step, conv_impl=conv_impl,
-                         compile_min_elements=compile_min_elements)
+        logits = forward(arch, params, member_images(x, idx, x_pixel_major), activation, dropout=dropout, seeds=seeds,
+                         step=step, conv_impl=conv_impl, compile_min_elements=compile_min_elements)
         loss = _ce_per_member(logits, y[idx])
         grad, = torch.autograd.grad(loss.sum(), params)
         return loss.detach(), grad
     loss, grad = torch.zeros(flat.shape[0], device=flat.device), torch.zeros_like(flat)
     for first in range(0, bs, chunk):
         part = idx[:, first:first + chunk]
-        logits = forward(arch, params, member_images(x, part, x_pixel_major), activation, dropout=dropout, seeds=seeds, step=step,
-                         conv_impl=conv_impl, first_image=first, compile_min_elements=compile_min_elements)
+        logits = forward(arch, params, member_images(x, part, x_pixel_major), activation, dropout=dropout, seeds=seeds,
+                         step=step, conv_impl=conv_impl, first_image=first, compile_min_elements=compile_min_elements)
         nb, n, c = logits.shape
         part_loss = F.cross_entropy(logits.reshape(nb * n, c), y[part].reshape(-1), reduction="none").view(nb, n).sum(1) / bs
         part_grad, = torch.autograd.grad(part_loss.sum(), params)

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from wsbench.zoo_builders import batched_training, counter_rng as rng, fused_dropout
-from wsbench.zoo_builders.batched_training import CnnArch, init_params, loss_and_grad, member_images, pixel_major
+from wsbench.zoo_builders.batched_training import CnnArch, init_params, loss_and_grad
 from wsbench.zoo_builders.compiled import CompiledOrEager
 
 
@@ -56,26 +56,6 @@ def test_channels_last_training_step_equals_the_nchw_one(monkeypatch, compiled_d
     torch.testing.assert_close(results[True][0], results[False][0], rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(results[True][1], results[False][1], rtol=1e-5, atol=1e-6)
     assert results[True][1].abs().sum() > 0
-
-
-@pytest.mark.parametrize("channels", [1, 3])
-def test_images_gathered_pixel_major_are_the_indexed_ones_in_channels_last_order(channels):
-    g = torch.Generator().manual_seed(channels)
-    x = torch.randn(30, channels, 5, 7, generator=g)
-    idx = torch.randint(0, 30, (4, 6), generator=g)  # 4 members, 6 images each
-    got = member_images(x, idx, pixel_major(x))
-    assert torch.equal(got, x[idx.T]) and torch.equal(member_images(x, idx), x[idx.T])
-    grouped = got.reshape(6, 4 * channels, 5, 7)  # as forward groups the members' channels: a view, no copy
-    assert grouped.data_ptr() == got.data_ptr() and grouped.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_a_step_from_pixel_major_images_is_the_step_from_indexed_images_bit_for_bit(monkeypatch):
-    monkeypatch.setattr(batched_training, "CHANNELS_LAST_MIN_ELEMENTS", 0)
-    monkeypatch.setattr(fused_dropout, "COMPILE_MIN_ELEMENTS", 1 << 60)
-    args, kw = _tiny_step(6)
-    loss, grad = loss_and_grad(*args, micro_batch=4, **kw)
-    loss_pm, grad_pm = loss_and_grad(*args, micro_batch=4, x_pixel_major=pixel_major(args[3]), **kw)
-    assert torch.equal(loss_pm, loss) and torch.equal(grad_pm, grad)
 
 
 @pytest.mark.parametrize("limit", [2, 4])

@@ -19,7 +19,7 @@ from wsbench.archs import build_arch
 from wsbench.zoo_builders import counter_rng as rng
 from wsbench.zoo_builders.batched_training import CnnArch, ImageData, MemberHParams, train_batch
 from wsbench.zoo_builders.siren_inr import fit_sirens
-from bench_timing import bench_threads  # noqa: F401 (a fixture)
+from bench_timing import bench_threads, best_of  # noqa: F401 (bench_threads: a fixture)
 
 B, STEPS, BS = 32, 8, 32
 
@@ -126,3 +126,23 @@ def test_bench_siren_shard_with_and_without_malloc_tuning(benchmark):
     print(f"\nSIREN shard (400 x 30 steps, 1 thread): default malloc {plain[0]:.1f} s (system {plain[1]:.1f} s), "
           f"tuned {tuned[0]:.1f} s (system {tuned[1]:.1f} s): {plain[0] / tuned[0]:.2f}x")
     assert tuned[0] > 0
+
+
+
+def test_bench_pooling_gradient_in_the_dropout_order(benchmark):
+    """The last activation of a channels-last step (cnn_families_mnist d2w8: 32 images x 256 members x 8 channels,
+    7x7) is average-pooled in its memory order, so its gradient reaches the fused dropout in that order; the
+    NCHW-order mean's gradient had to be copied there. Both timed in the same run, each with that copy."""
+    h = torch.randn(32, 256 * 8, 7, 7).contiguous(memory_format=torch.channels_last).requires_grad_(True)
+    up = torch.randn(32, 256 * 8)
+
+    def pooled_gradient(in_memory_order: bool) -> torch.Tensor:
+        pooled = h.permute(0, 2, 3, 1).mean(dim=(1, 2)) if in_memory_order else h.mean(dim=(2, 3))
+        (grad,) = torch.autograd.grad(pooled, h, up)
+        return grad.permute(0, 2, 3, 1).contiguous()  # what the fused dropout reads: a copy unless already in order
+
+    ours = benchmark.pedantic(lambda: pooled_gradient(True), rounds=10, iterations=1, warmup_rounds=1)
+    assert torch.equal(ours, pooled_gradient(False))
+    before = best_of(lambda: pooled_gradient(False), 10)
+    print(f"\npooling gradient in the dropout's order: {benchmark.stats.stats.min * 1e3:.2f} ms, the NCHW-order mean's "
+          f"{before * 1e3:.2f} ms ({benchmark.stats.stats.min / before:.2f}x the time)")

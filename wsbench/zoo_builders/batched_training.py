@@ -172,27 +172,6 @@ def uses_channels_last(device_type: str, input_values: int) -> bool:
     return CPU_CHANNELS_LAST and device_type == "cpu" and input_values >= CHANNELS_LAST_MIN_ELEMENTS
 
 
-def pixel_major(x: Tensor) -> Tensor:
-    """Images [N, C, H, W] as [H*W, N, C]: the layout from which `member_images` gathers a channels-last batch."""
-    n, c = x.shape[:2]
-    return x.reshape(n, c, -1).permute(2, 0, 1).contiguous()
-
-
-def member_images(x: Tensor, idx: Tensor, x_pixel_major: Tensor | None = None) -> Tensor:
-    """x[idx.T]: image idx[b, i] of x [N, C, H, W] for member b at position i, [n, B, C, H, W]. With
-    x_pixel_major (= pixel_major(x)) the same values come gathered straight into channels-last memory
-    order ([n, H, W, B, C]), which forward's first convolution takes without the copy that converting
-    x[idx.T] costs (on cnn_families_mnist d2w8 the gather and that copy were ~9 % of a training step)."""
-    if x_pixel_major is None:
-        return x[idx.T]
-    nb, n = idx.shape
-    hw, _, c = x_pixel_major.shape
-    out = torch.empty(n, hw, nb, c, dtype=x.dtype, device=x.device)
-    for i in range(n):  # [H*W, B, C] of image position i: one gather along the images axis
-        torch.index_select(x_pixel_major, 1, idx[:, i], out=out[i])
-    return out.view(n, *x.shape[2:], nb, c).permute(0, 3, 4, 1, 2)
-
-
 def _conv(h: Tensor, w: Tensor, b: Tensor, groups: int, impl: str, padding: int) -> Tensor:
     """h [N, B*Ci, H, W], w [B, Co, Ci, 3, 3], b [B, Co] -> [N, B*Co, H', W'] (stride 2)."""
     nb, co, ci = w.shape[:3]
@@ -264,27 +243,26 @@ def _ce_per_member(logits: Tensor, y: Tensor) -> Tensor:
 
 def loss_and_grad(arch: CnnArch, flat: Tensor, activation: str, x: Tensor, y: Tensor, idx: Tensor, *,
                   dropout: Tensor | None, seeds: Tensor, step: int, conv_impl: str = "grouped",
-                  micro_batch: int | None = None, compile_min_elements: int | None = None,
-                  x_pixel_major: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                  micro_batch: int | None = None, compile_min_elements: int | None = None) -> tuple[Tensor, Tensor]:
     """Each member's mean cross-entropy [B] over its step images x[idx[b]] (idx [B, bs]) and the gradient
     [B, D] of their sum. With `micro_batch` < bs the images run in slices of that many and the
     gradients add up: a step's activations then take micro_batch / bs of the memory, the dropout masks
     are the whole batch's and the result equals the one-pass step to float rounding. `compile_min_elements`:
-    see forward; `x_pixel_major`: see member_images (pass it where forward runs channels-last)."""
+    see forward."""
     bs = idx.shape[1]
     chunk = bs if not micro_batch or micro_batch >= bs else micro_batch
     params = flat.detach().requires_grad_(True)
     if chunk == bs:  # one pass, as before micro-batches existed (the same bits)
-        logits = forward(arch, params, member_images(x, idx, x_pixel_major), activation, dropout=dropout, seeds=seeds,
-                         step=step, conv_impl=conv_impl, compile_min_elements=compile_min_elements)
+        logits = forward(arch, params, x[idx.T], activation, dropout=dropout, seeds=seeds, step=step, conv_impl=conv_impl,
+                         compile_min_elements=compile_min_elements)
         loss = _ce_per_member(logits, y[idx])
         grad, = torch.autograd.grad(loss.sum(), params)
         return loss.detach(), grad
     loss, grad = torch.zeros(flat.shape[0], device=flat.device), torch.zeros_like(flat)
     for first in range(0, bs, chunk):
         part = idx[:, first:first + chunk]
-        logits = forward(arch, params, member_images(x, part, x_pixel_major), activation, dropout=dropout, seeds=seeds,
-                         step=step, conv_impl=conv_impl, first_image=first, compile_min_elements=compile_min_elements)
+        logits = forward(arch, params, x[part.T], activation, dropout=dropout, seeds=seeds, step=step,
+                         conv_impl=conv_impl, first_image=first, compile_min_elements=compile_min_elements)
         nb, n, c = logits.shape
         part_loss = F.cross_entropy(logits.reshape(nb * n, c), y[part].reshape(-1), reduction="none").view(nb, n).sum(1) / bs
         part_grad, = torch.autograd.grad(part_loss.sum(), params)
@@ -424,9 +402,6 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
     else:
         raise ValueError(f"epoch must be 'dataset' or 'subset', got {rules.epoch!r}")
     compile_min = fused_dropout.compile_min_elements(epochs * steps_per_epoch)
-    pass_images = min(micro_batch or batch_size, batch_size)
-    x_pixel_major = pixel_major(data.x_train) if uses_channels_last(
-        dev.type, pass_images * nb * data.x_train[0].numel()) else None  # one more copy of the training images
     snapshots: dict[int, Tensor] = {}
     metrics: dict[int, dict[str, Tensor]] = {}
 
@@ -450,8 +425,7 @@ def train_batch(arch: CnnArch, hp: MemberHParams, activation: str, data: ImageDa
             idx = subset.gather(1, pos)  # [B, bs] image indices
             loss, grad = loss_and_grad(arch, flat, activation, data.x_train, data.y_train, idx,
                                        dropout=p_drop if use_dropout else None, seeds=seeds, step=step,
-                                       conv_impl=conv_impl, micro_batch=micro_batch, compile_min_elements=compile_min,
-                                       x_pixel_major=x_pixel_major)
+                                       conv_impl=conv_impl, micro_batch=micro_batch, compile_min_elements=compile_min)
             was_alive = alive.clone()
             alive &= torch.isfinite(loss)
             flat = opt.step(flat, grad, alive)

@@ -28,7 +28,7 @@ test: setup
 # pytest-benchmark performance suite (prints ratios against references timed in the same run), then
 # each heavy path's GFLOP/s as a fraction of this machine's GEMM rate -> leaderboards/perf/cpu.{json,md}.
 bench-perf: setup
-	$(BIN)/python -m pytest -q tests/bench --benchmark-enable -m "not gpu" $(ARGS)
+	$(BIN)/python -m pytest -q tests/bench -o addopts="" -m "not gpu" $(ARGS)  # addopts skip benchmarks: cleared
 	$(BIN)/python scripts/perf_cpu.py --out leaderboards/perf/cpu
 
 # Time and peak memory vs number of networks (zoo building, encoder epochs), with projections for the

@@ -10,6 +10,7 @@ import wsbench.methods.graph  # noqa: F401  (registration)
 from wsbench.archs import spec_for_arch
 from wsbench.errors import ConfigError
 from wsbench.methods.graph_message_passing import NeuralGraphLayer
+from wsbench.methods import graph_layers
 from wsbench.methods.graph_layers import GraphLayerNorm, PNAEdgeUpdate, directed_edge_values
 from wsbench.registry import METHODS
 from wsbench.runner import preset_method_config
@@ -167,3 +168,5 @@ def test_node_degrees_are_torch_geometrics_degrees(spec):
     forward = degree(t.edge_index[1], t.n_nodes)
     assert torch.equal(node_degrees(t, "forward"), forward)
     assert torch.equal(node_degrees(t, "both"), forward + degree(t.edge_index[0], t.n_nodes))
+    both = torch.cat([t.edge_index, t.edge_index.flip(0)], dim=1)[1]  # what the amplification scaler counts
+    assert torch.equal(graph_layers.degree(both, t.n_nodes, torch.float64), degree(both, t.n_nodes, dtype=torch.float64))

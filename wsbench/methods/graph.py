@@ -51,7 +51,7 @@ from ..weights import NetworkSpec, WeightSpace
 from .base import Encoder
 from ..options import AT_LEAST_ONE, Range
 from .common import SpecArg, checked_specs, sinusoidal
-from .graph_layers import directed_edge_values
+from .graph_layers import degree, directed_edge_values
 
 AGGREGATORS = ("mean", "max", "min", "std", "sum")
 SCALERS = ("identity", "amplification")
@@ -136,11 +136,8 @@ def input_embedding(d_in: int, dim: int, encoding: str, n_freq: int, sigma: floa
 def node_degrees(t: GraphTemplate, direction: str = "both") -> Tensor:
     """[N] degree of each node of the template: edges into it along both directions (in + out, the graph
     the layers aggregate over), or along the forward direction only (the in-degree; 0 for inputs)."""
-    def counts(index: Tensor) -> Tensor:  # torch_geometric.utils.degree's values, without importing it here
-        return torch.bincount(index, minlength=t.n_nodes).to(torch.get_default_dtype())
-
-    deg = counts(t.edge_index[1])
-    return deg + counts(t.edge_index[0]) if direction == "both" else deg
+    deg = degree(t.edge_index[1], t.n_nodes)
+    return deg + degree(t.edge_index[0], t.n_nodes) if direction == "both" else deg
 
 
 def mean_log_degree(templates: list[GraphTemplate], direction: str = "both") -> float:

@@ -7,6 +7,12 @@ import torch
 from torch import Tensor, nn
 
 
+def degree(index: Tensor, n_nodes: int, dtype: torch.dtype | None = None) -> Tensor:
+    """[n_nodes] how often each node appears in `index` (an edge_index row): torch_geometric.utils.degree's
+    values, without importing torch_geometric (see graph_message_passing.py)."""
+    return torch.bincount(index, minlength=n_nodes).to(dtype or torch.get_default_dtype())
+
+
 class GraphLayerNorm(nn.Module):
     """LayerNorm over all nodes and features of each graph: one mean and one (biased) std per graph, then a
     learned scale and shift per channel, as PyG's LayerNorm in its default 'graph' mode. Unlike a per-node

@@ -9,10 +9,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch_geometric.nn import MessagePassing
-from torch_geometric.utils import degree
 
 from ..errors import ConfigError
-from .graph_layers import GraphLayerNorm, PNAEdgeUpdate, pna_node_update
+from .graph_layers import GraphLayerNorm, PNAEdgeUpdate, degree, pna_node_update
 
 
 class NeuralGraphLayer(MessagePassing):

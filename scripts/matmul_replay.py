@@ -20,6 +20,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_map
 from torch.utils.flop_counter import FlopCounterMode, flop_registry, sdpa_backward_flop_count, sdpa_flop_count
 
+import wsbench.methods.equivariant.cpu_kernels  # noqa: F401 - defines the torch.ops.wsbench operators counted below
+
 Call = tuple[Any, tuple, dict]
 aten = torch.ops.aten
 
@@ -32,9 +34,23 @@ def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, 
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-# flop_counter's registry knows the CUDA attention kernels only; these are the CPU ones (same formulas)
+def _fused_attention(q, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    b, n, h, d = q  # shapes, [B, n, H, d]: q k^T and p v, 2 n^2 d FLOPs each per head
+    return 4 * b * h * n * n * d
+
+
+def _fused_attention_backward(q, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    # dv, dp, dq, dk: the four products of the batched-product backward; the kernel's recomputed scores are
+    # not counted, so that the step's FLOPs are those of the plain path
+    return 2 * _fused_attention(q)
+
+
+# flop_counter's registry knows the CUDA attention kernels only; these are the CPU ones (same formulas),
+# with wsbench's fused set attention (cpu_kernels: the same products, scores not stored)
 CPU_ATTENTION_FLOPS = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_attention,
-                       aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward}
+                       aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_attention_backward,
+                       torch.ops.wsbench.head_attention_forward: _fused_attention,
+                       torch.ops.wsbench.head_attention_backward: _fused_attention_backward}
 
 
 def count_flops(step: Callable[[], None]) -> int:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cpu_kernels import max_first, set_attention
+from .cpu_kernels import fused_head_attention, fused_kernel_applies, max_first, set_attention
 from .layout import Axis
 
 
@@ -61,6 +61,17 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return set_attention(q, k, v, scale)
 
 
+def heads_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
+    """`attention` per head on [B, n, heads * d] tensors (head h on channels h*d..(h+1)*d), as
+    [B, n, heads * d]. Small heads on CPU go through the fused C kernel (cpu_kernels.fused_head_attention:
+    no score matrix in memory, no transposed copies)."""
+    B, n, F = q.shape
+    if fused_kernel_applies(q, F // heads):
+        return fused_head_attention(q, k, v, heads, scale)
+    split = [t.view(B, n, heads, F // heads).transpose(1, 2) for t in (q, k, v)]
+    return attention(*split, scale).transpose(1, 2).reshape(B, n, F)
+
+
 class SAB(nn.Module):
     """Set-attention block as in the official DWSNets code (Set Transformer's MAB(X, X) without
     LayerNorm): O = Q + softmax(Q K^T / sqrt(f_out)) V per head, then O + ReLU(fc_o(O))."""
@@ -73,14 +84,8 @@ class SAB(nn.Module):
         self.scale = 1.0 / math.sqrt(f_out)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, n, f_in] -> [B, n, f_out]
-        B, n, _ = x.shape
-
-        def split(t: Tensor) -> Tensor:
-            return t.view(B, n, self.heads, -1).transpose(1, 2)
-
-        q, k, v = split(self.fc_q(x)), split(self.fc_k(x)), split(self.fc_v(x))
-        o = q + attention(q, k, v, self.scale)
-        o = o.transpose(1, 2).reshape(B, n, -1)
+        q = self.fc_q(x)
+        o = q + heads_attention(q, self.fc_k(x), self.fc_v(x), self.heads, self.scale)
         return o + F.relu(self.fc_o(o))
 
 

@@ -16,9 +16,18 @@ orientation that is fast here. Both are tested equal to the plain ops, values an
 """
 from __future__ import annotations
 
+import ctypes
+from pathlib import Path
+
 import torch
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+
+from ...native_build import load_kernel
+
+# heads of up to this many channels go through the C kernel (set_attention.c); at 32 and 64 channels the
+# batched products were faster (2 threads, sets of 32)
+FUSED_MAX_HEAD_DIM = 8
 
 
 def first_argmax(x: Tensor, values: Tensor, dim: int) -> Tensor:
@@ -82,3 +91,83 @@ def set_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     *lead, n, d = q.shape
     q3, k3, v3 = (t.reshape(-1, n, t.shape[-1]) for t in (q, k, v))
     return _SetAttention.apply(q3, k3, v3, scale).reshape(*lead, n, v.shape[-1])
+
+
+_KERNEL_SOURCE = Path(__file__).with_name("set_attention.c")
+
+
+def _fused_kernel() -> ctypes.CDLL | None:
+    lib = load_kernel(_KERNEL_SOURCE)
+    if lib is not None and not getattr(lib, "_wsb_typed", False):
+        ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        lib.wsb_set_attention_forward.argtypes = [ptr] * 5 + [i64] * 4 + [f32]
+        lib.wsb_set_attention_backward.argtypes = [ptr] * 9 + [i64] * 4 + [f32]
+        lib._wsb_typed = True
+    return lib
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+def _head_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
+    B, n, H, d = q.shape
+    out = torch.empty_like(q)
+    lse = torch.empty(B, H, n, dtype=q.dtype)
+    if _fused_kernel().wsb_set_attention_forward(_ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(lse), B, n, H, d, scale):
+        raise MemoryError("set attention kernel: out of memory")
+    return out, lse
+
+
+def _head_attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad: Tensor,
+                             scale: float) -> tuple[Tensor, Tensor, Tensor]:
+    B, n, H, d = q.shape
+    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+    if _fused_kernel().wsb_set_attention_backward(_ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(lse), _ptr(grad),
+                                                  _ptr(dq), _ptr(dk), _ptr(dv), B, n, H, d, scale):
+        raise MemoryError("set attention kernel: out of memory")
+    return dq, dk, dv
+
+
+# The kernel's two calls as torch operators (wsbench::head_attention_forward / _backward), so that
+# torch's dispatch-level tools see them: torch.utils.flop_counter (scripts/matmul_replay.py gives their
+# FLOPs), the profiler, the replay of a step's matrix work.
+_LIBRARY = torch.library.Library("wsbench", "FRAGMENT")
+_LIBRARY.define("head_attention_forward(Tensor q, Tensor k, Tensor v, float scale) -> (Tensor, Tensor)")
+_LIBRARY.define("head_attention_backward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor grad, "
+                "float scale) -> (Tensor, Tensor, Tensor)")
+_LIBRARY.impl("head_attention_forward", _head_attention_forward, "CPU")
+_LIBRARY.impl("head_attention_backward", _head_attention_backward, "CPU")
+
+
+class _FusedHeadAttention(torch.autograd.Function):
+    """On contiguous float32 [B, n, H, d] CPU tensors, through the C kernel (`set_attention.c`)."""
+
+    @staticmethod
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:  # type: ignore[override]
+        out, lse = torch.ops.wsbench.head_attention_forward(q, k, v, scale)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # type: ignore[override]
+        q, k, v, out, lse = ctx.saved_tensors
+        return (*torch.ops.wsbench.head_attention_backward(q, k, v, out, lse, grad.contiguous(), ctx.scale), None)
+
+
+def fused_kernel_applies(q: Tensor, head_dim: int) -> bool:
+    """Whether `fused_head_attention` runs for these inputs: CPU float32, heads of at most
+    FUSED_MAX_HEAD_DIM channels, and the kernel built (see wsbench/native_build.py)."""
+    return (q.device.type == "cpu" and q.dtype == torch.float32 and 0 < head_dim <= FUSED_MAX_HEAD_DIM
+            and _fused_kernel() is not None)
+
+
+def fused_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
+    """Per head, softmax(q k^T scale) v over the sets of [B, n, heads * d] float32 CPU tensors (head h
+    on channels h*d..(h+1)*d), as [B, n, heads * d], through the C kernel (check
+    `fused_kernel_applies` first)."""
+    B, n, F = q.shape
+    q4, k4, v4 = (t.reshape(B, n, heads, F // heads).contiguous() for t in (q, k, v))
+    return _FusedHeadAttention.apply(q4, k4, v4, scale).view(B, n, F)

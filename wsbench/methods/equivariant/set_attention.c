@@ -1,0 +1,203 @@
+/* Fused set attention with small heads, for CPU: softmax(q k^T scale) v per (network, head).
+
+   DWSNet's set layers attend over sets of a few dozen neurons with heads of 4-8 channels. Done with
+   batched products, every head writes and reads back its n x n score matrix and each product has
+   4-8 columns, far below what the matrix kernels are made for. Here one (network, head) pair is one
+   work item, and the loops run over blocks of 8 queries held in one SIMD vector: for each key j the
+   block's 8 scores, their running maximum, exponentials and the weighted sum of values stay in
+   registers, with no horizontal sums in the forward pass. Only the output and one log-sum-exp per
+   query are written. The backward pass recomputes the probabilities from the log-sum-exp (as flash
+   attention does); the key and value gradients are summed over queries in 8-lane partial sums and
+   reduced once per work item.
+
+   Layout: q, k, v, out and the gradients are contiguous [B, n, H, d] (a linear layer's output
+   [B, n, H*d] viewed per head, so no transpose is copied); lse is [B, H, n].
+   Vectors are GCC vector extensions (8 floats), lowered to whatever SIMD the CPU has. Built by
+   wsbench/native_build.py. NaN and inf propagate as in the plain ops (a NaN score gives a NaN row). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LANES 8
+typedef float vf __attribute__((vector_size(LANES * sizeof(float))));
+typedef int32_t vi __attribute__((vector_size(LANES * sizeof(int32_t))));
+
+static inline vf splat(float x) { return (vf){x, x, x, x, x, x, x, x}; }
+
+static inline vf select_vf(vi mask, vf a, vf b) { return (vf)((mask & (vi)a) | (~mask & (vi)b)); }
+
+static inline vf max_vf(vf a, vf b) { return select_vf(a > b, a, b); }  /* keeps b where a is NaN */
+
+/* exp(x) for x <= 0 (Cephes' expf: reduction by ln 2 with round-to-nearest, degree-5 polynomial,
+   exponent bits set directly). x < -87 gives exp(-87) ~ 1.6e-38 instead of a denormal; NaN stays NaN. */
+static inline vf exp_nonpositive(vf x) {
+    const vf lo = splat(-87.0f), magic = splat(12582912.0f); /* 1.5 * 2^23: adding it rounds to an integer */
+    x = select_vf(x < lo, lo, x);
+    const vf t = x * splat(1.44269504088896341f) + magic;
+    const vf fn = t - magic;
+    const vf r = (x - fn * splat(0.693359375f)) + fn * splat(2.12194440e-4f);
+    vf p = splat(1.9875691500e-4f);
+    p = p * r + splat(1.3981999507e-3f);
+    p = p * r + splat(8.3334519073e-3f);
+    p = p * r + splat(4.1665795894e-2f);
+    p = p * r + splat(1.6666665459e-1f);
+    p = p * r + splat(5.0000001201e-1f);
+    const vf e = p * r * r + r + splat(1.0f);
+    const vi n = (vi)t - (vi)magic; /* the integer in t's low mantissa bits */
+    return e * (vf)((n + 127) << 23);
+}
+
+static inline float hsum(vf x) {
+    float s = 0.0f;
+    for (int l = 0; l < LANES; l++) s += x[l];
+    return s;
+}
+
+/* Query block [i0, i0 + LANES) of one head, channel-major: t[c][lane] = x[(i0 + lane) * row + c] * mul,
+   zero past n. */
+static inline void load_block(const float *x, vf *t, int64_t i0, int64_t n, int64_t d, int64_t row, float mul) {
+    for (int64_t c = 0; c < d; c++) t[c] = splat(0.0f);
+    for (int64_t l = 0; l < LANES && i0 + l < n; l++)
+        for (int64_t c = 0; c < d; c++) t[c][l] = x[(i0 + l) * row + c] * mul;
+}
+
+static inline void store_block(float *x, const vf *t, int64_t i0, int64_t n, int64_t d, int64_t row, vf mul) {
+    for (int64_t l = 0; l < LANES && i0 + l < n; l++)
+        for (int64_t c = 0; c < d; c++) x[(i0 + l) * row + c] = t[c][l] * mul[l];
+}
+
+/* One head's forward pass; D > 0 fixes the head size at compile time (registers), 0 reads d. */
+static inline __attribute__((always_inline)) void forward_head(const float *q, const float *k, const float *v,
+        float *out, float *lse, int64_t n, int64_t d_runtime, int64_t row, float scale, vf *qt, vf *acc,
+        vf *s, const int64_t D) {
+    const int64_t d = D > 0 ? D : d_runtime;
+    for (int64_t i0 = 0; i0 < n; i0 += LANES) {
+        load_block(q, qt, i0, n, d, row, scale);
+        vf m = splat(-INFINITY);
+        for (int64_t j = 0; j < n; j++) {
+            const float *kj = k + j * row;
+            vf sj = splat(0.0f);
+            for (int64_t c = 0; c < d; c++) sj += qt[c] * kj[c];
+            s[j] = sj;
+            m = max_vf(sj, m);
+        }
+        vf z = splat(0.0f);
+        for (int64_t c = 0; c < d; c++) acc[c] = splat(0.0f);
+        for (int64_t j = 0; j < n; j++) {
+            const float *vj = v + j * row;
+            const vf p = exp_nonpositive(s[j] - m);
+            z += p;
+            for (int64_t c = 0; c < d; c++) acc[c] += p * vj[c];
+        }
+        store_block(out, acc, i0, n, d, row, splat(1.0f) / z);
+        for (int64_t l = 0; l < LANES && i0 + l < n; l++) lse[i0 + l] = m[l] + logf(z[l]);
+    }
+}
+
+/* One head's backward pass (D as in forward_head). dkacc, dvacc: n * d vectors of partial sums. */
+static inline __attribute__((always_inline)) void backward_head(const float *q, const float *k, const float *v,
+        const float *o, const float *lse, const float *g, float *dq, float *dk, float *dv, int64_t n,
+        int64_t d_runtime, int64_t row, float scale, vf *qt, vf *gt, vf *acc, vf *dkacc, vf *dvacc,
+        const int64_t D) {
+    const int64_t d = D > 0 ? D : d_runtime;
+    for (int64_t x = 0; x < n * d; x++) dkacc[x] = dvacc[x] = splat(0.0f);
+    for (int64_t i0 = 0; i0 < n; i0 += LANES) {
+        load_block(q, qt, i0, n, d, row, scale);
+        load_block(g, gt, i0, n, d, row, 1.0f);  /* zero past n: padded queries add nothing below */
+        vf delta = splat(0.0f), l = splat(0.0f);
+        for (int64_t lane = 0; lane < LANES && i0 + lane < n; lane++) {
+            float dl = 0.0f;
+            for (int64_t c = 0; c < d; c++) dl += g[(i0 + lane) * row + c] * o[(i0 + lane) * row + c];
+            delta[lane] = dl;
+            l[lane] = lse[i0 + lane];
+        }
+        for (int64_t c = 0; c < d; c++) acc[c] = splat(0.0f);
+        for (int64_t j = 0; j < n; j++) {
+            const float *kj = k + j * row, *vj = v + j * row;
+            vf sj = splat(0.0f), dp = splat(0.0f);
+            for (int64_t c = 0; c < d; c++) {
+                sj += qt[c] * kj[c];
+                dp += gt[c] * vj[c];
+            }
+            const vf p = exp_nonpositive(sj - l);
+            const vf ds = p * (dp - delta);
+            vf *dkj = dkacc + j * d, *dvj = dvacc + j * d;
+            for (int64_t c = 0; c < d; c++) {
+                acc[c] += ds * kj[c];
+                dkj[c] += ds * qt[c];
+                dvj[c] += p * gt[c];
+            }
+        }
+        store_block(dq, acc, i0, n, d, row, splat(scale));
+    }
+    for (int64_t j = 0; j < n; j++)
+        for (int64_t c = 0; c < d; c++) {
+            dk[j * row + c] = hsum(dkacc[j * d + c]);
+            dv[j * row + c] = hsum(dvacc[j * d + c]);
+        }
+}
+
+static void *vectors(int64_t count) {
+    return aligned_alloc(sizeof(vf), (size_t)count * sizeof(vf));
+}
+
+int wsb_set_attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
+                              int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
+    const int64_t row = H * d, batch = n * H * d;
+    int failed = 0;
+#pragma omp parallel
+    {
+        vf *buf = (vf *)vectors(2 * d + n);
+        if (buf == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            if (buf == NULL) continue;
+            const int64_t base = (bh / H) * batch + (bh % H) * d;
+            const float *qb = q + base, *kb = k + base, *vb = v + base;
+            float *ob = out + base, *lb = lse + bh * n;
+            vf *qt = buf, *acc = buf + d, *s = buf + 2 * d;
+            if (d == 4) forward_head(qb, kb, vb, ob, lb, n, d, row, scale, qt, acc, s, 4);
+            else if (d == 8) forward_head(qb, kb, vb, ob, lb, n, d, row, scale, qt, acc, s, 8);
+            else forward_head(qb, kb, vb, ob, lb, n, d, row, scale, qt, acc, s, 0);
+        }
+        free(buf);
+    }
+    return failed;
+}
+
+/* g: gradient of the output; o: the forward output. Writes dq, dk, dv (same layout as q). */
+int wsb_set_attention_backward(const float *q, const float *k, const float *v, const float *o,
+                               const float *lse, const float *g, float *dq, float *dk, float *dv,
+                               int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
+    const int64_t row = H * d, batch = n * H * d;
+    int failed = 0;
+#pragma omp parallel
+    {
+        vf *buf = (vf *)vectors(3 * d + 2 * n * d);
+        if (buf == NULL) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int64_t bh = 0; bh < B * H; bh++) {
+            if (buf == NULL) continue;
+            const int64_t base = (bh / H) * batch + (bh % H) * d;
+            const float *qb = q + base, *kb = k + base, *vb = v + base, *ob = o + base, *gb = g + base;
+            const float *lb = lse + bh * n;
+            float *dqb = dq + base, *dkb = dk + base, *dvb = dv + base;
+            vf *qt = buf, *gt = buf + d, *acc = buf + 2 * d, *dkacc = buf + 3 * d, *dvacc = dkacc + n * d;
+            if (d == 4)
+                backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 4);
+            else if (d == 8)
+                backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 8);
+            else
+                backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 0);
+        }
+        free(buf);
+    }
+    return failed;
+}

@@ -13,6 +13,9 @@ places that autograd's generic formulas make slow for these shapes:
 each maximum (what `torch.max` returns and the official DWSNets code back-propagates through);
 `set_attention` computes softmax(q k^T scale) v and its gradients with every product in the
 orientation that is fast here. Both are tested equal to the plain ops, values and gradients.
+`fused_head_attention` runs heads of up to 8 channels through a C kernel instead (set_attention.c,
+built on first use by wsbench/native_build.py): no score matrix in memory, no transposed copies,
+0.67x the time of `set_attention` at the DWSNet paper's shape (tests/bench).
 """
 from __future__ import annotations
 

@@ -95,41 +95,56 @@ static inline __attribute__((always_inline)) void forward_head(const float *q, c
     }
 }
 
-/* One head's backward pass (D as in forward_head). dkacc, dvacc: n * d vectors of partial sums. */
+/* Per query block: the queries scaled (qt), the output gradient (gt), delta = rowsum(g * o) and lse, in
+   lanes; padded lanes get zeros, so that they add nothing to the key and value gradients. */
+static inline void load_backward_block(const float *q, const float *g, const float *o, const float *lse, vf *qt,
+        vf *gt, vf *delta, vf *l, int64_t i0, int64_t n, int64_t d, int64_t row, float scale) {
+    load_block(q, qt, i0, n, d, row, scale);
+    load_block(g, gt, i0, n, d, row, 1.0f);
+    *delta = *l = splat(0.0f);
+    for (int64_t lane = 0; lane < LANES && i0 + lane < n; lane++) {
+        float dl = 0.0f;
+        for (int64_t c = 0; c < d; c++) dl += g[(i0 + lane) * row + c] * o[(i0 + lane) * row + c];
+        (*delta)[lane] = dl;
+        (*l)[lane] = lse[i0 + lane];
+    }
+}
+
+/* One head's backward pass (D as in forward_head), two query blocks at a time: each key's partial
+   sums dkacc, dvacc (n * d vectors) are read and written once for 16 queries. */
 static inline __attribute__((always_inline)) void backward_head(const float *q, const float *k, const float *v,
         const float *o, const float *lse, const float *g, float *dq, float *dk, float *dv, int64_t n,
         int64_t d_runtime, int64_t row, float scale, vf *qt, vf *gt, vf *acc, vf *dkacc, vf *dvacc,
         const int64_t D) {
     const int64_t d = D > 0 ? D : d_runtime;
+    vf *qt1 = qt + d, *gt1 = gt + d, *acc1 = acc + d;
     for (int64_t x = 0; x < n * d; x++) dkacc[x] = dvacc[x] = splat(0.0f);
-    for (int64_t i0 = 0; i0 < n; i0 += LANES) {
-        load_block(q, qt, i0, n, d, row, scale);
-        load_block(g, gt, i0, n, d, row, 1.0f);  /* zero past n: padded queries add nothing below */
-        vf delta = splat(0.0f), l = splat(0.0f);
-        for (int64_t lane = 0; lane < LANES && i0 + lane < n; lane++) {
-            float dl = 0.0f;
-            for (int64_t c = 0; c < d; c++) dl += g[(i0 + lane) * row + c] * o[(i0 + lane) * row + c];
-            delta[lane] = dl;
-            l[lane] = lse[i0 + lane];
-        }
-        for (int64_t c = 0; c < d; c++) acc[c] = splat(0.0f);
+    for (int64_t i0 = 0; i0 < n; i0 += 2 * LANES) {
+        vf delta0, l0, delta1, l1;
+        load_backward_block(q, g, o, lse, qt, gt, &delta0, &l0, i0, n, d, row, scale);
+        load_backward_block(q, g, o, lse, qt1, gt1, &delta1, &l1, i0 + LANES, n, d, row, scale);
+        for (int64_t c = 0; c < d; c++) acc[c] = acc1[c] = splat(0.0f);
         for (int64_t j = 0; j < n; j++) {
             const float *kj = k + j * row, *vj = v + j * row;
-            vf sj = splat(0.0f), dp = splat(0.0f);
+            vf s0 = splat(0.0f), dp0 = splat(0.0f), s1 = splat(0.0f), dp1 = splat(0.0f);
             for (int64_t c = 0; c < d; c++) {
-                sj += qt[c] * kj[c];
-                dp += gt[c] * vj[c];
+                s0 += qt[c] * kj[c];
+                dp0 += gt[c] * vj[c];
+                s1 += qt1[c] * kj[c];
+                dp1 += gt1[c] * vj[c];
             }
-            const vf p = exp_nonpositive(sj - l);
-            const vf ds = p * (dp - delta);
+            const vf p0 = exp_nonpositive(s0 - l0), p1 = exp_nonpositive(s1 - l1);
+            const vf ds0 = p0 * (dp0 - delta0), ds1 = p1 * (dp1 - delta1);
             vf *dkj = dkacc + j * d, *dvj = dvacc + j * d;
             for (int64_t c = 0; c < d; c++) {
-                acc[c] += ds * kj[c];
-                dkj[c] += ds * qt[c];
-                dvj[c] += p * gt[c];
+                acc[c] += ds0 * kj[c];
+                acc1[c] += ds1 * kj[c];
+                dkj[c] += ds0 * qt[c] + ds1 * qt1[c];
+                dvj[c] += p0 * gt[c] + p1 * gt1[c];
             }
         }
         store_block(dq, acc, i0, n, d, row, splat(scale));
+        store_block(dq, acc1, i0 + LANES, n, d, row, splat(scale));
     }
     for (int64_t j = 0; j < n; j++)
         for (int64_t c = 0; c < d; c++) {
@@ -177,7 +192,7 @@ int wsb_set_attention_backward(const float *q, const float *k, const float *v, c
     int failed = 0;
 #pragma omp parallel
     {
-        vf *buf = (vf *)vectors(3 * d + 2 * n * d);
+        vf *buf = (vf *)vectors(6 * d + 2 * n * d);
         if (buf == NULL) {
 #pragma omp atomic write
             failed = 1;
@@ -189,7 +204,7 @@ int wsb_set_attention_backward(const float *q, const float *k, const float *v, c
             const float *qb = q + base, *kb = k + base, *vb = v + base, *ob = o + base, *gb = g + base;
             const float *lb = lse + bh * n;
             float *dqb = dq + base, *dkb = dk + base, *dvb = dv + base;
-            vf *qt = buf, *gt = buf + d, *acc = buf + 2 * d, *dkacc = buf + 3 * d, *dvacc = dkacc + n * d;
+            vf *qt = buf, *gt = buf + 2 * d, *acc = buf + 4 * d, *dkacc = buf + 6 * d, *dvacc = dkacc + n * d;
             if (d == 4)
                 backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 4);
             else if (d == 8)

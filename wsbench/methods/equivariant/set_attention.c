@@ -153,66 +153,66 @@ static inline __attribute__((always_inline)) void backward_head(const float *q, 
         }
 }
 
-static void *vectors(int64_t count) {
-    return aligned_alloc(sizeof(vf), (size_t)count * sizeof(vf));
+/* One call's tensors and sizes; each work item is one (network, head) pair bh = b * H + h. */
+typedef struct {
+    const float *q, *k, *v, *o, *g;
+    float *out, *lse, *dq, *dk, *dv;
+    int64_t B, n, H, d;
+    float scale;
+} job;
+
+static void forward_item(const job *a, int64_t bh, vf *buf) {
+    const int64_t n = a->n, d = a->d, row = a->H * d, base = (bh / a->H) * n * row + (bh % a->H) * d;
+    const float *q = a->q + base, *k = a->k + base, *v = a->v + base;
+    float *out = a->out + base, *lse = a->lse + bh * n;
+    vf *qt = buf, *acc = buf + d, *s = buf + 2 * d;
+    if (d == 4) forward_head(q, k, v, out, lse, n, d, row, a->scale, qt, acc, s, 4);
+    else if (d == 8) forward_head(q, k, v, out, lse, n, d, row, a->scale, qt, acc, s, 8);
+    else forward_head(q, k, v, out, lse, n, d, row, a->scale, qt, acc, s, 0);
 }
 
-int wsb_set_attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
-                              int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
-    const int64_t row = H * d, batch = n * H * d;
+static void backward_item(const job *a, int64_t bh, vf *buf) {
+    const int64_t n = a->n, d = a->d, row = a->H * d, base = (bh / a->H) * n * row + (bh % a->H) * d;
+    const float *q = a->q + base, *k = a->k + base, *v = a->v + base, *o = a->o + base, *g = a->g + base;
+    const float *lse = a->lse + bh * n;
+    float *dq = a->dq + base, *dk = a->dk + base, *dv = a->dv + base;
+    vf *qt = buf, *gt = buf + 2 * d, *acc = buf + 4 * d, *dkacc = buf + 6 * d, *dvacc = dkacc + n * d;
+    if (d == 4) backward_head(q, k, v, o, lse, g, dq, dk, dv, n, d, row, a->scale, qt, gt, acc, dkacc, dvacc, 4);
+    else if (d == 8) backward_head(q, k, v, o, lse, g, dq, dk, dv, n, d, row, a->scale, qt, gt, acc, dkacc, dvacc, 8);
+    else backward_head(q, k, v, o, lse, g, dq, dk, dv, n, d, row, a->scale, qt, gt, acc, dkacc, dvacc, 0);
+}
+
+/* Runs `item` on every (network, head) pair on torch's OpenMP threads, each thread with its own buffer
+   of `buf_vectors` vectors. Returns 1 where a buffer could not be allocated (the outputs are then
+   incomplete), else 0. */
+static int run_items(const job *a, int64_t buf_vectors, void (*item)(const job *, int64_t, vf *)) {
     int failed = 0;
 #pragma omp parallel
     {
-        vf *buf = (vf *)vectors(2 * d + n);
+        vf *buf = (vf *)aligned_alloc(sizeof(vf), (size_t)buf_vectors * sizeof(vf));
         if (buf == NULL) {
 #pragma omp atomic write
             failed = 1;
         }
 #pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            if (buf == NULL) continue;
-            const int64_t base = (bh / H) * batch + (bh % H) * d;
-            const float *qb = q + base, *kb = k + base, *vb = v + base;
-            float *ob = out + base, *lb = lse + bh * n;
-            vf *qt = buf, *acc = buf + d, *s = buf + 2 * d;
-            if (d == 4) forward_head(qb, kb, vb, ob, lb, n, d, row, scale, qt, acc, s, 4);
-            else if (d == 8) forward_head(qb, kb, vb, ob, lb, n, d, row, scale, qt, acc, s, 8);
-            else forward_head(qb, kb, vb, ob, lb, n, d, row, scale, qt, acc, s, 0);
-        }
+        for (int64_t bh = 0; bh < a->B * a->H; bh++)
+            if (buf != NULL) item(a, bh, buf);
         free(buf);
     }
     return failed;
+}
+
+int wsb_set_attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
+                              int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
+    const job a = {.q = q, .k = k, .v = v, .out = out, .lse = lse, .B = B, .n = n, .H = H, .d = d, .scale = scale};
+    return run_items(&a, 2 * d + n, forward_item);
 }
 
 /* g: gradient of the output; o: the forward output. Writes dq, dk, dv (same layout as q). */
 int wsb_set_attention_backward(const float *q, const float *k, const float *v, const float *o,
                                const float *lse, const float *g, float *dq, float *dk, float *dv,
                                int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
-    const int64_t row = H * d, batch = n * H * d;
-    int failed = 0;
-#pragma omp parallel
-    {
-        vf *buf = (vf *)vectors(6 * d + 2 * n * d);
-        if (buf == NULL) {
-#pragma omp atomic write
-            failed = 1;
-        }
-#pragma omp for schedule(static)
-        for (int64_t bh = 0; bh < B * H; bh++) {
-            if (buf == NULL) continue;
-            const int64_t base = (bh / H) * batch + (bh % H) * d;
-            const float *qb = q + base, *kb = k + base, *vb = v + base, *ob = o + base, *gb = g + base;
-            const float *lb = lse + bh * n;
-            float *dqb = dq + base, *dkb = dk + base, *dvb = dv + base;
-            vf *qt = buf, *gt = buf + 2 * d, *acc = buf + 4 * d, *dkacc = buf + 6 * d, *dvacc = dkacc + n * d;
-            if (d == 4)
-                backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 4);
-            else if (d == 8)
-                backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 8);
-            else
-                backward_head(qb, kb, vb, ob, lb, gb, dqb, dkb, dvb, n, d, row, scale, qt, gt, acc, dkacc, dvacc, 0);
-        }
-        free(buf);
-    }
-    return failed;
+    const job a = {.q = q, .k = k, .v = v, .o = o, .g = g, .lse = (float *)lse, .dq = dq, .dk = dk, .dv = dv,
+                   .B = B, .n = n, .H = H, .d = d, .scale = scale};
+    return run_items(&a, 6 * d + 2 * n * d, backward_item);
 }

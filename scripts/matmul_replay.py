@@ -34,15 +34,15 @@ def _cpu_attention_backward(grad_out, query, key, value, *args, out_shape=None, 
     return sdpa_backward_flop_count(grad_out, query, key, value)
 
 
-def _fused_attention(q, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
-    b, n, h, d = q  # shapes, [B, n, H, d]: q k^T and p v, 2 n^2 d FLOPs each per head
-    return 4 * b * h * n * n * d
+def _fused_attention(qkv, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+    b, n, packed = qkv  # a shape, [B, n, 3 F]: q k^T and p v, 2 n^2 F FLOPs each over the heads
+    return 4 * b * n * n * (packed // 3)
 
 
-def _fused_attention_backward(q, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
+def _fused_attention_backward(qkv, *args, out_shape=None, **kwargs) -> int:  # noqa: ANN001
     # dv, dp, dq, dk: the four products of the batched-product backward; the kernel's recomputed scores are
     # not counted, so that the step's FLOPs are those of the plain path
-    return 2 * _fused_attention(q)
+    return 2 * _fused_attention(qkv)
 
 
 # flop_counter's registry knows the CUDA attention kernels only; these are the CPU ones (same formulas),

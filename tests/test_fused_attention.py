@@ -54,6 +54,27 @@ def test_fused_attention_is_as_close_to_float64_as_torchs_float32(B, n, heads, d
         assert (got.double() - want).abs().max() <= bound
 
 
+@pytest.mark.parametrize("n,heads,d", [(32, 8, 4), (9, 2, 8)])
+def test_packed_attention_with_the_residual_equals_q_plus_sdpa(n, heads, d):
+    """The set block's path: one packed [q | k | v] tensor in (strided reads), q + attention out, one packed
+    gradient back; against float64 q + SDPA as in the test above."""
+    q, k, v, w = _inputs(3, n, heads * d, seed=n)
+
+    def reference(q, k, v, heads, scale):  # noqa: ANN001, ANN202
+        return q + _reference(q, k, v, heads, scale)
+
+    def packed(q, k, v, heads, scale):  # noqa: ANN001, ANN202
+        return cpu_kernels.fused_set_attention(torch.cat([q, k, v], -1), heads, scale, residual=True)
+
+    exact = _values_and_grads(reference, q, k, v, w, heads, 0.5)
+    q32, k32, v32, w32 = (t.float() for t in (q, k, v, w))
+    ours = _values_and_grads(packed, q32, k32, v32, w32, heads, 0.5)
+    torch_f32 = _values_and_grads(reference, q32, k32, v32, w32, heads, 0.5)
+    for got, plain, want in zip(ours, torch_f32, exact):
+        bound = 2 * (plain.double() - want).abs().max() + 1e-6 * want.abs().max()
+        assert (got.double() - want).abs().max() <= bound
+
+
 def test_fused_attention_propagates_nan_as_the_plain_ops_do():
     q, k, v, _ = (t.float() for t in _inputs(3, 12, 8, seed=1))
     q[0, 3, 1] = float("nan")  # one query of network 0, head 0: that row only

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cpu_kernels import fused_head_attention, fused_kernel_applies, max_first, set_attention
+from .cpu_kernels import fused_head_attention, fused_kernel_applies, fused_set_attention, max_first, set_attention
 from .layout import Axis
 
 
@@ -84,8 +84,13 @@ class SAB(nn.Module):
         self.scale = 1.0 / math.sqrt(f_out)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, n, f_in] -> [B, n, f_out]
-        q = self.fc_q(x)
-        o = q + heads_attention(q, self.fc_k(x), self.fc_v(x), self.heads, self.scale)
+        if fused_kernel_applies(x, self.fc_q.out_features // self.heads):  # one product for q, k and v
+            weight = torch.cat([self.fc_q.weight, self.fc_k.weight, self.fc_v.weight])
+            bias = torch.cat([self.fc_q.bias, self.fc_k.bias, self.fc_v.bias])
+            o = fused_set_attention(F.linear(x, weight, bias), self.heads, self.scale, residual=True)
+        else:
+            q = self.fc_q(x)
+            o = q + heads_attention(q, self.fc_k(x), self.fc_v(x), self.heads, self.scale)
         return o + F.relu(self.fc_o(o))
 
 

@@ -13,9 +13,10 @@ places that autograd's generic formulas make slow for these shapes:
 each maximum (what `torch.max` returns and the official DWSNets code back-propagates through);
 `set_attention` computes softmax(q k^T scale) v and its gradients with every product in the
 orientation that is fast here. Both are tested equal to the plain ops, values and gradients.
-`fused_head_attention` runs heads of up to 8 channels through a C kernel instead (set_attention.c,
-built on first use by wsbench/native_build.py): no score matrix in memory, no transposed copies,
-0.67x the time of `set_attention` at the DWSNet paper's shape (tests/bench).
+`fused_set_attention` runs heads of up to 8 channels through a C kernel instead (set_attention.c,
+built on first use by wsbench/native_build.py): no score matrix in memory, q, k and v read in place
+from one packed product, the set block's residual added in the kernel; 0.67x the time of
+`set_attention` at the DWSNet paper's shape (tests/bench).
 """
 from __future__ import annotations
 
@@ -102,9 +103,9 @@ _KERNEL_SOURCE = Path(__file__).with_name("set_attention.c")
 def _fused_kernel() -> ctypes.CDLL | None:
     lib = load_kernel(_KERNEL_SOURCE)
     if lib is not None and not getattr(lib, "_wsb_typed", False):
-        ptr, i64, f32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
-        lib.wsb_set_attention_forward.argtypes = [ptr] * 5 + [i64] * 4 + [f32]
-        lib.wsb_set_attention_backward.argtypes = [ptr] * 9 + [i64] * 4 + [f32]
+        ptr, i64, f32, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+        lib.wsb_set_attention_forward.argtypes = [ptr] * 3 + [i64] * 4 + [f32, flag]
+        lib.wsb_set_attention_backward.argtypes = [ptr] * 5 + [i64] * 4 + [f32, flag]
         lib._wsb_typed = True
     return lib
 
@@ -113,64 +114,72 @@ def _ptr(t: Tensor) -> int:
     return t.data_ptr()
 
 
-def _head_attention_forward(q: Tensor, k: Tensor, v: Tensor, scale: float) -> tuple[Tensor, Tensor]:
-    B, n, H, d = q.shape
-    out = torch.empty_like(q)
-    lse = torch.empty(B, H, n, dtype=q.dtype)
-    if _fused_kernel().wsb_set_attention_forward(_ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(lse), B, n, H, d, scale):
+def _sizes(qkv: Tensor, heads: int) -> tuple[int, int, int, int]:
+    B, n, packed = qkv.shape
+    return B, n, heads, packed // 3 // heads
+
+
+def _head_attention_forward(qkv: Tensor, heads: int, scale: float, residual: bool) -> tuple[Tensor, Tensor]:
+    B, n, H, d = _sizes(qkv, heads)
+    out = qkv.new_empty(B, n, H * d)
+    lse = qkv.new_empty(B, H, n)
+    if _fused_kernel().wsb_set_attention_forward(_ptr(qkv), _ptr(out), _ptr(lse), B, n, H, d, scale, int(residual)):
         raise MemoryError("set attention kernel: out of memory")
     return out, lse
 
 
-def _head_attention_backward(q: Tensor, k: Tensor, v: Tensor, out: Tensor, lse: Tensor, grad: Tensor,
-                             scale: float) -> tuple[Tensor, Tensor, Tensor]:
-    B, n, H, d = q.shape
-    dq, dk, dv = torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
-    if _fused_kernel().wsb_set_attention_backward(_ptr(q), _ptr(k), _ptr(v), _ptr(out), _ptr(lse), _ptr(grad),
-                                                  _ptr(dq), _ptr(dk), _ptr(dv), B, n, H, d, scale):
+def _head_attention_backward(qkv: Tensor, out: Tensor, lse: Tensor, grad: Tensor, heads: int, scale: float,
+                             residual: bool) -> Tensor:
+    B, n, H, d = _sizes(qkv, heads)
+    grad_qkv = torch.empty_like(qkv)
+    if _fused_kernel().wsb_set_attention_backward(_ptr(qkv), _ptr(out), _ptr(lse), _ptr(grad), _ptr(grad_qkv),
+                                                  B, n, H, d, scale, int(residual)):
         raise MemoryError("set attention kernel: out of memory")
-    return dq, dk, dv
+    return grad_qkv
 
 
 # The kernel's two calls as torch operators (wsbench::head_attention_forward / _backward), so that
 # torch's dispatch-level tools see them: torch.utils.flop_counter (scripts/matmul_replay.py gives their
 # FLOPs), the profiler, the replay of a step's matrix work.
 _LIBRARY = torch.library.Library("wsbench", "FRAGMENT")
-_LIBRARY.define("head_attention_forward(Tensor q, Tensor k, Tensor v, float scale) -> (Tensor, Tensor)")
-_LIBRARY.define("head_attention_backward(Tensor q, Tensor k, Tensor v, Tensor out, Tensor lse, Tensor grad, "
-                "float scale) -> (Tensor, Tensor, Tensor)")
+_LIBRARY.define("head_attention_forward(Tensor qkv, int heads, float scale, bool residual) -> (Tensor, Tensor)")
+_LIBRARY.define("head_attention_backward(Tensor qkv, Tensor out, Tensor lse, Tensor grad, int heads, float scale, "
+                "bool residual) -> Tensor")
 _LIBRARY.impl("head_attention_forward", _head_attention_forward, "CPU")
 _LIBRARY.impl("head_attention_backward", _head_attention_backward, "CPU")
 
 
-class _FusedHeadAttention(torch.autograd.Function):
-    """On contiguous float32 [B, n, H, d] CPU tensors, through the C kernel (`set_attention.c`)."""
+class _FusedSetAttention(torch.autograd.Function):
+    """On a contiguous float32 CPU [B, n, 3 * heads * d] tensor (q, k, v packed), through the C kernel."""
 
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:  # type: ignore[override]
-        out, lse = torch.ops.wsbench.head_attention_forward(q, k, v, scale)
-        ctx.save_for_backward(q, k, v, out, lse)
-        ctx.scale = scale
+    def forward(ctx, qkv: Tensor, heads: int, scale: float, residual: bool) -> Tensor:  # type: ignore[override]
+        out, lse = torch.ops.wsbench.head_attention_forward(qkv, heads, scale, residual)
+        ctx.save_for_backward(qkv, out, lse)
+        ctx.args = heads, scale, residual
         return out
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad: Tensor) -> tuple[Tensor, Tensor, Tensor, None]:  # type: ignore[override]
-        q, k, v, out, lse = ctx.saved_tensors
-        return (*torch.ops.wsbench.head_attention_backward(q, k, v, out, lse, grad.contiguous(), ctx.scale), None)
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None, None, None]:  # type: ignore[override]
+        qkv, out, lse = ctx.saved_tensors
+        return torch.ops.wsbench.head_attention_backward(qkv, out, lse, grad.contiguous(), *ctx.args), None, None, None
 
 
-def fused_kernel_applies(q: Tensor, head_dim: int) -> bool:
-    """Whether `fused_head_attention` runs for these inputs: CPU float32, heads of at most
+def fused_kernel_applies(x: Tensor, head_dim: int) -> bool:
+    """Whether the fused kernel runs for inputs like `x`: CPU float32, heads of at most
     FUSED_MAX_HEAD_DIM channels, and the kernel built (see wsbench/native_build.py)."""
-    return (q.device.type == "cpu" and q.dtype == torch.float32 and 0 < head_dim <= FUSED_MAX_HEAD_DIM
+    return (x.device.type == "cpu" and x.dtype == torch.float32 and 0 < head_dim <= FUSED_MAX_HEAD_DIM
             and _fused_kernel() is not None)
 
 
+def fused_set_attention(qkv: Tensor, heads: int, scale: float, residual: bool = False) -> Tensor:
+    """Per head, softmax(q k^T scale) v (plus q with `residual`) for the packed [B, n, 3 * heads * d]
+    float32 CPU tensor qkv = [q | k | v] (head h on channels h*d..(h+1)*d of each third), as
+    [B, n, heads * d], through the C kernel (check `fused_kernel_applies` first)."""
+    return _FusedSetAttention.apply(qkv.contiguous(), heads, scale, residual)
+
+
 def fused_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
-    """Per head, softmax(q k^T scale) v over the sets of [B, n, heads * d] float32 CPU tensors (head h
-    on channels h*d..(h+1)*d), as [B, n, heads * d], through the C kernel (check
-    `fused_kernel_applies` first)."""
-    B, n, F = q.shape
-    q4, k4, v4 = (t.reshape(B, n, heads, F // heads).contiguous() for t in (q, k, v))
-    return _FusedHeadAttention.apply(q4, k4, v4, scale).view(B, n, F)
+    """`fused_set_attention` on separate [B, n, heads * d] tensors (packed by one copy)."""
+    return fused_set_attention(torch.cat([q, k, v], dim=-1), heads, scale)

@@ -10,8 +10,10 @@
    attention does); the key and value gradients are summed over queries in 8-lane partial sums and
    reduced once per work item.
 
-   Layout: q, k, v, out and the gradients are contiguous [B, n, H, d] (a linear layer's output
-   [B, n, H*d] viewed per head, so no transpose is copied); lse is [B, H, n].
+   Layout: q, k and v are the three thirds of one packed [B, n, 3 * H * d] tensor (a linear layer's
+   output; head h on channels h*d..(h+1)*d of each third), read in place with row stride 3*H*d; the
+   output and its gradient are [B, n, H * d]; lse is [B, H, n]; the gradient of the packed input is
+   written packed. With `residual`, the output is q + attention (the set block's O = Q + A(Q, K, V)).
    Vectors are GCC vector extensions (8 floats), lowered to whatever SIMD the CPU has. Built by
    wsbench/native_build.py. NaN and inf propagate as in the plain ops (a NaN score gives a NaN row). */
 #include <math.h>
@@ -62,21 +64,17 @@ static inline void load_block(const float *x, vf *t, int64_t i0, int64_t n, int6
         for (int64_t c = 0; c < d; c++) t[c][l] = x[(i0 + l) * row + c] * mul;
 }
 
-static inline void store_block(float *x, const vf *t, int64_t i0, int64_t n, int64_t d, int64_t row, vf mul) {
-    for (int64_t l = 0; l < LANES && i0 + l < n; l++)
-        for (int64_t c = 0; c < d; c++) x[(i0 + l) * row + c] = t[c][l] * mul[l];
-}
-
-/* One head's forward pass; D > 0 fixes the head size at compile time (registers), 0 reads d. */
+/* One head's forward pass; D > 0 fixes the head size at compile time (registers), 0 reads d. Rows of q,
+   k, v are in_row apart, rows of out out_row apart. */
 static inline __attribute__((always_inline)) void forward_head(const float *q, const float *k, const float *v,
-        float *out, float *lse, int64_t n, int64_t d_runtime, int64_t row, float scale, vf *qt, vf *acc,
-        vf *s, const int64_t D) {
+        float *out, float *lse, int64_t n, int64_t d_runtime, int64_t in_row, int64_t out_row, float scale,
+        int residual, vf *qt, vf *acc, vf *s, const int64_t D) {
     const int64_t d = D > 0 ? D : d_runtime;
     for (int64_t i0 = 0; i0 < n; i0 += LANES) {
-        load_block(q, qt, i0, n, d, row, scale);
+        load_block(q, qt, i0, n, d, in_row, scale);
         vf m = splat(-INFINITY);
         for (int64_t j = 0; j < n; j++) {
-            const float *kj = k + j * row;
+            const float *kj = k + j * in_row;
             vf sj = splat(0.0f);
             for (int64_t c = 0; c < d; c++) sj += qt[c] * kj[c];
             s[j] = sj;
@@ -85,26 +83,33 @@ static inline __attribute__((always_inline)) void forward_head(const float *q, c
         vf z = splat(0.0f);
         for (int64_t c = 0; c < d; c++) acc[c] = splat(0.0f);
         for (int64_t j = 0; j < n; j++) {
-            const float *vj = v + j * row;
+            const float *vj = v + j * in_row;
             const vf p = exp_nonpositive(s[j] - m);
             z += p;
             for (int64_t c = 0; c < d; c++) acc[c] += p * vj[c];
         }
-        store_block(out, acc, i0, n, d, row, splat(1.0f) / z);
-        for (int64_t l = 0; l < LANES && i0 + l < n; l++) lse[i0 + l] = m[l] + logf(z[l]);
+        const vf inv = splat(1.0f) / z;
+        for (int64_t l = 0; l < LANES && i0 + l < n; l++) {
+            const float *qi = q + (i0 + l) * in_row;
+            float *oi = out + (i0 + l) * out_row;
+            for (int64_t c = 0; c < d; c++) oi[c] = acc[c][l] * inv[l] + (residual ? qi[c] : 0.0f);
+            lse[i0 + l] = m[l] + logf(z[l]);
+        }
     }
 }
 
-/* Per query block: the queries scaled (qt), the output gradient (gt), delta = rowsum(g * o) and lse, in
-   lanes; padded lanes get zeros, so that they add nothing to the key and value gradients. */
+/* Per query block: the queries scaled (qt), the output gradient (gt), delta = rowsum(g * attention output)
+   and lse, in lanes; padded lanes get zeros, so that they add nothing to the key and value gradients. */
 static inline void load_backward_block(const float *q, const float *g, const float *o, const float *lse, vf *qt,
-        vf *gt, vf *delta, vf *l, int64_t i0, int64_t n, int64_t d, int64_t row, float scale) {
-    load_block(q, qt, i0, n, d, row, scale);
-    load_block(g, gt, i0, n, d, row, 1.0f);
+        vf *gt, vf *delta, vf *l, int64_t i0, int64_t n, int64_t d, int64_t in_row, int64_t out_row, float scale,
+        int residual) {
+    load_block(q, qt, i0, n, d, in_row, scale);
+    load_block(g, gt, i0, n, d, out_row, 1.0f);
     *delta = *l = splat(0.0f);
     for (int64_t lane = 0; lane < LANES && i0 + lane < n; lane++) {
+        const float *gi = g + (i0 + lane) * out_row, *oi = o + (i0 + lane) * out_row, *qi = q + (i0 + lane) * in_row;
         float dl = 0.0f;
-        for (int64_t c = 0; c < d; c++) dl += g[(i0 + lane) * row + c] * o[(i0 + lane) * row + c];
+        for (int64_t c = 0; c < d; c++) dl += gi[c] * (oi[c] - (residual ? qi[c] : 0.0f));
         (*delta)[lane] = dl;
         (*l)[lane] = lse[i0 + lane];
     }
@@ -114,18 +119,18 @@ static inline void load_backward_block(const float *q, const float *g, const flo
    sums dkacc, dvacc (n * d vectors) are read and written once for 16 queries. */
 static inline __attribute__((always_inline)) void backward_head(const float *q, const float *k, const float *v,
         const float *o, const float *lse, const float *g, float *dq, float *dk, float *dv, int64_t n,
-        int64_t d_runtime, int64_t row, float scale, vf *qt, vf *gt, vf *acc, vf *dkacc, vf *dvacc,
-        const int64_t D) {
+        int64_t d_runtime, int64_t in_row, int64_t out_row, float scale, int residual, vf *qt, vf *gt, vf *acc,
+        vf *dkacc, vf *dvacc, const int64_t D) {
     const int64_t d = D > 0 ? D : d_runtime;
     vf *qt1 = qt + d, *gt1 = gt + d, *acc1 = acc + d;
     for (int64_t x = 0; x < n * d; x++) dkacc[x] = dvacc[x] = splat(0.0f);
     for (int64_t i0 = 0; i0 < n; i0 += 2 * LANES) {
         vf delta0, l0, delta1, l1;
-        load_backward_block(q, g, o, lse, qt, gt, &delta0, &l0, i0, n, d, row, scale);
-        load_backward_block(q, g, o, lse, qt1, gt1, &delta1, &l1, i0 + LANES, n, d, row, scale);
+        load_backward_block(q, g, o, lse, qt, gt, &delta0, &l0, i0, n, d, in_row, out_row, scale, residual);
+        load_backward_block(q, g, o, lse, qt1, gt1, &delta1, &l1, i0 + LANES, n, d, in_row, out_row, scale, residual);
         for (int64_t c = 0; c < d; c++) acc[c] = acc1[c] = splat(0.0f);
         for (int64_t j = 0; j < n; j++) {
-            const float *kj = k + j * row, *vj = v + j * row;
+            const float *kj = k + j * in_row, *vj = v + j * in_row;
             vf s0 = splat(0.0f), dp0 = splat(0.0f), s1 = splat(0.0f), dp1 = splat(0.0f);
             for (int64_t c = 0; c < d; c++) {
                 s0 += qt[c] * kj[c];
@@ -143,43 +148,51 @@ static inline __attribute__((always_inline)) void backward_head(const float *q, 
                 dvj[c] += p0 * gt[c] + p1 * gt1[c];
             }
         }
-        store_block(dq, acc, i0, n, d, row, splat(scale));
-        store_block(dq, acc1, i0 + LANES, n, d, row, splat(scale));
+        for (int64_t b = 0; b < 2; b++) {  /* dq = scale * sum_j ds k_j (+ g through the residual) */
+            const vf *a = b ? acc1 : acc;
+            for (int64_t l = 0, i = i0 + b * LANES; l < LANES && i < n; l++, i++)
+                for (int64_t c = 0; c < d; c++)
+                    dq[i * in_row + c] = a[c][l] * scale + (residual ? g[i * out_row + c] : 0.0f);
+        }
     }
     for (int64_t j = 0; j < n; j++)
         for (int64_t c = 0; c < d; c++) {
-            dk[j * row + c] = hsum(dkacc[j * d + c]);
-            dv[j * row + c] = hsum(dvacc[j * d + c]);
+            dk[j * in_row + c] = hsum(dkacc[j * d + c]);
+            dv[j * in_row + c] = hsum(dvacc[j * d + c]);
         }
 }
 
 /* One call's tensors and sizes; each work item is one (network, head) pair bh = b * H + h. */
 typedef struct {
-    const float *q, *k, *v, *o, *g;
-    float *out, *lse, *dq, *dk, *dv;
+    const float *qkv, *o, *g, *lse_in;
+    float *out, *lse, *dqkv;
     int64_t B, n, H, d;
     float scale;
+    int residual;
 } job;
 
 static void forward_item(const job *a, int64_t bh, vf *buf) {
-    const int64_t n = a->n, d = a->d, row = a->H * d, base = (bh / a->H) * n * row + (bh % a->H) * d;
-    const float *q = a->q + base, *k = a->k + base, *v = a->v + base;
-    float *out = a->out + base, *lse = a->lse + bh * n;
+    const int64_t n = a->n, d = a->d, F = a->H * d, in_row = 3 * F, h = bh % a->H;
+    const float *q = a->qkv + (bh / a->H) * n * in_row + h * d;
+    float *out = a->out + (bh / a->H) * n * F + h * d, *lse = a->lse + bh * n;
     vf *qt = buf, *acc = buf + d, *s = buf + 2 * d;
-    if (d == 4) forward_head(q, k, v, out, lse, n, d, row, a->scale, qt, acc, s, 4);
-    else if (d == 8) forward_head(q, k, v, out, lse, n, d, row, a->scale, qt, acc, s, 8);
-    else forward_head(q, k, v, out, lse, n, d, row, a->scale, qt, acc, s, 0);
+    if (d == 4) forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, 4);
+    else if (d == 8) forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, 8);
+    else forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, 0);
 }
 
 static void backward_item(const job *a, int64_t bh, vf *buf) {
-    const int64_t n = a->n, d = a->d, row = a->H * d, base = (bh / a->H) * n * row + (bh % a->H) * d;
-    const float *q = a->q + base, *k = a->k + base, *v = a->v + base, *o = a->o + base, *g = a->g + base;
-    const float *lse = a->lse + bh * n;
-    float *dq = a->dq + base, *dk = a->dk + base, *dv = a->dv + base;
+    const int64_t n = a->n, d = a->d, F = a->H * d, in_row = 3 * F, h = bh % a->H;
+    const int64_t in_base = (bh / a->H) * n * in_row + h * d, out_base = (bh / a->H) * n * F + h * d;
+    const float *q = a->qkv + in_base, *o = a->o + out_base, *g = a->g + out_base, *lse = a->lse_in + bh * n;
+    float *dq = a->dqkv + in_base;
     vf *qt = buf, *gt = buf + 2 * d, *acc = buf + 4 * d, *dkacc = buf + 6 * d, *dvacc = dkacc + n * d;
-    if (d == 4) backward_head(q, k, v, o, lse, g, dq, dk, dv, n, d, row, a->scale, qt, gt, acc, dkacc, dvacc, 4);
-    else if (d == 8) backward_head(q, k, v, o, lse, g, dq, dk, dv, n, d, row, a->scale, qt, gt, acc, dkacc, dvacc, 8);
-    else backward_head(q, k, v, o, lse, g, dq, dk, dv, n, d, row, a->scale, qt, gt, acc, dkacc, dvacc, 0);
+#define WSB_BACKWARD(D) backward_head(q, q + F, q + 2 * F, o, lse, g, dq, dq + F, dq + 2 * F, n, d, in_row, F, \
+                                      a->scale, a->residual, qt, gt, acc, dkacc, dvacc, D)
+    if (d == 4) WSB_BACKWARD(4);
+    else if (d == 8) WSB_BACKWARD(8);
+    else WSB_BACKWARD(0);
+#undef WSB_BACKWARD
 }
 
 /* Runs `item` on every (network, head) pair on torch's OpenMP threads, each thread with its own buffer
@@ -202,17 +215,17 @@ static int run_items(const job *a, int64_t buf_vectors, void (*item)(const job *
     return failed;
 }
 
-int wsb_set_attention_forward(const float *q, const float *k, const float *v, float *out, float *lse,
-                              int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
-    const job a = {.q = q, .k = k, .v = v, .out = out, .lse = lse, .B = B, .n = n, .H = H, .d = d, .scale = scale};
+int wsb_set_attention_forward(const float *qkv, float *out, float *lse, int64_t B, int64_t n, int64_t H, int64_t d,
+                              float scale, int residual) {
+    const job a = {.qkv = qkv, .out = out, .lse = lse, .B = B, .n = n, .H = H, .d = d, .scale = scale,
+                   .residual = residual};
     return run_items(&a, 2 * d + n, forward_item);
 }
 
-/* g: gradient of the output; o: the forward output. Writes dq, dk, dv (same layout as q). */
-int wsb_set_attention_backward(const float *q, const float *k, const float *v, const float *o,
-                               const float *lse, const float *g, float *dq, float *dk, float *dv,
-                               int64_t B, int64_t n, int64_t H, int64_t d, float scale) {
-    const job a = {.q = q, .k = k, .v = v, .o = o, .g = g, .lse = (float *)lse, .dq = dq, .dk = dk, .dv = dv,
-                   .B = B, .n = n, .H = H, .d = d, .scale = scale};
+/* o: the forward output, g: its gradient. Writes the packed gradient of qkv. */
+int wsb_set_attention_backward(const float *qkv, const float *o, const float *lse, const float *g, float *dqkv,
+                               int64_t B, int64_t n, int64_t H, int64_t d, float scale, int residual) {
+    const job a = {.qkv = qkv, .o = o, .g = g, .lse_in = lse, .dqkv = dqkv, .B = B, .n = n, .H = H, .d = d,
+                   .scale = scale, .residual = residual};
     return run_items(&a, 6 * d + 2 * n * d, backward_item);
 }

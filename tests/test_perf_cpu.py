@@ -66,6 +66,24 @@ def test_markdown_states_the_same_run_reference_and_the_measured_bound():
     assert "mlp_step: 2 networks: 1.5 ms, 75% of the batch-64 step." in md
 
 
+def test_interleaved_reference_alternates_rounds_and_reports_the_median_ratio():
+    perf = load_script("perf_cpu")
+    calls: list[str] = []
+    r = perf._interleaved(lambda: calls.append("ours"), lambda: calls.append("ref"), rounds=3, steps=2)
+    assert calls == ["ours", "ours", "ref", "ref"] * 3
+    il = r["interleaved"]
+    assert len(il["ratios"]) == 3 and r["speedup"] == sorted(il["ratios"])[1]
+    res = {"machine": "m", "command": "c", "date": "d", "torch": "t", "threads": 2, "paths": {
+        "gemm": {"gflops": 100.0},
+        "dwsnet_step": {"what": "DWSNet", "gflops": 15.0, "fraction_of_gemm": 0.15, "seconds_per_step": 0.5,
+                        "flops_per_step": 7.5e9, "peak_rss_mb": 1400.0,
+                        "reference": {"what": "the official", "seconds_per_step": 1.25, "speedup": 2.5,
+                                      "interleaved": {"rounds": 6, "steps_per_round": 2, "ratios": [2.4, 2.5, 2.6],
+                                                      "ours_seconds": [0.5], "reference_seconds": [1.25]}}}}}
+    assert ("dwsnet_step: 2.50x the speed of the official (1250.0 ms/step, measured in the same process; the median "
+            "of 6 rounds of 2 steps each, alternating with ours: 2.40-2.60x by round).") in perf.markdown(res)
+
+
 def test_replay_records_the_counted_calls_of_a_step_with_their_shapes():
     import torch
     import torch.nn.functional as F

@@ -66,3 +66,28 @@ def test_set_attention_equals_scaled_dot_product_attention(heads, dim, contiguou
         assert all(a.shape == b.shape and torch.allclose(a, b, atol=1e-12) for a, b in zip(grads, ref_grads))
     small = tuple(t[:1, :2, :5].detach().requires_grad_(True) for t in (q, k, v))
     assert torch.autograd.gradcheck(lambda a, b, c: set_attention(a, b, c, 0.3), small)
+
+
+@pytest.mark.parametrize("dim", [1, 2])
+def test_max_first_gradient_through_the_c_kernel_matches_torch_max_with_nan_and_inf(dim):
+    """float32 contiguous inputs take the one-pass C kernel (max_pool.c): ties, NaN (the first NaN takes the
+    gradient, as torch.max's index) and infinities give torch.max's gradient exactly; a non-contiguous
+    input takes the float-ops path, with the same result."""
+    from wsbench.methods.equivariant.cpu_kernels import _max_pool_kernel
+
+    if _max_pool_kernel() is None:
+        pytest.skip("no C compiler: the float-ops path runs")
+    g = torch.Generator().manual_seed(dim)
+    x = torch.relu(torch.randn(4, 9, 7, 300, generator=g))  # inner axis longer than the kernel's chunk of 256
+    x[0, 3, 2, 5] = x[0, 6, 2, 5] = float("nan")
+    x[1, :, 4, 7] = float("inf")
+    x[2, 5, :, 9] = float("-inf")
+    shape = x.amax(dim=dim).shape
+    w = torch.randn(shape[::-1], generator=g).permute(2, 1, 0)  # the incoming gradient is not contiguous
+    assert w.shape == shape and not w.is_contiguous()
+    ours, ours_grad = _max_and_grad(max_first, x, dim, w)
+    ref, ref_grad = _max_and_grad(_torch_max, x, dim, w)
+    assert torch.equal(ours.isnan(), ref.isnan()) and torch.equal(ours[~ref.isnan()], ref[~ref.isnan()])
+    assert torch.equal(ours_grad, ref_grad)
+    strided = x.transpose(0, 3).contiguous().transpose(0, 3)  # same values, not contiguous
+    assert torch.equal(_max_and_grad(max_first, strided, dim, w)[1], ref_grad)

@@ -13,6 +13,7 @@ places that autograd's generic formulas make slow for these shapes:
 each maximum (what `torch.max` returns and the official DWSNets code back-propagates through);
 `set_attention` computes softmax(q k^T scale) v and its gradients with every product in the
 orientation that is fast here. Both are tested equal to the plain ops, values and gradients.
+For float32 the max-pool gradient is one pass of a C kernel (max_pool.c) instead of the float ops.
 `fused_set_attention` runs heads of up to 8 channels through a C kernel instead (set_attention.c,
 built on first use by wsbench/native_build.py): no score matrix in memory, q, k and v read in place
 from one packed product, the set block's residual added in the kernel; 0.67x the time of
@@ -21,6 +22,7 @@ from one packed product, the set block's residual added in the kernel; 0.67x the
 from __future__ import annotations
 
 import ctypes
+import math
 from pathlib import Path
 
 import torch
@@ -59,6 +61,15 @@ class _MaxFirst(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         x, values = ctx.saved_tensors
+        if x.device.type == "cpu" and x.dtype == torch.float32 and x.is_contiguous() and x.numel() > 0:
+            lib = _max_pool_kernel()
+            if lib is not None:
+                outer, n = math.prod(x.shape[:ctx.dim]), x.shape[ctx.dim]
+                values, grad = values.contiguous(), grad.contiguous()  # held here: the kernel gets raw pointers
+                grad_x = torch.empty_like(x)
+                lib.wsb_max_first_backward(_ptr(x), _ptr(values), _ptr(grad), _ptr(grad_x), outer, n,
+                                           x.numel() // (outer * n))
+                return grad_x, None
         index = first_argmax(x, values, ctx.dim)
         return torch.zeros_like(x).scatter_(ctx.dim, index, grad.unsqueeze(ctx.dim)), None
 
@@ -98,6 +109,15 @@ def set_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
 
 _KERNEL_SOURCE = Path(__file__).with_name("set_attention.c")
+_MAX_POOL_SOURCE = Path(__file__).with_name("max_pool.c")
+
+
+def _max_pool_kernel() -> ctypes.CDLL | None:
+    lib = load_kernel(_MAX_POOL_SOURCE)
+    if lib is not None and not getattr(lib, "_wsb_typed", False):
+        lib.wsb_max_first_backward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3
+        lib._wsb_typed = True
+    return lib
 
 
 def _fused_kernel() -> ctypes.CDLL | None:

@@ -14,6 +14,11 @@ from wsbench import native_build
 from wsbench.methods.equivariant import blocks, cpu_kernels
 from wsbench.methods.equivariant.blocks import heads_attention
 
+
+def _fused(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, scale: float) -> torch.Tensor:
+    """The kernel on separate q, k, v (packed here by one copy; the set block packs them in its product)."""
+    return cpu_kernels.fused_set_attention(torch.cat([q, k, v], -1), heads, scale)
+
 pytestmark = pytest.mark.skipif(cpu_kernels._fused_kernel() is None, reason="no C compiler: the plain path runs")
 
 
@@ -46,7 +51,7 @@ def test_fused_attention_is_as_close_to_float64_as_torchs_float32(B, n, heads, d
     exact = _values_and_grads(_reference, q, k, v, w, heads, scale)
     q32, k32, v32, w32 = (t.float() for t in (q, k, v, w))
     assert cpu_kernels.fused_kernel_applies(q32, d)
-    ours = _values_and_grads(heads_attention, q32, k32, v32, w32, heads, scale)
+    ours = _values_and_grads(_fused, q32, k32, v32, w32, heads, scale)
     torch_f32 = _values_and_grads(_reference, q32, k32, v32, w32, heads, scale)
     assert ours[0].dtype == torch.float32 and ours[0].shape == exact[0].shape
     for got, plain, want in zip(ours, torch_f32, exact):
@@ -80,7 +85,7 @@ def test_fused_attention_propagates_nan_as_the_plain_ops_do():
     q[0, 3, 1] = float("nan")  # one query of network 0, head 0: that row only
     k[1, 5, 6] = float("nan")  # one key of network 1, head 1: every query of that head
     v[2, 2, 0] = float("inf")  # a value: inf or NaN where it is weighted
-    got = heads_attention(q, k, v, 2, 0.5)
+    got = _fused(q, k, v, 2, 0.5)
     ref = _reference(q, k, v, 2, 0.5)
     assert torch.equal(got.isnan(), ref.isnan()) and got.isnan().any()
     assert torch.equal(got.isinf(), ref.isinf())
@@ -96,14 +101,14 @@ def test_fused_attention_is_the_same_on_one_and_two_threads():
         for threads in (1, 2):
             torch.set_num_threads(threads)
             leaves = [t.clone().requires_grad_(True) for t in (q, k, v)]
-            out = heads_attention(*leaves, 8, 0.5)
+            out = _fused(*leaves, 8, 0.5)
             results.append((out, *torch.autograd.grad((out * g).sum(), leaves)))
     finally:
         torch.set_num_threads(before)
     assert all(torch.equal(a, b) for a, b in zip(*results))
 
 
-def test_heads_attention_takes_the_plain_path_where_the_kernel_does_not_apply():
+def test_kernel_does_not_apply_to_float64_or_wide_heads_where_the_plain_head_path_matches_sdpa():
     q, k, v, _ = _inputs(2, 10, 64, seed=3)  # float64
     assert not cpu_kernels.fused_kernel_applies(q, 8)
     assert not cpu_kernels.fused_kernel_applies(q.float(), 32)  # wide heads: batched products

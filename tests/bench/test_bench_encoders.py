@@ -243,24 +243,25 @@ def test_bench_dwsnet_step_with_and_without_sdpa(benchmark, monkeypatch):
 
 def test_bench_fused_head_attention_vs_batched_products(benchmark):
     """The SAB attention as the set layer calls it ([64, 32, 8 x 4] float32: 64 networks, sets of 32 neurons,
-    8 heads of 4 channels), forward and backward: the fused C kernel (cpu_kernels.fused_head_attention) against
-    the batched-product path it replaces (cpu_kernels.set_attention on the heads' transposed views)."""
-    from wsbench.methods.equivariant.blocks import attention, heads_attention
-    from wsbench.methods.equivariant.cpu_kernels import fused_kernel_applies
+    8 heads of 4 channels), forward and backward: the fused C kernel on the packed [q | k | v] the set block's
+    product gives (cpu_kernels.fused_set_attention) against the batched-product path it replaces
+    (blocks.heads_attention: cpu_kernels.set_attention on the heads' transposed views)."""
+    from wsbench.methods.equivariant.blocks import heads_attention
+    from wsbench.methods.equivariant.cpu_kernels import fused_kernel_applies, fused_set_attention
 
     g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(BATCH, 32, 32, generator=g).requires_grad_(True) for _ in range(3))
+    qkv = torch.randn(BATCH, 32, 96, generator=g).requires_grad_(True)
+    q, k, v = (t.detach().clone().requires_grad_(True) for t in qkv.split(32, dim=-1))  # the old block's 3 products
     grad = torch.randn(BATCH, 32, 32, generator=g)
     scale = 32 ** -0.5
-    if not fused_kernel_applies(q, 4):
+    if not fused_kernel_applies(qkv, 4):
         pytest.skip("the C kernel could not be built here")
 
     def fused():
-        heads_attention(q, k, v, 8, scale).backward(grad)
+        fused_set_attention(qkv, 8, scale).backward(grad)
 
     def batched_products():
-        split = [t.view(BATCH, 32, 8, 4).transpose(1, 2) for t in (q, k, v)]
-        attention(*split, scale).transpose(1, 2).reshape(BATCH, 32, 32).backward(grad)
+        heads_attention(q, k, v, 8, scale).backward(grad)
 
     benchmark(fused)
     _report("SAB attention (8 heads of 4) forward+backward, fused kernel vs batched products",

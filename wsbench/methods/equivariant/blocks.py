@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cpu_kernels import fused_head_attention, fused_kernel_applies, fused_set_attention, max_first, set_attention
+from .cpu_kernels import fused_kernel_applies, fused_set_attention, max_first, set_attention
 from .layout import Axis
 
 
@@ -63,11 +63,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
 def heads_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
     """`attention` per head on [B, n, heads * d] tensors (head h on channels h*d..(h+1)*d), as
-    [B, n, heads * d]. Small heads on CPU go through the fused C kernel (cpu_kernels.fused_head_attention:
-    no score matrix in memory, no transposed copies)."""
+    [B, n, heads * d]: the set block's path where the fused kernel does not apply (see SAB.forward)."""
     B, n, F = q.shape
-    if fused_kernel_applies(q, F // heads):
-        return fused_head_attention(q, k, v, heads, scale)
     split = [t.view(B, n, heads, F // heads).transpose(1, 2) for t in (q, k, v)]
     return attention(*split, scale).transpose(1, 2).reshape(B, n, F)
 

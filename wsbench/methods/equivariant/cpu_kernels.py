@@ -16,7 +16,7 @@ orientation that is fast here. Both are tested equal to the plain ops, values an
 For float32 the max-pool gradient is one pass of a C kernel (max_pool.c) instead of the float ops.
 `fused_set_attention` runs heads of up to 8 channels through a C kernel instead (set_attention.c,
 built on first use by wsbench/native_build.py): no score matrix in memory, q, k and v read in place
-from one packed product, the set block's residual added in the kernel; 0.67x the time of
+from one packed product, the set block's residual added in the kernel; 0.52x the time of
 `set_attention` at the DWSNet paper's shape (tests/bench).
 """
 from __future__ import annotations
@@ -198,8 +198,3 @@ def fused_set_attention(qkv: Tensor, heads: int, scale: float, residual: bool = 
     float32 CPU tensor qkv = [q | k | v] (head h on channels h*d..(h+1)*d of each third), as
     [B, n, heads * d], through the C kernel (check `fused_kernel_applies` first)."""
     return _FusedSetAttention.apply(qkv.contiguous(), heads, scale, residual)
-
-
-def fused_head_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
-    """`fused_set_attention` on separate [B, n, heads * d] tensors (packed by one copy)."""
-    return fused_set_attention(torch.cat([q, k, v], dim=-1), heads, scale)

@@ -30,6 +30,7 @@ from .data_sources import cache_dir
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")
 
 
+@functools.cache
 def _cpu_model() -> str:
     try:
         info = Path("/proc/cpuinfo").read_text(errors="replace")
@@ -40,6 +41,7 @@ def _cpu_model() -> str:
     return " | ".join(dict.fromkeys(fields)) + " | " + platform.machine()
 
 
+@functools.cache
 def _compiler_version(cc: str) -> str:
     done = subprocess.run([cc, "--version"], capture_output=True, text=True, timeout=60)
     return done.stdout.splitlines()[0] if done.returncode == 0 and done.stdout else cc
@@ -67,9 +69,13 @@ def _build(source: Path, cc: str) -> Path:
     return target
 
 
+Signatures = tuple[tuple[str, tuple[type, ...]], ...]
+
+
 @functools.lru_cache(maxsize=None)
-def load_kernel(source: Path) -> ctypes.CDLL | None:
-    """The compiled library of C file `source`, or None (with one warning) where it cannot be built."""
+def load_kernel(source: Path, signatures: Signatures = ()) -> ctypes.CDLL | None:
+    """The compiled library of C file `source`, with the ctypes argument types of its functions set from
+    `signatures` ((name, argtypes) pairs), or None (with one warning) where it cannot be built."""
     if os.environ.get("WSBENCH_NATIVE", "1") == "0":
         return None
     import torch  # noqa: F401 - its libgomp must be loaded first, so that the kernel shares it
@@ -78,8 +84,11 @@ def load_kernel(source: Path) -> ctypes.CDLL | None:
     try:
         if shutil.which(cc) is None:
             raise RuntimeError(f"no C compiler ({cc}) on PATH")
-        return ctypes.CDLL(str(_build(source, cc)))
+        lib = ctypes.CDLL(str(_build(source, cc)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as error:
         warnings.warn(f"could not build the C kernel {source.name} ({error}); the plain torch path runs instead "
                       "(same results, slower)", RuntimeWarning, stacklevel=2)
         return None
+    for name, argtypes in signatures:
+        getattr(lib, name).argtypes = list(argtypes)
+    return lib

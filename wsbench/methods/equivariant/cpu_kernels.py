@@ -108,26 +108,19 @@ def set_attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
     return _SetAttention.apply(q3, k3, v3, scale).reshape(*lead, n, v.shape[-1])
 
 
-_KERNEL_SOURCE = Path(__file__).with_name("set_attention.c")
-_MAX_POOL_SOURCE = Path(__file__).with_name("max_pool.c")
+_PTR, _I64, _F32, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
+_MAX_POOL = (Path(__file__).with_name("max_pool.c"), (("wsb_max_first_backward", (_PTR,) * 4 + (_I64,) * 3),))
+_ATTENTION = (Path(__file__).with_name("set_attention.c"),
+              (("wsb_set_attention_forward", (_PTR,) * 3 + (_I64,) * 4 + (_F32, _INT)),
+               ("wsb_set_attention_backward", (_PTR,) * 5 + (_I64,) * 4 + (_F32, _INT))))
 
 
 def _max_pool_kernel() -> ctypes.CDLL | None:
-    lib = load_kernel(_MAX_POOL_SOURCE)
-    if lib is not None and not getattr(lib, "_wsb_typed", False):
-        lib.wsb_max_first_backward.argtypes = [ctypes.c_void_p] * 4 + [ctypes.c_int64] * 3
-        lib._wsb_typed = True
-    return lib
+    return load_kernel(*_MAX_POOL)
 
 
 def _fused_kernel() -> ctypes.CDLL | None:
-    lib = load_kernel(_KERNEL_SOURCE)
-    if lib is not None and not getattr(lib, "_wsb_typed", False):
-        ptr, i64, f32, flag = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float, ctypes.c_int
-        lib.wsb_set_attention_forward.argtypes = [ptr] * 3 + [i64] * 4 + [f32, flag]
-        lib.wsb_set_attention_backward.argtypes = [ptr] * 5 + [i64] * 4 + [f32, flag]
-        lib._wsb_typed = True
-    return lib
+    return load_kernel(*_ATTENTION)
 
 
 def _ptr(t: Tensor) -> int:

@@ -415,13 +415,11 @@ def markdown(res: dict) -> str:
             continue
         rate = path_gemm_rate(r, gemm)
         for ref in r.get("references", [r["reference"]] if "reference" in r else []):
+            il = ref.get("interleaved")
+            rounds = "" if il is None else (f"; the median of {il['rounds']} rounds of {il['steps_per_round']} steps each, "
+                                            f"alternating with ours: {min(il['ratios']):.2f}-{max(il['ratios']):.2f}x by round")
             lines += ["", f"{name}: {ref['speedup']:.2f}x the speed of {ref['what']} ({1e3 * ref['seconds_per_step']:.1f} "
-                      "ms/step, measured in the same process)."]
-            if "interleaved" in ref:
-                il = ref["interleaved"]
-                lines[-1] = lines[-1][:-2] + (f"; the median of {il['rounds']} rounds of {il['steps_per_round']} steps "
-                                              f"each, alternating with ours: {min(il['ratios']):.2f}-"
-                                              f"{max(il['ratios']):.2f}x by round).")
+                      f"ms/step, measured in the same process{rounds})."]
         if "bound" in r:
             b = r["bound"]
             ceiling = r["flops_per_step"] / b["seconds_per_step"] / 1e9

@@ -176,9 +176,11 @@ static void forward_item(const job *a, int64_t bh, vf *buf) {
     const float *q = a->qkv + (bh / a->H) * n * in_row + h * d;
     float *out = a->out + (bh / a->H) * n * F + h * d, *lse = a->lse + bh * n;
     vf *qt = buf, *acc = buf + d, *s = buf + 2 * d;
-    if (d == 4) forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, 4);
-    else if (d == 8) forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, 8);
-    else forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, 0);
+#define WSB_FORWARD(D) forward_head(q, q + F, q + 2 * F, out, lse, n, d, in_row, F, a->scale, a->residual, qt, acc, s, D)
+    if (d == 4) WSB_FORWARD(4);
+    else if (d == 8) WSB_FORWARD(8);
+    else WSB_FORWARD(0);
+#undef WSB_FORWARD
 }
 
 static void backward_item(const job *a, int64_t bh, vf *buf) {

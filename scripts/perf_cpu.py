@@ -250,13 +250,13 @@ def _encoder_step(method: str, batch: int = 64) -> dict:
 
 def _encoder_measure(method: str, batch: int = 64) -> tuple[dict, Callable[[], None]]:
     """One training step of `method` as the encoder trainer takes it: forward, cross-entropy plus the
-    method's auxiliary loss, backward, gradient clipping where the preset asks, AdamW (fused). Returns
+    method's auxiliary loss, backward, gradient clipping where the preset asks, AdamW (fused, flat). Returns
     the measurements and the step."""
     import wsbench.builtins  # noqa: F401
     from wsbench.archs import spec_for_arch
     from wsbench.registry import METHODS
     from wsbench.runner import load_preset, preset_method_config
-    from wsbench.tasks.encoder_training import adamw
+    from wsbench.flat_adamw import adamw
     from wsbench.weights import WeightSpace
 
     cfg = preset_method_config(method, ENCODER_PRESETS[method])
@@ -297,7 +297,7 @@ def _encoder_measure(method: str, batch: int = 64) -> tuple[dict, Callable[[], N
     small = inputs(2)  # 2 networks: the step's cost that does not grow with the batch (BatchNorm needs 2)
     fixed = _timed(lambda: step(*small), max(3, steps))
     return {"what": f"{method} ({ENCODER_PRESETS[method]} preset, {sum(p.numel() for p in params):,} params), "
-                    f"batch {batch} SIREN INRs, one training step with AdamW (the trainer's: fused)",
+                    f"batch {batch} SIREN INRs, one training step with AdamW (the trainer's: fused, on one flat tensor)",
             "flops_per_step": flops, "seconds_per_step": seconds, "networks_per_s": batch / seconds, "peak_rss_mb": peak,
             "bound": {"what": f"its {len(calls)} FLOP-counted calls (matrix products, attention) alone, each replayed "
                               "at the step's own shapes and strides", "seconds_per_step": replay_seconds(calls)},

@@ -106,7 +106,7 @@ def point_encoder_epoch(method: str, preset: str, n: int) -> dict:
     from wsbench.archs import spec_for_arch
     from wsbench.registry import METHODS
     from wsbench.runner import load_preset
-    from wsbench.tasks.encoder_training import adamw
+    from wsbench.flat_adamw import adamw
     from wsbench.weights import WeightSpace
 
     cfg = {k: v for k, v in load_preset(method, preset).items() if k not in ("description", "task", "extends")}

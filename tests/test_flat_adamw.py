@@ -8,6 +8,7 @@ import copy
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from wsbench.flat_adamw import FlatAdamW, adamw
@@ -56,7 +57,7 @@ def _assert_same_parameters(ref: nn.Module, model: nn.Module) -> None:
         assert not torch.equal(a, _model().get_parameter(name)), f"{name} never moved"  # the test trains
 
 
-def test_parameters_stay_the_same_objects_and_share_the_flat_storage():
+def test_parameters_stay_the_same_objects_and_share_the_flat_storage(tmp_path):
     model = _model()
     params = list(model.parameters())
     values = [p.detach().clone() for p in params]
@@ -69,6 +70,10 @@ def test_parameters_stay_the_same_objects_and_share_the_flat_storage():
     _train(model, opt, 2)
     model.load_state_dict(state)
     assert torch.equal(flat.detach(), torch.cat([v.reshape(-1) for v in values]))
+    save_file(model.state_dict(), tmp_path / "model.safetensors")  # slices of one storage: saved as separate tensors
+    loaded = load_file(tmp_path / "model.safetensors")
+    assert loaded.keys() == model.state_dict().keys()
+    assert all(torch.equal(loaded[k], v) for k, v in model.state_dict().items())
 
 
 def test_a_parameter_without_gradient_hands_over_to_a_per_tensor_adamw_with_torchs_updates():

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import DataError
+from .resources import cache_dir
 
 CACHE_FORMAT = 3  # bump when the cached layout changes; old files are then ignored and replaced
 
@@ -40,10 +41,6 @@ class RawSplit:
 def data_dir() -> Path | None:
     d = os.environ.get("WSBENCH_DATA_DIR")
     return Path(d).expanduser() if d else None
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("WSBENCH_CACHE_DIR") or Path.home() / ".cache" / "wsbench").expanduser()
 
 
 # ---------------------------------------------------------------------------- decoding

@@ -24,7 +24,7 @@ import tempfile
 import warnings
 from pathlib import Path
 
-from .data_sources import cache_dir
+from .resources import cache_dir
 
 # no -ffast-math family: reassociation would fold the kernels' rounding tricks ((x + c) - c) away
 FLAGS = ("-O3", "-march=native", "-fopenmp", "-fPIC", "-shared", "-fno-math-errno")

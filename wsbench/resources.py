@@ -2,6 +2,7 @@
 installed, non-editable wsbench the copies its wheel bundles (setup.py puts them in wsbench/_bundled/)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parent
@@ -14,3 +15,9 @@ def resource_dir(name: str) -> Path:
         return checkout
     bundled = PACKAGE / "_bundled" / name
     return bundled if bundled.is_dir() else checkout  # neither: the checkout path, for the error messages
+
+
+def cache_dir() -> Path:
+    """Where wsbench keeps what it can rebuild (downloaded data, compiled kernels): $WSBENCH_CACHE_DIR, else
+    ~/.cache/wsbench."""
+    return Path(os.environ.get("WSBENCH_CACHE_DIR") or Path.home() / ".cache" / "wsbench").expanduser()

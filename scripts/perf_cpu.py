@@ -394,7 +394,8 @@ def path_gemm_rate(r: dict, first_gemm: float) -> float:
 
 def markdown(res: dict) -> str:
     gemm = res["paths"]["gemm"]["gflops"]
-    lines = [f"# CPU efficiency: {res['machine']}", "", f"`{res['command']}` ({res['date']}, torch {res['torch']}, "
+    title = f", {res['title']}" if res.get("title") else ""
+    lines = [f"# CPU efficiency{title}: {res['machine']}", "", f"`{res['command']}` ({res['date']}, torch {res['torch']}, "
              f"{res['threads']} threads). fp32 GEMM rate measured at the start of the run: **{gemm:.1f} GFLOP/s**. "
              "Each path's fraction is of the GEMM rate measured in its own process just before and just after it "
              "(column \"GEMM then\", the mean of the two), since this machine's speed drifts between minutes; the "
@@ -451,7 +452,22 @@ def main() -> int:
     ap.add_argument("--one", choices=list(PATHS), help=argparse.SUPPRESS)
     ap.add_argument("--quick-gemm", action="store_true",
                     help="time 4 GEMMs instead of 40 (12 around each path: 2): a smoke test of the script, noisier rates")
+    ap.add_argument("--title", help="a phrase for the report's heading, e.g. 'latest full run of the current code'")
+    ap.add_argument("--render", metavar="JSON", help="write the report of an earlier run's JSON (to --out, default "
+                    "beside it; with --title) without measuring anything")
     a = ap.parse_args()
+    if a.render:
+        from wsbench.files import print_and_write_report
+
+        try:
+            res = json.loads(Path(a.render).read_text())
+            if a.title:
+                res["title"] = a.title
+            report = markdown(res)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"perf_cpu: cannot render {a.render}: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
+        return print_and_write_report(a.out or str(Path(a.render).with_suffix("")), res, report)
     if a.quick_gemm:
         GEMM_STEPS.update(run=4, around=2)
     if a.one:
@@ -463,7 +479,8 @@ def main() -> int:
     paths = ["gemm"] + [p for p in a.paths if p != "gemm"]
     res = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
-           "command": "python scripts/perf_cpu.py " + " ".join(sys.argv[1:]), "paths": {}}
+           "command": "python scripts/perf_cpu.py " + " ".join(sys.argv[1:]), "paths": {},
+           **({"title": a.title} if a.title else {})}
     for name in paths:
         proc = subprocess.run([sys.executable, __file__, "--one", name] + (["--quick-gemm"] if a.quick_gemm else []),
                               capture_output=True, text=True, timeout=1800)

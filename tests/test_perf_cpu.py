@@ -123,3 +123,27 @@ def test_replay_counts_each_distinct_call_once_times_its_repeats(monkeypatch):
     monkeypatch.setattr(replay.time, "perf_counter", lambda: (timed.append(1), real())[1])
     replay.replay_seconds(calls, repeats=2)
     assert len(timed) == 2 * 2  # one distinct call: two timed repeats (a start and an end each)
+
+
+def test_render_rewrites_an_earlier_runs_report_with_a_title_and_refuses_bad_json(tmp_path):
+    perf = load_script("perf_cpu")
+    res = {"machine": "x86_64 CPU, 2 cores", "command": "python scripts/perf_cpu.py --out x", "date": "2026-12-07",
+           "torch": "2.x", "threads": 2, "paths": {"gemm": {"gflops": 100.0, "fraction_of_gemm": 1.0,
+                                                            "what": "torch.mm 2048x2048 fp32", "seconds_per_step": 0.2,
+                                                            "peak_rss_mb": 700.0, "flops_per_step": 2 * 2048 ** 3}}}
+    assert perf.markdown(res).startswith("# CPU efficiency: x86_64 CPU, 2 cores\n")
+    run = tmp_path / "run.json"
+    run.write_text(json.dumps(res))
+    script = [sys.executable, str(ROOT / "scripts" / "perf_cpu.py")]
+    proc = subprocess.run(script + ["--render", str(run), "--title", "latest full run"], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    md = (tmp_path / "run.md").read_text()
+    assert md.startswith("# CPU efficiency, latest full run: x86_64 CPU, 2 cores\n")
+    assert "`python scripts/perf_cpu.py --out x`" in md  # the measuring command stays the report's
+    assert json.loads(run.read_text())["title"] == "latest full run"
+    bad = tmp_path / "bad.json"
+    bad.write_text("{not json")
+    proc = subprocess.run(script + ["--render", str(bad)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("perf_cpu: cannot render") and not (tmp_path / "bad.md").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1

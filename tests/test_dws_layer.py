@@ -176,3 +176,35 @@ def test_max_pooling_is_the_official_torch_max_over_flattened_axes():
     y = torch.randn(2, 3, 4, 5)
     torch.testing.assert_close(reduce(y, [1, 3], "max"), y.amax(dim=(1, 3)))  # non-adjacent axes
     torch.testing.assert_close(reduce(y, [2], "max"), y.amax(dim=2))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_set_blocks_run_together_with_each_blocks_own_values_and_gradients(dtype):
+    """The layer runs its set-attention blocks of equal sizes as one batch (one product for every block's
+    q, k, v, one attention call, one product for fc_o); values and gradients (inputs and every parameter)
+    equal those of each block on its own. float32 goes through the fused CPU kernel where it is built,
+    float64 through the plain attention ops."""
+    from wsbench.archs import spec_for_arch
+    from wsbench.weights import WeightSpace
+
+    spec = spec_for_arch("siren")  # the DWSNet paper's INRs: 16 set blocks per layer
+    layouts = layouts_for_spec(spec)
+    torch.manual_seed(0)
+    layer = DWSLayer(layouts, [t.channels for t in layouts], 8, num_heads=4).to(dtype)
+    assert sum(map(len, layer.set_classes)) >= 12 and len(layer.set_classes) >= 2
+    g = torch.Generator().manual_seed(1)
+    ws = WeightSpace(spec, {p.key: torch.randn(3, *p.shape, generator=g, dtype=dtype) for p in spec.params})
+    xs = features_from_ws(ws, layouts)
+    w = [torch.randn(3, *(a.size for a in t.axes), 8, generator=g, dtype=dtype) for t in layouts]
+
+    def run(together: bool) -> list[torch.Tensor]:
+        layer.batch_set_blocks = together
+        layer.zero_grad(set_to_none=True)
+        leaves = [x.clone().requires_grad_(True) for x in xs]
+        outs = layer(leaves)
+        torch.autograd.backward([(o * wi).sum() for o, wi in zip(outs, w)])
+        return [o.detach() for o in outs] + [x.grad for x in leaves] + [p.grad for p in layer.parameters()]
+
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    for got, want in zip(run(True), run(False), strict=True):
+        torch.testing.assert_close(got, want, **tol)

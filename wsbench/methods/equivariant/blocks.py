@@ -91,6 +91,29 @@ class SAB(nn.Module):
         return o + F.relu(self.fc_o(o))
 
 
+def batched_set_blocks(blocks: Sequence[SAB], xs: Sequence[Tensor]) -> Tensor:
+    """blocks[g](xs[g]) for set blocks of equal sizes on inputs of equal shape [B, n, f_in], at once, as
+    [G, B, n, f_out]: one batched product for every block's q, k and v, one attention call over all
+    G * B sets, one batched product for fc_o. The values are each block's own; a DWS layer has 16 such
+    blocks (MLP of 3 layers) in a few shape classes, and one at a time their small ops cost more to
+    dispatch than to compute."""
+    first = blocks[0]
+    G, (B, n, f_in), f = len(blocks), xs[0].shape, first.fc_q.out_features
+    x = torch.stack(list(xs)).view(G, B * n, f_in)
+    w = torch.stack([lin.weight for s in blocks for lin in (s.fc_q, s.fc_k, s.fc_v)]).view(G, 3 * f, f_in)
+    b = torch.stack([lin.bias for s in blocks for lin in (s.fc_q, s.fc_k, s.fc_v)]).view(G, 1, 3 * f)
+    qkv = torch.baddbmm(b, x, w.transpose(1, 2)).view(G * B, n, 3 * f)
+    if fused_kernel_applies(qkv, f // first.heads):
+        o = fused_set_attention(qkv, first.heads, first.scale, residual=True)
+    else:
+        q, k, v = qkv.split(f, dim=-1)
+        o = q + heads_attention(q, k, v, first.heads, first.scale)
+    o = o.reshape(G, B * n, f)
+    w_o = torch.stack([s.fc_o.weight for s in blocks])
+    b_o = torch.stack([s.fc_o.bias for s in blocks]).unsqueeze(1)
+    return (o + F.relu(torch.baddbmm(b_o, o, w_o.transpose(1, 2)))).view(G, B, n, f)
+
+
 class PairBlock(nn.Module):
     """All equivariant maps from tensor `src` to tensor `dst` (see the module docstring)."""
 
@@ -131,26 +154,38 @@ class PairBlock(nn.Module):
         return {"pool": pool, "perm": [0] + [1 + i for i in order] + [len(rem) + 1], "kept_sizes": kept_sizes,
                 "out_perm": [0] + [1 + p for p in present] + [len(cur) + 1], "broadcast": broadcast}
 
+    def set_block(self) -> SAB | None:
+        """The block's one term when it is a set-attention block: such blocks of equal sizes in a layer
+        run together (see `batched_set_blocks`)."""
+        return self.terms[0] if len(self.terms) == 1 and isinstance(self.terms[0], SAB) else None
+
+    def term_input(self, x: Tensor, plan: dict, pool: Callable[[Sequence[int]], Tensor] | None = None) -> Tensor:
+        """A term's input: x pooled over the groups it does not keep, as [B, *kept sizes, features]."""
+        h = (pool(plan["pool"]) if pool is not None else reduce(x, plan["pool"], self.reduction)).permute(plan["perm"])
+        return h.reshape(x.shape[0], *plan["kept_sizes"], -1)
+
+    def term_output(self, h: Tensor, plan: dict) -> Tensor:
+        """A term's [B, *kept sizes, features] output laid out on the destination's axes (1 where broadcast)."""
+        h = h.reshape(h.shape[0], *plan["kept_sizes"], *self.out_fixed, self.c_out).permute(plan["out_perm"])
+        for d in plan["broadcast"]:
+            h = h.unsqueeze(d)
+        return h
+
     def term_outputs(self, x: Tensor, pool: Callable[[Sequence[int]], Tensor] | None = None,
                      scale: float = 1.0) -> list[Tensor]:
         """The block's terms times `scale`, not summed: [B, *dst sizes (1 where broadcast), c_out] each.
         `pool(dims)` gives x pooled over dims (a cache shared by the blocks of a layer). A linear
         term takes the scale in its weights: its output can be a full-size tensor, its weights are small."""
-        B = x.shape[0]
         out = []
         for mod, plan in zip(self.terms, self.plans):
-            h = (pool(plan["pool"]) if pool is not None else reduce(x, plan["pool"], self.reduction)).permute(plan["perm"])
-            h = h.reshape(B, *plan["kept_sizes"], -1)
+            h = self.term_input(x, plan, pool)
             if scale == 1.0:
                 h = mod(h)
             elif isinstance(mod, nn.Linear):
                 h = F.linear(h, mod.weight * scale, None if mod.bias is None else mod.bias * scale)
             else:
                 h = mod(h) * scale
-            h = h.reshape(B, *plan["kept_sizes"], *self.out_fixed, self.c_out).permute(plan["out_perm"])
-            for d in plan["broadcast"]:
-                h = h.unsqueeze(d)
-            out.append(h)
+            out.append(self.term_output(h, plan))
         return out
 
     def forward(self, x: Tensor) -> Tensor:

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import PairBlock, PooledBlocks, reduce, sum_terms
+from .blocks import PairBlock, PooledBlocks, batched_set_blocks, reduce, sum_terms
 from .layout import TensorLayout
 
 
@@ -54,6 +54,16 @@ class DWSLayer(nn.Module):
                                                set_layer=set_layer, num_heads=num_heads)
                 self.routes.append((i, j, fam, key))
         self.blocks = nn.ModuleDict(families)
+        # set-attention blocks of equal sizes (set size, features in and out, heads) run together
+        self.batch_set_blocks = True
+        classes: dict[tuple, list[int]] = {}
+        for r, (i, j, fam, key) in enumerate(self.routes):
+            sab = self.blocks[fam][key].set_block()
+            if sab is not None:
+                shape = (*self.blocks[fam][key].plans[0]["kept_sizes"], sab.fc_q.in_features, sab.fc_q.out_features,
+                         sab.heads)
+                classes.setdefault(shape, []).append(r)
+        self.set_classes = [rs for rs in classes.values() if len(rs) > 1]
         self.pooled = PooledBlocks(self.layouts, c_ins, c_out, pooled_pairs, reduction=reduction)
         if init == "nfn":
             self._init_nfn()
@@ -108,10 +118,19 @@ class DWSLayer(nn.Module):
         terms: list[list[tuple[Tensor, float]]] = [[] for _ in self.layouts]
         for j, h in self.pooled(xs, pool).items():
             terms[j].append((h, share))
-        for i, j, fam, key in self.routes:
+        batched: dict[int, Tensor] = {}
+        for routes in self.set_classes if self.batch_set_blocks else ():
+            blocks = [self.blocks[fam][key] for _, _, fam, key in (self.routes[r] for r in routes)]
+            inputs = [b.term_input(xs[self.routes[r][0]], b.plans[0], lambda dims, i=self.routes[r][0]: pool(i, dims))
+                      for r, b in zip(routes, blocks)]
+            batched.update(zip(routes, batched_set_blocks([b.terms[0] for b in blocks], inputs).unbind(0)))
+        for r, (i, j, fam, key) in enumerate(self.routes):
             block = self.blocks[fam][key]
             s = share * (1.0 if self.sum_terms else block.scale)
-            terms[j] += [(h, 1.0) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims), scale=s)]
+            if r in batched:
+                terms[j].append((block.term_output(batched[r], block.plans[0]), s))
+            else:
+                terms[j] += [(h, 1.0) for h in block.term_outputs(xs[i], lambda dims, i=i: pool(i, dims), scale=s)]
         return [sum_terms(ts).expand(B, *(a.size for a in t.axes), self.c_out) for ts, t in zip(terms, self.layouts)]
 
 

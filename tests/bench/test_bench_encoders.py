@@ -241,6 +241,37 @@ def test_bench_dwsnet_step_with_and_without_sdpa(benchmark, monkeypatch):
     _report("DWSNet paper training step", benchmark.stats.stats.min, best_of(step, repeats=5))
 
 
+@pytest.mark.parametrize("batch", [BATCH, 2])
+def test_bench_dwsnet_step_set_blocks_together_vs_one_at_a_time(benchmark, batch):
+    """The DWSNet paper-preset training step with each layer's set blocks of equal sizes run together
+    (blocks.batched_set_blocks; the default) against the same step with every set block on its own. At
+    batch 2 the step is the part of its cost that does not grow with the batch (dispatch, autograd)."""
+    from wsbench.flat_adamw import adamw
+    from wsbench.runner import preset_method_config
+
+    ws = _zoo("siren", batch)
+    y = torch.randint(0, 10, (batch,), generator=torch.Generator().manual_seed(0))
+    torch.manual_seed(0)
+    model = METHODS.get("dwsnet")(ws.spec, 10, **preset_method_config("dwsnet", "paper")).train()
+    layers = [m for m in model.modules() if isinstance(m, DWSLayer)]
+    assert all(layer.set_classes for layer in layers)
+    opt = adamw(list(model.parameters()), lr=1e-3)
+
+    def step(together: bool) -> None:
+        for layer in layers:
+            layer.batch_set_blocks = together
+        loss = torch.nn.functional.cross_entropy(model(ws), y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    step(True)
+    benchmark.pedantic(step, args=(True,), rounds=5, iterations=1, warmup_rounds=1)
+    step(False)
+    _report(f"DWSNet paper training step, batch {batch}: set blocks together vs one at a time",
+            benchmark.stats.stats.min, best_of(lambda: step(False), repeats=5), batch)
+
+
 def test_bench_fused_head_attention_vs_batched_products(benchmark):
     """The SAB attention as the set layer calls it ([64, 32, 8 x 4] float32: 64 networks, sets of 32 neurons,
     8 heads of 4 channels), forward and backward: the fused C kernel on the packed [q | k | v] the set block's

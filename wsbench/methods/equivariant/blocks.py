@@ -15,7 +15,8 @@ DeepSets layer over that neuron set, which the official code (and our default) r
 set layer, SAB (self-attention over the set); with no shared group (|i - j| > 1, last bias ...)
 it is pool -> Lin -> broadcast; those blocks (most of them) are evaluated together by
 `PooledBlocks`: every tensor is pooled once, and each output tensor gets one matmul over the
-concatenated pooled inputs (the same maps and parameters as one Linear per block). Unlike the official code, the block W_{L-2} -> W_{L-1} maps to
+concatenated pooled inputs (the same maps and parameters as one Linear per block); the set blocks of
+equal sizes in a layer run together (`batched_set_blocks`). Unlike the official code, the block W_{L-2} -> W_{L-1} maps to
 every one of the d_L output columns (the official one copies one column; a known quirk).
 """
 from __future__ import annotations

@@ -154,10 +154,14 @@ def nondeterminism(device: torch.device, variant: str = "full") -> None:
               f"(16 runs, 1 epoch)", flush=True)
 
 
-def build(names: list[str], variant: str, device: torch.device, budget: float, summaries_json: Path) -> None:
+def build(names: list[str], variant: str, device: torch.device, budget: float, summaries_json: Path,
+          runs: int | None = None) -> None:
     """Build each zoo (resumable) and collect their summaries in ONE JSON file (a lease returns at most
-    8 files); `summaries` mode writes them into zoos/summaries/ here."""
+    8 files); `summaries` mode writes them into zoos/summaries/ here. `runs` replaces the variant's run count
+    (dry runs: a tiny zoo with a test split large enough to rank)."""
+    from wsbench.registry import ZOOS
     from wsbench.zoo import CARD_FILE, built_zoo_path, load_zoo
+    from wsbench.zoo_builders import build_resolved
     from wsbench.zoo_summary import summarize_zoo
 
     collected: dict = json.loads(summaries_json.read_text()) if summaries_json.is_file() else {}
@@ -171,7 +175,12 @@ def build(names: list[str], variant: str, device: torch.device, budget: float, s
             print(f"[build] budget spent; not starting {name} (run again to continue)")
             continue
         else:
-            zoo = build_zoo(name, variant=variant, device=device, progress=sys.stderr.isatty())
+            if runs is None:
+                zoo = build_zoo(name, variant=variant, device=device, progress=sys.stderr.isatty())
+            else:
+                card = ZOOS.get(name).resolve(variant)
+                card.recipe["runs"] = runs
+                zoo = build_resolved(card, built_zoo_path(name, variant), device=device, progress=sys.stderr.isatty())
             st = zoo.card.recipe.get("build_stats", {})
             print(f"[build] {name}: {len(zoo.members)} members in {time.perf_counter() - t:.0f}s "
                   f"({st.get('networks_per_s')} networks/s)", flush=True)
@@ -198,7 +207,8 @@ def main() -> int:
     p.add_argument("--device", default="cuda")
     p.add_argument("--budget", type=float, default=540, help="seconds per part (bench) / for starting zoos (build)")
     p.add_argument("--store", help="where built zoos go (sets WSBENCH_ZOO_DIR; keep it on the GPU machine's disk)")
-    p.add_argument("--runs", type=int, default=10000, help="bench: networks to train per target")
+    p.add_argument("--runs", type=int, help="bench: networks to train per target (default 10,000); build: runs "
+                   "instead of the variant's (a dry run's tiny zoo)")
     p.add_argument("--conv-impl", default="grouped", choices=["grouped", "unfold"])
     p.add_argument("--zoos", nargs="+", default=ZOOS)
     p.add_argument("--variant", default="full")
@@ -229,10 +239,10 @@ def main() -> int:
     if a.mode == "bench":
         figures: dict = {"device": device_label(device), "torch": torch.__version__}
         if "cnn" in a.parts:
-            figures["cnn"] = bench_cnn(device, a.budget, a.runs, a.conv_impl, a.variant)
+            figures["cnn"] = bench_cnn(device, a.budget, a.runs or 10000, a.conv_impl, a.variant)
             write_json(a.json, figures)
         if "siren" in a.parts:
-            figures["siren"] = bench_siren(device, a.budget, a.runs, a.variant)
+            figures["siren"] = bench_siren(device, a.budget, a.runs or 10000, a.variant)
             write_json(a.json, figures)
         if "nondeterminism" in a.parts:
             nondeterminism(device, a.variant)
@@ -241,7 +251,7 @@ def main() -> int:
                 bench_cnn(device, 60, 512, impl, a.variant)
     else:
         Path(a.out).mkdir(parents=True, exist_ok=True)
-        build(a.zoos, a.variant, device, a.budget, Path(a.out) / "zoo_builds.json")
+        build(a.zoos, a.variant, device, a.budget, Path(a.out) / "zoo_builds.json", a.runs)
     return 0
 
 

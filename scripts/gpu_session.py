@@ -18,6 +18,14 @@ killed, its partial output kept, and the session goes on):
   nern_speed     NeRN it/s per speed variant (eager, bf16, compiled) for ResNet20 and ResNet56
   siren_speed    zoo-building speed: SIRENs of MNIST images fitted batched (networks/s)
   encoders       encoder training throughput (networks/s)
+Opt-in parts, run only when --only names them (issue 17's lease, instead of the parts above):
+  zoo86_build    small_cnn_cifar10_gray medium_86 (1,536 runs x the published 86 epochs) built on the
+                 device's disk (.device/zoos); its summary into $OUT/zoo_builds.json
+  zoo86_<method> property prediction on it, 3 seeds (statnn, nfn_hnp, neural_graph, dwsnet, sne, mlp):
+                 records into $OUT/records/property_prediction.jsonl; the weights stay on the device
+  e.g. bash scripts/gpu_session.sh --budget 555 --only zoo86_build zoo86_statnn zoo86_nfn_hnp zoo86_neural_graph
+  zoo86_dwsnet zoo86_sne zoo86_mlp; back here `python scripts/gpu_build_zoos.py summaries --from
+  <returned>/zoo_builds.json` and `python run_bench.py merge-records <returned>/records`.
 $OUT receives at most 8 files, at most two folders deep: session.log, session_summary.json
 (rewritten after each part), nern_speed.json, zoo_speed.json, gpu_bench_summary.json,
 records/reconstruction.jsonl, runs/<run key>/nern_ckpt.<member>.{safetensors,json}.
@@ -36,7 +44,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +62,8 @@ class Part:
     args: list[str]  # a python script and its arguments, run from the repository root
     cap_s: float  # at most this long; the paper run gets what the later parts do not need
     reserve_after_s: float = 0.0  # keep this much of the budget for the parts after it
+    opt_in: bool = False  # runs only when --only names it
+    env: dict[str, str] = field(default_factory=dict)  # set for this part's process
 
 
 DRY_RUN_CAP_FACTOR = 10  # the CPU dry run checks the commands, not their speed: the device caps x 10, within
@@ -85,7 +95,33 @@ def parts(out: Path, dry: bool) -> list[Part]:
     after = {"nern_speed": (speed, 110), "siren_speed": (siren, 55), "encoders": (enc, 40)}
     return [Part("env", ["scripts/gpu_session.py", "--env-report", str(out / "env.json")], 60 * slack),
             Part("nern_paper", nern_paper, 10_000, reserve_after_s=sum(cap for _, cap in after.values())),
-            *(Part(name, args, cap * slack) for name, (args, cap) in after.items())]
+            *(Part(name, args, cap * slack) for name, (args, cap) in after.items()),
+            *zoo86_parts(out, dry)]
+
+
+# the zoo86 parts' methods and device caps (s) for their 3 seeds; the build keeps the first three's time
+ZOO86_METHODS = {"statnn": 60, "nfn_hnp": 120, "neural_graph": 120, "dwsnet": 90, "sne": 90, "mlp": 30}
+ZOO86_BENCHMARK = "property_prediction-small_cnn_cifar10_gray-medium_86"
+
+
+def zoo86_parts(out: Path, dry: bool) -> list[Part]:
+    """Opt-in (--only zoo86_build zoo86_statnn ...): build small_cnn_cifar10_gray medium_86 (the published 86
+    epochs) on the device's disk and score property prediction on it there; the records and the zoo's summary
+    come back, the weights (about 275 MB) do not. The dry run builds the tiny variant and trains 1 epoch."""
+    dev = ["--device", "cpu"] if dry else ["--device", "cuda"]
+    env = {"WSBENCH_ZOO_DIR": str(out.parent / f"{out.name}_zoos" if dry else ROOT / ".device" / "zoos")}
+    variant = "tiny" if dry else "medium_86"
+    build = ["scripts/gpu_build_zoos.py", "build", "--zoos", "small_cnn_cifar10_gray", "--variant", variant,
+             "--budget", "100000", "--out", str(out), *dev, *(["--runs", "40"] if dry else [])]
+    scored = (["--task", "property_prediction", "--zoo", "small_cnn_cifar10_gray", "--zoo-variant", "tiny",
+               "--set", "task.checkpoint=final", "--set", "task.epochs=1", "--seeds", "0"] if dry
+              else ["--benchmark", ZOO86_BENCHMARK, "--seeds", "0", "1", "2"])
+    slack = DRY_RUN_CAP_FACTOR if dry else 1
+    first = sum(list(ZOO86_METHODS.values())[:3])
+    return [Part("zoo86_build", build, 10_000, reserve_after_s=first, opt_in=True, env=env),
+            *(Part(f"zoo86_{m}", ["run_bench.py", "--quiet", "--method", m, "--preset", "small_cnn_zoo", *scored, *dev,
+                                  "--results-dir", str(out / "records")], cap * slack, opt_in=True, env=env)
+              for m, cap in ZOO86_METHODS.items())]
 
 
 def env_report(path: Path) -> None:
@@ -204,7 +240,7 @@ def main() -> int:
         env.setdefault("WSBENCH_GIT_COMMIT", commit_file.read_text().strip())
     summary: dict = {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_s": a.budget,
                      "dry_run": a.dry_run, "resumed_from": str(resume) if resume else None, "parts": {}}
-    plan = [p for p in parts(out, a.dry_run) if not a.only or p.name in a.only]
+    plan = [p for p in parts(out, a.dry_run) if (p.name in a.only if a.only else not p.opt_in)]
     with open(out / "session.log", "a", buffering=1) as log:
         for i, part in enumerate(plan):
             left = a.budget - (time.perf_counter() - t_start)
@@ -213,7 +249,7 @@ def main() -> int:
             if cap < 5:
                 summary["parts"][part.name] = {"rc": "skipped", "why": f"{left:.0f} s of the budget left"}
             else:
-                summary["parts"][part.name] = run_part(part, cap, log, env)
+                summary["parts"][part.name] = run_part(part, cap, log, {**env, **part.env})
             env_json = out / "env.json"
             if env_json.is_file():  # folded into the summary: one file fewer to come back
                 summary["env"] = json.loads(env_json.read_text())

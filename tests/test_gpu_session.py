@@ -55,6 +55,39 @@ def test_dry_run_of_the_lease_command(tmp_path, without_hub_packages):
     assert encoders and not [k for k, v in encoders.items() if "error" in v]
 
 
+@pytest.mark.skipif(not (DATA_DIR / "cifar10-jpeg").is_dir(), reason="needs the data mirror")
+def test_dry_run_of_the_opt_in_zoo86_parts(tmp_path, without_hub_packages):
+    """The issue-17 lease (--only zoo86_*): the zoo is built where WSBENCH_ZOO_DIR points for those parts
+    (never into $OUT), property prediction is scored on it, and the records and the zoo's summary come back."""
+    out = tmp_path / "OUT"
+    only = ["zoo86_build", "zoo86_statnn"]
+    proc = subprocess.run([sys.executable, str(SCRIPTS / "gpu_session.py"), "--dry-run", "--out", str(out),
+                           "--only", *only], cwd=ROOT, env=without_hub_packages, capture_output=True, text=True,
+                          timeout=600)
+    log = (out / "session.log").read_text() if (out / "session.log").exists() else ""
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:] + log[-3000:]
+    summary = json.loads((out / "session_summary.json").read_text())
+    assert {n: r["rc"] for n, r in summary["parts"].items()} == dict.fromkeys(only, 0)
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert set(files) == {"session.log", "session_summary.json", "zoo_builds.json",
+                          "records/property_prediction.jsonl"}, files
+    assert "small_cnn_cifar10_gray-tiny" in json.loads((out / "zoo_builds.json").read_text())
+    records = [json.loads(line) for line in (out / "records" / "property_prediction.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["zoo_variant"], r["status"]) for r in records] == [("statnn", "tiny", "ok")]
+    assert "tau" in records[0]["metrics"]
+    assert (tmp_path / "OUT_zoos").is_dir()
+
+
+def test_zoo86_parts_run_only_when_named():
+    gpu_session = load_script("gpu_session")
+    every = gpu_session.parts(Path("/nonexistent/OUT"), dry=False)
+    zoo86 = [p for p in every if p.name.startswith("zoo86_")]
+    assert zoo86 and all(p.opt_in for p in zoo86) and not any(p.opt_in for p in every if p not in zoo86)
+    build = next(p for p in zoo86 if p.name == "zoo86_build")
+    assert "medium_86" in build.args and build.env["WSBENCH_ZOO_DIR"].endswith("zoos")
+    assert all(gpu_session.ZOO86_BENCHMARK in p.args for p in zoo86 if p is not build)
+
+
 def test_a_part_that_overruns_is_killed_and_recorded(tmp_path):
     session = load_script("gpu_session")
     with open(tmp_path / "log", "w") as log:

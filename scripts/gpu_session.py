@@ -20,7 +20,8 @@ killed, its partial output kept, and the session goes on):
   encoders       encoder training throughput (networks/s)
 Opt-in parts, run only when --only names them (issue 17's lease, instead of the parts above):
   zoo86_build    small_cnn_cifar10_gray medium_86 (1,536 runs x the published 86 epochs) built on the
-                 device's disk (.device/zoos); its summary into $OUT/zoo_builds.json
+                 device's disk (zoo_store/, git-ignored; a second call on the warm machine continues an
+                 unfinished build shard by shard); its summary into $OUT/zoo_builds.json
   zoo86_<method> property prediction on it, 3 seeds (statnn, nfn_hnp, neural_graph, dwsnet, sne, mlp):
                  records into $OUT/records/property_prediction.jsonl; the weights stay on the device
   e.g. bash scripts/gpu_session.sh --budget 555 --only zoo86_build zoo86_statnn zoo86_nfn_hnp zoo86_neural_graph
@@ -109,7 +110,8 @@ def zoo86_parts(out: Path, dry: bool) -> list[Part]:
     epochs) on the device's disk and score property prediction on it there; the records and the zoo's summary
     come back, the weights (about 275 MB) do not. The dry run builds the tiny variant and trains 1 epoch."""
     dev = ["--device", "cpu"] if dry else ["--device", "cuda"]
-    env = {"WSBENCH_ZOO_DIR": str(out.parent / f"{out.name}_zoos" if dry else ROOT / ".device" / "zoos")}
+    # not under .device: a second call on the warm machine carries .device again (replacing it) and continues the build
+    env = {"WSBENCH_ZOO_DIR": str(out.parent / f"{out.name}_zoos" if dry else ROOT / "zoo_store")}
     variant = "tiny" if dry else "medium_86"
     build = ["scripts/gpu_build_zoos.py", "build", "--zoos", "small_cnn_cifar10_gray", "--variant", variant,
              "--budget", "100000", "--out", str(out), *dev, *(["--runs", "40"] if dry else [])]

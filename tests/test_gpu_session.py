@@ -84,7 +84,7 @@ def test_zoo86_parts_run_only_when_named():
     zoo86 = [p for p in every if p.name.startswith("zoo86_")]
     assert zoo86 and all(p.opt_in for p in zoo86) and not any(p.opt_in for p in every if p not in zoo86)
     build = next(p for p in zoo86 if p.name == "zoo86_build")
-    assert "medium_86" in build.args and build.env["WSBENCH_ZOO_DIR"].endswith("zoos")
+    assert "medium_86" in build.args and build.env["WSBENCH_ZOO_DIR"].endswith("zoo_store")
     assert all(gpu_session.ZOO86_BENCHMARK in p.args for p in zoo86 if p is not build)
 
 

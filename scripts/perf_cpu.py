@@ -409,8 +409,15 @@ def markdown(res: dict) -> str:
         met = "" if target is None else f"{target:.0%} {'met' if r['fraction_of_gemm'] >= target else 'NOT met'}"
         around = r.get("gemm_gflops_around")
         then = f"{path_gemm_rate(r, gemm):.1f} ({around[0]:.0f}, {around[1]:.0f})" if around else "—"
-        lines.append(f"| {name}: {r['what']} | {r['gflops']:.2f} | {then} | {r['fraction_of_gemm']:.1%} | "
-                     f"{r['gflops'] / gemm:.1%} | {met} | {1e3 * r['seconds_per_step']:.1f} | {r['peak_rss_mb']:.0f} |")
+        mark = f" (rerun {r['rerun']['date']})" if "rerun" in r else ""
+        lines.append(f"| {name}{mark}: {r['what']} | {r['gflops']:.2f} | {then} | {r['fraction_of_gemm']:.1%} | "
+                     f"{r.get('fraction_of_first_gemm', r['gflops'] / gemm):.1%} | {met} | "
+                     f"{1e3 * r['seconds_per_step']:.1f} | {r['peak_rss_mb']:.0f} |")
+    reruns = sorted({(r["rerun"]["date"], r["rerun"]["command"], r["rerun"]["first_gemm_gflops"])
+                     for r in res["paths"].values() if "rerun" in r})
+    for date, command, first in reruns:
+        lines += ["", f"Rows marked rerun {date} were measured later, by `{command}` (its first GEMM rate "
+                      f"{first:.1f} GFLOP/s: their \"of first GEMM\" is of that)."]
     for name, r in res["paths"].items():
         if name == "gemm" or "error" in r:
             continue
@@ -453,6 +460,8 @@ def main() -> int:
     ap.add_argument("--quick-gemm", action="store_true",
                     help="time 4 GEMMs instead of 40 (12 around each path: 2): a smoke test of the script, noisier rates")
     ap.add_argument("--title", help="a phrase for the report's heading, e.g. 'latest full run of the current code'")
+    ap.add_argument("--update", metavar="JSON", help="measure --paths and put them into this earlier run's report "
+                    "(rewritten to --out, default beside it); each row measured now is marked with this run's date")
     ap.add_argument("--render", metavar="JSON", help="write the report of an earlier run's JSON (to --out, default "
                     "beside it; with --title) without measuring anything")
     a = ap.parse_args()
@@ -476,6 +485,14 @@ def main() -> int:
     if not os.environ.get("WSBENCH_DATA_DIR"):
         print("perf_cpu: set WSBENCH_DATA_DIR", file=sys.stderr)
         return 2
+    base = None
+    if a.update:
+        try:
+            base = json.loads(Path(a.update).read_text())
+            markdown(base)
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            print(f"perf_cpu: cannot update {a.update}: {type(error).__name__}: {error}", file=sys.stderr)
+            return 2
     paths = ["gemm"] + [p for p in a.paths if p != "gemm"]
     res = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
@@ -495,7 +512,21 @@ def main() -> int:
                              f"{r['peak_rss_mb']:.0f} MB" if "gflops" in r else r["error"]), flush=True)
     from wsbench.files import print_and_write_report
 
-    return print_and_write_report(a.out, res, markdown(res))
+    if base is not None:
+        res = with_reruns(base, res)
+    return print_and_write_report(a.out or (str(Path(a.update).with_suffix("")) if a.update else None), res,
+                                  markdown(res))
+
+
+def with_reruns(base: dict, run: dict) -> dict:
+    """`base` (an earlier run) with the paths measured in `run` in place of its own, each marked with the
+    run's date, command and first GEMM rate (its fraction of the first GEMM stays that run's)."""
+    rerun = {"date": run["date"], "command": run["command"], "first_gemm_gflops": run["paths"]["gemm"].get("gflops")}
+    paths = dict(base["paths"])
+    for name, r in run["paths"].items():
+        if name != "gemm":
+            paths[name] = {**r, "rerun": rerun}
+    return {**base, "paths": paths}
 
 
 if __name__ == "__main__":

@@ -16,10 +16,18 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR))
     out = tmp_path / "perf" / "cpu"
-    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "perf_cpu.py"), "--paths", "gemm", "nern_rec_step", "statnn_step",
-                           "--quick-gemm", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
+    script = [sys.executable, str(ROOT / "scripts" / "perf_cpu.py")]
+    proc = subprocess.run(script + ["--paths", "gemm", "nern_rec_step", "--quick-gemm", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first = json.loads(out.with_suffix(".json").read_text())
+    # a later run of one more path, put into the same report (the earlier rows stay as they were)
+    proc = subprocess.run(script + ["--paths", "statnn_step", "--quick-gemm", "--update", str(out.with_suffix(".json"))],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.with_suffix(".json").read_text())
+    assert res["command"] == first["command"] and res["paths"]["nern_rec_step"] == first["paths"]["nern_rec_step"]
+    assert res["paths"]["statnn_step"]["rerun"]["command"].endswith("--update " + str(out.with_suffix(".json")))
     gemm, nern = res["paths"]["gemm"], res["paths"]["nern_rec_step"]
     assert gemm["flops_per_step"] == 2 * 2048 ** 3 and gemm["gflops"] > 0
     before, after = nern["gemm_gflops_around"]  # the GEMM rate just before and after the path, in its process
@@ -36,6 +44,7 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     assert res["command"].endswith("--quick-gemm --out " + str(out))  # the report says how few GEMMs it timed
     assert "What bounds statnn_step: its" in md and "Where statnn_step's time goes" in md
     assert "statnn_step: the same step on 2 networks" in md and "of the batch-64 step." in md
+    assert "| statnn_step (rerun " in md and "Rows marked rerun" in md and "| nern_rec_step: " in md
 
 
 def test_markdown_states_the_same_run_reference_and_the_measured_bound():
@@ -147,3 +156,7 @@ def test_render_rewrites_an_earlier_runs_report_with_a_title_and_refuses_bad_jso
     proc = subprocess.run(script + ["--render", str(bad)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.strip().startswith("perf_cpu: cannot render") and not (tmp_path / "bad.md").exists()
     assert len(proc.stderr.strip().splitlines()) == 1
+    proc = subprocess.run(script + ["--update", str(bad), "--paths", "statnn_step"], capture_output=True, text=True,
+                          timeout=120, env=dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR)))
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("perf_cpu: cannot update") and not (tmp_path / "bad.md").exists()
+    assert len(proc.stderr.strip().splitlines()) == 1 and bad.read_text() == "{not json"

@@ -68,7 +68,8 @@ def point_siren_build(n: int, steps: int) -> dict:
 
     per_shard, chunk = 1024, CPU_CHUNK
     sizes = [min(per_shard, n - k) for k in range(0, n, per_shard)]
-    for size in sorted({chunk} | {s % chunk for s in sizes} - {0}):  # every chunk shape compiles once, untimed
+    shapes = {chunk for s in sizes if s >= chunk} | {s % chunk for s in sizes} - {0}
+    for size in sorted(shapes):  # every chunk shape the build meets compiles once, untimed
         fit_sirens(torch.rand(size, 28, 28), torch.arange(size), steps=1, lr=1e-3, chunk=chunk, compile_mode="on")
     val = max(1, n // 10)
     card = _scale_card("siren_mnist", {"train_images": n, "test_images": 0, "val_size": val, "steps": steps,

@@ -16,18 +16,10 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     env = dict(os.environ, WSBENCH_DATA_DIR=str(DATA_DIR))
     out = tmp_path / "perf" / "cpu"
-    script = [sys.executable, str(ROOT / "scripts" / "perf_cpu.py")]
-    proc = subprocess.run(script + ["--paths", "gemm", "nern_rec_step", "--quick-gemm", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    first = json.loads(out.with_suffix(".json").read_text())
-    # a later run of one more path, put into the same report (the earlier rows stay as they were)
-    proc = subprocess.run(script + ["--paths", "statnn_step", "--quick-gemm", "--update", str(out.with_suffix(".json"))],
-                          env=env, capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "perf_cpu.py"), "--paths", "gemm", "nern_rec_step", "statnn_step",
+                           "--quick-gemm", "--out", str(out)], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     res = json.loads(out.with_suffix(".json").read_text())
-    assert res["command"] == first["command"] and res["paths"]["nern_rec_step"] == first["paths"]["nern_rec_step"]
-    assert res["paths"]["statnn_step"]["rerun"]["command"].endswith("--update " + str(out.with_suffix(".json")))
     gemm, nern = res["paths"]["gemm"], res["paths"]["nern_rec_step"]
     assert gemm["flops_per_step"] == 2 * 2048 ** 3 and gemm["gflops"] > 0
     before, after = nern["gemm_gflops_around"]  # the GEMM rate just before and after the path, in its process
@@ -44,7 +36,45 @@ def test_perf_script_writes_fractions_of_the_gemm_rate(tmp_path):
     assert res["command"].endswith("--quick-gemm --out " + str(out))  # the report says how few GEMMs it timed
     assert "What bounds statnn_step: its" in md and "Where statnn_step's time goes" in md
     assert "statnn_step: the same step on 2 networks" in md and "of the batch-64 step." in md
-    assert "| statnn_step (rerun " in md and "Rows marked rerun" in md and "| nern_rec_step: " in md
+
+
+def test_update_puts_a_later_runs_paths_into_an_earlier_report(tmp_path, monkeypatch):
+    """--update: the paths measured now replace the report's rows of the same name, each marked with this run's
+    date, command and first GEMM rate; the other rows, the heading and the report's command stay (the measuring
+    child processes are stubbed here: the test above runs real ones)."""
+    perf = load_script("perf_cpu")
+    def path(gflops: float) -> dict:
+        return {"what": "w", "flops_per_step": 1e9, "seconds_per_step": 1 / gflops, "gflops": gflops,
+                "peak_rss_mb": 500.0, "gemm_gflops_around": [90.0, 110.0]}
+    earlier = {"machine": "x86_64 CPU, 2 cores", "command": "python scripts/perf_cpu.py --out cpu", "date": "2026-12-01",
+               "torch": "2.x", "threads": 2, "title": "a full run",
+               "paths": {"gemm": {"what": "torch.mm", "gflops": 100.0, "fraction_of_gemm": 1.0, "peak_rss_mb": 1.0,
+                                  "flops_per_step": 1, "seconds_per_step": 1.0},
+                         "mlp_step": {**path(5.0), "fraction_of_gemm": 0.05, "fraction_of_first_gemm": 0.05},
+                         "statnn_step": {**path(6.0), "fraction_of_gemm": 0.06, "fraction_of_first_gemm": 0.06}}}
+    report = tmp_path / "cpu.json"
+    report.write_text(json.dumps(earlier))
+    measured = {"gemm": {"what": "torch.mm", "gflops": 80.0, "peak_rss_mb": 1.0, "flops_per_step": 1,
+                         "seconds_per_step": 1.0}, "statnn_step": path(8.0)}
+
+    def child(args, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        return subprocess.CompletedProcess(args, 0, stdout=json.dumps(measured[args[args.index("--one") + 1]]),
+                                           stderr="")
+
+    monkeypatch.setattr(perf.subprocess, "run", child)
+    monkeypatch.setenv("WSBENCH_DATA_DIR", str(DATA_DIR))
+    monkeypatch.setattr(sys, "argv", ["perf_cpu.py", "--paths", "statnn_step", "--update", str(report)])
+    assert perf.main() == 0
+    res = json.loads(report.read_text())
+    assert res["paths"]["mlp_step"] == earlier["paths"]["mlp_step"] and res["paths"]["gemm"] == earlier["paths"]["gemm"]
+    assert (res["command"], res["date"], res["title"]) == (earlier["command"], earlier["date"], earlier["title"])
+    statnn = res["paths"]["statnn_step"]
+    assert statnn["gflops"] == 8.0 and statnn["fraction_of_gemm"] == 8.0 / 100.0 and statnn["fraction_of_first_gemm"] == 0.1
+    assert statnn["rerun"]["first_gemm_gflops"] == 80.0 and statnn["rerun"]["command"].endswith("--update " + str(report))
+    md = (tmp_path / "cpu.md").read_text()
+    assert md.startswith("# CPU efficiency, a full run: ") and "| mlp_step: w | 5.00 |" in md
+    assert "| statnn_step (rerun " in md and "| 8.0% |" in md.split("statnn_step (rerun")[1].splitlines()[0]
+    assert "by `python scripts/perf_cpu.py --paths statnn_step --update " in md and "80.0 GFLOP/s" in md
 
 
 def test_markdown_states_the_same_run_reference_and_the_measured_bound():

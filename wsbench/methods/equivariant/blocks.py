@@ -64,7 +64,7 @@ def attention(q: Tensor, k: Tensor, v: Tensor, scale: float) -> Tensor:
 
 def heads_attention(q: Tensor, k: Tensor, v: Tensor, heads: int, scale: float) -> Tensor:
     """`attention` per head on [B, n, heads * d] tensors (head h on channels h*d..(h+1)*d), as
-    [B, n, heads * d]: the set block's path where the fused kernel does not apply (see SAB.forward)."""
+    [B, n, heads * d]: the set block's path where the fused kernel does not apply (see packed_set_attention)."""
     B, n, F = q.shape
     split = [t.view(B, n, heads, F // heads).transpose(1, 2) for t in (q, k, v)]
     return attention(*split, scale).transpose(1, 2).reshape(B, n, F)
@@ -82,14 +82,21 @@ class SAB(nn.Module):
         self.scale = 1.0 / math.sqrt(f_out)
 
     def forward(self, x: Tensor) -> Tensor:  # [B, n, f_in] -> [B, n, f_out]
-        if fused_kernel_applies(x, self.fc_q.out_features // self.heads):  # one product for q, k and v
-            weight = torch.cat([self.fc_q.weight, self.fc_k.weight, self.fc_v.weight])
-            bias = torch.cat([self.fc_q.bias, self.fc_k.bias, self.fc_v.bias])
-            o = fused_set_attention(F.linear(x, weight, bias), self.heads, self.scale, residual=True)
-        else:
-            q = self.fc_q(x)
-            o = q + heads_attention(q, self.fc_k(x), self.fc_v(x), self.heads, self.scale)
+        weight = torch.cat([self.fc_q.weight, self.fc_k.weight, self.fc_v.weight])  # one product for q, k and v
+        bias = torch.cat([self.fc_q.bias, self.fc_k.bias, self.fc_v.bias])
+        o = packed_set_attention(F.linear(x, weight, bias), self.heads, self.scale)
         return o + F.relu(self.fc_o(o))
+
+
+def packed_set_attention(qkv: Tensor, heads: int, scale: float) -> Tensor:
+    """The set block's O = Q + softmax(Q K^T scale) V per head, on the packed [N, n, 3 * f] product
+    [q | k | v]: through the fused C kernel where it applies (it reads the packed tensor in place), else
+    the per-head attention on views of the three thirds."""
+    f = qkv.shape[-1] // 3
+    if fused_kernel_applies(qkv, f // heads):
+        return fused_set_attention(qkv, heads, scale, residual=True)
+    q, k, v = qkv.split(f, dim=-1)
+    return q + heads_attention(q, k, v, heads, scale)
 
 
 def batched_set_blocks(blocks: Sequence[SAB], xs: Sequence[Tensor]) -> Tensor:
@@ -104,12 +111,7 @@ def batched_set_blocks(blocks: Sequence[SAB], xs: Sequence[Tensor]) -> Tensor:
     w = torch.stack([lin.weight for s in blocks for lin in (s.fc_q, s.fc_k, s.fc_v)]).view(G, 3 * f, f_in)
     b = torch.stack([lin.bias for s in blocks for lin in (s.fc_q, s.fc_k, s.fc_v)]).view(G, 1, 3 * f)
     qkv = torch.baddbmm(b, x, w.transpose(1, 2)).view(G * B, n, 3 * f)
-    if fused_kernel_applies(qkv, f // first.heads):
-        o = fused_set_attention(qkv, first.heads, first.scale, residual=True)
-    else:
-        q, k, v = qkv.split(f, dim=-1)
-        o = q + heads_attention(q, k, v, first.heads, first.scale)
-    o = o.reshape(G, B * n, f)
+    o = packed_set_attention(qkv, first.heads, first.scale).reshape(G, B * n, f)
     w_o = torch.stack([s.fc_o.weight for s in blocks])
     b_o = torch.stack([s.fc_o.bias for s in blocks]).unsqueeze(1)
     return (o + F.relu(torch.baddbmm(b_o, o, w_o.transpose(1, 2)))).view(G, B, n, f)

@@ -468,15 +468,10 @@ def main() -> int:
     if a.render:
         from wsbench.files import print_and_write_report
 
-        try:
-            res = json.loads(Path(a.render).read_text())
-            if a.title:
-                res["title"] = a.title
-            report = markdown(res)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            print(f"perf_cpu: cannot render {a.render}: {type(error).__name__}: {error}", file=sys.stderr)
+        res = read_report(a.render, "render", a.title)
+        if res is None:
             return 2
-        return print_and_write_report(a.out or str(Path(a.render).with_suffix("")), res, report)
+        return print_and_write_report(a.out or str(Path(a.render).with_suffix("")), res, markdown(res))
     if a.quick_gemm:
         GEMM_STEPS.update(run=4, around=2)
     if a.one:
@@ -485,14 +480,9 @@ def main() -> int:
     if not os.environ.get("WSBENCH_DATA_DIR"):
         print("perf_cpu: set WSBENCH_DATA_DIR", file=sys.stderr)
         return 2
-    base = None
-    if a.update:
-        try:
-            base = json.loads(Path(a.update).read_text())
-            markdown(base)
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            print(f"perf_cpu: cannot update {a.update}: {type(error).__name__}: {error}", file=sys.stderr)
-            return 2
+    base = read_report(a.update, "update") if a.update else None
+    if a.update and base is None:
+        return 2
     paths = ["gemm"] + [p for p in a.paths if p != "gemm"]
     res = {"machine": f"{platform.machine()} CPU, {os.cpu_count()} cores", "torch": torch.__version__,
            "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d"),
@@ -516,6 +506,20 @@ def main() -> int:
         res = with_reruns(base, res)
     return print_and_write_report(a.out or (str(Path(a.update).with_suffix("")) if a.update else None), res,
                                   markdown(res))
+
+
+def read_report(path: str, verb: str, title: str | None = None) -> dict | None:
+    """An earlier run's JSON (with `title` as its heading's phrase when given), checked by rendering it;
+    None after one error line on stderr where it cannot be read or rendered."""
+    try:
+        res = json.loads(Path(path).read_text())
+        if title:
+            res["title"] = title
+        markdown(res)
+        return res
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        print(f"perf_cpu: cannot {verb} {path}: {type(error).__name__}: {error}", file=sys.stderr)
+        return None
 
 
 def with_reruns(base: dict, run: dict) -> dict:
